@@ -1,0 +1,193 @@
+//! A SIP dialog as one of callgate's legs sees it (RFC 3261 section 12): what is needed to send
+//! requests inside it (ACK for a 2xx, BYE).
+
+use std::net::{IpAddr, SocketAddr};
+
+use bytes::Bytes;
+
+use super::{host_port, CoreConfig};
+use crate::sip::build::RequestBuilder;
+use crate::sip::msg::{HeaderName, Message, Method};
+use crate::sip::uri::{Scheme, Uri};
+use crate::sip::{Peer, Rng, Transport};
+
+/// One leg's dialog state.
+#[derive(Clone, Debug)]
+pub struct Dialog {
+    pub call_id: String,
+    pub local_tag: String,
+    /// Our party as written in From of our requests, without the tag.
+    pub local_party: String,
+    /// The far party as written in To of our requests, with its tag once known.
+    pub remote_party: String,
+    /// The Request-URI of requests inside the dialog.
+    pub remote_target: String,
+    /// Route header values for requests inside the dialog, in order.
+    pub route_set: Vec<String>,
+    pub local_cseq: u32,
+    /// Our Contact URI for this leg.
+    pub local_contact: String,
+    /// Where requests inside the dialog are sent.
+    pub peer: Peer,
+    confirmed: bool,
+}
+
+impl Dialog {
+    /// The dialog callgate (as UAS) forms with the sender of `invite`.
+    pub fn uas(invite: &Message, peer: Peer, local_tag: &str, local_contact: String) -> Option<Dialog> {
+        let call_id = invite.call_id()?.to_owned();
+        let from = invite.header(HeaderName::From)?.to_owned();
+        let to = invite.header(HeaderName::To)?.to_owned();
+        let target = invite
+            .contacts()
+            .next()
+            .and_then(|c| c.ok())
+            .map(|c| c.uri.to_owned())
+            .or_else(|| invite.from_hdr().ok().map(|f| f.uri.to_owned()))?;
+        let route_set: Vec<String> = invite.header_values(HeaderName::RecordRoute).map(str::to_owned).collect();
+        let peer = request_destination(&route_set, &target, peer);
+        Some(Dialog {
+            call_id,
+            local_tag: local_tag.to_owned(),
+            local_party: to,
+            remote_party: from,
+            remote_target: target,
+            route_set,
+            local_cseq: 0,
+            local_contact,
+            peer,
+            confirmed: true,
+        })
+    }
+
+    /// The dialog callgate (as UAC) is forming by sending an INVITE; confirmed by the 2xx.
+    pub fn uac(
+        call_id: String,
+        local_tag: String,
+        local_party: String,
+        remote_party: String,
+        target: String,
+        local_contact: String,
+        peer: Peer,
+    ) -> Dialog {
+        Dialog {
+            call_id,
+            local_tag,
+            local_party,
+            remote_party,
+            remote_target: target,
+            route_set: Vec::new(),
+            local_cseq: 1,
+            local_contact,
+            peer,
+            confirmed: false,
+        }
+    }
+
+    pub fn confirmed(&self) -> bool {
+        self.confirmed
+    }
+
+    /// Takes the remote tag, target and route set from the first 2xx (RFC 3261 12.1.2).
+    pub fn confirm_uac(&mut self, resp: &Message) {
+        if let Some(to) = resp.header(HeaderName::To) {
+            self.remote_party = to.to_owned();
+        }
+        if let Some(c) = resp.contacts().next().and_then(|c| c.ok()) {
+            self.remote_target = c.uri.to_owned();
+        }
+        let mut rr: Vec<String> = resp.header_values(HeaderName::RecordRoute).map(str::to_owned).collect();
+        rr.reverse();
+        self.route_set = rr;
+        self.peer = request_destination(&self.route_set, &self.remote_target, self.peer);
+        self.confirmed = true;
+    }
+
+    /// The ACK for a 2xx to our INVITE (RFC 3261 13.2.2.4): a new transaction of its own.
+    pub fn ack(&self, resp: &Message, rng: &mut Rng, cfg: &CoreConfig) -> (Peer, Bytes) {
+        let seq = resp.cseq().map(|c| c.seq).unwrap_or(1);
+        let branch = format!("z9hG4bK{}", rng.token(16));
+        let sent_by = host_port(cfg.local_sip);
+        let mut rb = RequestBuilder::new(Method::Ack, &self.remote_target)
+            .via(self.peer.transport, &sent_by, &branch)
+            .from(&self.local_party, &self.local_tag)
+            .to(&self.remote_party, None)
+            .call_id(&self.call_id)
+            .cseq(seq)
+            .max_forwards(70);
+        for r in &self.route_set {
+            rb = rb.route(r);
+        }
+        (self.peer, rb.build())
+    }
+
+    /// A BYE inside the dialog; returns where it goes, its branch and its bytes.
+    pub fn bye(&mut self, rng: &mut Rng, cfg: &CoreConfig, reason: &str) -> (Peer, String, Bytes) {
+        self.local_cseq += 1;
+        let branch = format!("z9hG4bK{}", rng.token(16));
+        let sent_by = host_port(cfg.local_sip);
+        let mut rb = RequestBuilder::new(Method::Bye, &self.remote_target)
+            .via(self.peer.transport, &sent_by, &branch)
+            .from(&self.local_party, &self.local_tag)
+            .to(&self.remote_party, None)
+            .call_id(&self.call_id)
+            .cseq(self.local_cseq)
+            .max_forwards(70)
+            .header("User-Agent", &cfg.user_agent)
+            .header("Reason", &format!("SIP;cause=200;text=\"{}\"", reason.replace('"', "'")));
+        for r in &self.route_set {
+            rb = rb.route(r);
+        }
+        (self.peer, branch, rb.build())
+    }
+}
+
+/// Where a request inside the dialog goes: the first route (loose routing), else the target.
+/// Stream legs stay on their connection.
+fn request_destination(route_set: &[String], target: &str, peer: Peer) -> Peer {
+    if peer.transport == Transport::Tcp && peer.conn.is_some() {
+        return peer;
+    }
+    let next = route_set
+        .first()
+        .map(|r| r.trim().trim_start_matches('<').split('>').next().unwrap_or("").to_owned())
+        .unwrap_or_else(|| target.to_owned());
+    match uri_socket_addr(&next) {
+        Some(addr) => Peer { addr, ..peer },
+        None => peer,
+    }
+}
+
+/// The socket address of a `sip:`/`sips:` URI whose host is an IP literal (default port 5060/5061).
+pub fn uri_socket_addr(uri: &str) -> Option<SocketAddr> {
+    let u = Uri::parse(uri.trim()).ok()?;
+    let default = match u.scheme {
+        Scheme::Sip => 5060,
+        Scheme::Sips => 5061,
+        _ => return None,
+    };
+    let ip: IpAddr = u.host.trim_start_matches('[').trim_end_matches(']').parse().ok()?;
+    Some(SocketAddr::new(ip, u.port.unwrap_or(default)))
+}
+
+/// A minimal dialog from a 2xx whose call is gone, so it can be ACKed and ended.
+pub fn orphan_from_response(resp: &Message, local_contact: String) -> Option<Dialog> {
+    let from = resp.from_hdr().ok()?;
+    let tag = from.tag()?.to_owned();
+    let party = resp.header(HeaderName::From)?;
+    // The From value carries ";tag=..." already; strip it so `from()` can add it back once.
+    let local_party = party.split(";tag=").next().unwrap_or(party).to_owned();
+    let target = resp.contacts().next()?.ok()?.uri.to_owned();
+    let addr = uri_socket_addr(&target)?;
+    let mut d = Dialog::uac(
+        resp.call_id()?.to_owned(),
+        tag,
+        local_party,
+        resp.header(HeaderName::To)?.to_owned(),
+        target,
+        local_contact,
+        Peer::udp(addr),
+    );
+    d.confirm_uac(resp);
+    Some(d)
+}

@@ -1,0 +1,1136 @@
+//! The call core: what callgate does with each call. Sans-IO: it takes `now` and inputs
+//! (SIP messages, media events), and hands back outputs (datagrams to send, media commands,
+//! call records) and its next deadline. It owns the transaction layer.
+//!
+//! # Contract
+//! After every `handle_*` call, drain [`Core::poll_output`] until it returns `None`, then arm
+//! one timer for [`Core::poll_timeout`] and call [`Core::handle_timeout`] when it fires.
+//!
+//! # What happens to a request
+//! ```text
+//!  datagram ──parse──▶ error ─────────────────────────────▶ 400 (stateless, when a response can be built)
+//!     │
+//!     ├── source in no trunk's networks ──────────────────▶ 403 (stateless: no state kept)
+//!     ├── validate_request fails ─────────────────────────▶ 400 / 505 / 416 ... (stateless)
+//!     └── transaction layer ──▶ new request ──▶ INVITE / BYE / CANCEL / OPTIONS / others
+//! ```
+//!
+//! # An inbound call (the caller's leg, "A")
+//! ```text
+//!   INVITE ─▶ 100 Trying
+//!     ├─ number unknown ─────────────▶ 404                       (record: not_found)
+//!     ├─ edge full / shutting down ──▶ 503 + Retry-After         (record: busy / shutdown)
+//!     ├─ no codec in common ─────────▶ 488                       (record: not_acceptable)
+//!     ├─ guidance service:
+//!     │     200 OK + SDP ─▶ [Answered] ──ACK──▶ [Playing] ──prompts end──▶ BYE (record: completed)
+//!     │                        │  no ACK in 64*T1 ──▶ BYE     (record: failed)
+//!     │                        └─ caller BYE ──▶ 200          (record: abandoned)
+//!     └─ bridge service (B2BUA):
+//!           INVITE ─▶ B  [Ringing]  B 1xx ─▶ A 1xx
+//!             B 2xx ─▶ ACK B, 200 ─▶ A  [Connected] ──BYE either side──▶ 200, BYE other (record: bridged)
+//!             B 3xx-6xx / timeout ─▶ same code / 408 ─▶ A  (record: failed or busy)
+//!             A CANCEL ─▶ 200, 487 ─▶ A, CANCEL ─▶ B          (record: cancelled)
+//! ```
+
+mod dialog;
+mod ports;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use thiserror::Error;
+
+use crate::config::{Profile, Service, Trunk};
+use crate::media::{sdp, Codec};
+use crate::metrics::{Counter, Mark, Metrics, Stage};
+use crate::records::{CallRecord, Outcome};
+use crate::sip::build::{RequestBuilder, ResponseBuilder};
+use crate::sip::msg::{Message, Method};
+use crate::sip::txn::{Incoming, TxnConfig, TxnEvent, TxnId, TxnLayer};
+use crate::sip::uri::Uri;
+use crate::sip::{Peer, Rng, Transmit, Transport};
+
+pub use dialog::Dialog;
+pub use ports::PortPool;
+
+/// callgate's own handle for a call, unique within one running edge.
+pub type CallKey = u64;
+
+/// What the media engine must do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum MediaCommand {
+    /// Open the call's RTP port and stream the playlist to `dst`.
+    Play {
+        call: CallKey,
+        local_port: u16,
+        dst: SocketAddr,
+        codec: Codec,
+        pt: u8,
+        ssrc: u32,
+        seq: u16,
+        ts: u32,
+        playlist: Vec<String>,
+    },
+    /// Stop the call's streams and close its RTP port.
+    Stop { call: CallKey },
+}
+
+/// What the media engine reports back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MediaEvent {
+    /// The playlist ran to its end.
+    Finished { call: CallKey },
+    /// The media for the call could not be set up (e.g. its RTP port could not be bound).
+    Failed { call: CallKey, reason: String },
+}
+
+/// An output of the core for the shell.
+#[derive(Debug)]
+pub enum Output {
+    Transmit(Transmit),
+    Media(MediaCommand),
+    Record(CallRecord),
+}
+
+/// Why the core could not be built from a profile.
+#[derive(Debug, Error)]
+pub enum CoreError {
+    #[error("service {service:?} bridges to {target:?}, which is not a sip: URI with an IP address")]
+    BadBridgeTarget { service: String, target: String },
+}
+
+/// The core's settings, derived once from the profile.
+#[derive(Clone, Debug)]
+pub struct CoreConfig {
+    /// Our SIP address as written in Via, Contact and From.
+    pub local_sip: SocketAddr,
+    /// The address written in SDP `c=` lines.
+    pub media_ip: IpAddr,
+    pub rtp_ports: (u16, u16),
+    pub max_calls: usize,
+    pub retry_after_s: u32,
+    pub user_agent: String,
+    pub txn: TxnConfig,
+}
+
+impl CoreConfig {
+    pub fn from_profile(p: &Profile) -> CoreConfig {
+        CoreConfig {
+            local_sip: p.listen.sip,
+            media_ip: p.media.address,
+            rtp_ports: p.media.rtp_ports,
+            max_calls: p.limits.max_calls,
+            retry_after_s: p.limits.retry_after_s,
+            user_agent: p.sip.user_agent.clone(),
+            txn: TxnConfig {
+                t1: Duration::from_millis(p.sip.t1_ms),
+                t2: Duration::from_millis(p.sip.t2_ms),
+                t4: Duration::from_millis(p.sip.t4_ms),
+            },
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Guidance call: 200 sent, waiting for the ACK.
+    Answered,
+    /// Guidance call: the announcement is streaming.
+    Playing,
+    /// Bridge call: INVITE sent to B, no final answer yet.
+    Ringing,
+    /// Bridge call: both legs up.
+    Connected,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Side {
+    A,
+    B,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Purpose {
+    BInvite,
+    Bye,
+    Cancel,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerKind {
+    /// A guidance call whose caller gave no media address: end when the prompts would have.
+    PlaybackEnd,
+}
+
+struct Call {
+    cg_id: String,
+    state: State,
+    a: Dialog,
+    /// The caller's INVITE server transaction.
+    a_invite: TxnId,
+    a_invite_msg: Message,
+    b: Option<Dialog>,
+    b_invite: Option<(TxnId, Message)>,
+    tenant: String,
+    trunk: String,
+    service: String,
+    caller: String,
+    number: String,
+    source: SocketAddr,
+    transport: Transport,
+    arrived: Instant,
+    answered: Option<Instant>,
+    media_port: Option<u16>,
+    /// What to stream once the ACK arrives.
+    pending_play: Option<MediaCommand>,
+    /// Our SDP on the caller's leg (guidance calls): the answer to session refreshes.
+    local_sdp: Option<Bytes>,
+}
+
+/// The call core. See the module docs for the state diagram.
+pub struct Core {
+    cfg: CoreConfig,
+    profile: Arc<Profile>,
+    metrics: Arc<Metrics>,
+    txn: TxnLayer,
+    rng: Rng,
+    ports: PortPool,
+    calls: HashMap<CallKey, Call>,
+    /// (Call-ID, our tag) → call and side.
+    dialogs: HashMap<(String, String), (CallKey, Side)>,
+    /// The caller's INVITE server transaction → call.
+    a_invites: HashMap<TxnId, CallKey>,
+    /// Our client transactions → call and purpose.
+    clients: HashMap<TxnId, (CallKey, Purpose)>,
+    timers: BinaryHeap<Reverse<(Instant, CallKey, TimerKind)>>,
+    prompt_durations: HashMap<String, Duration>,
+    outputs: VecDeque<Output>,
+    next_key: CallKey,
+    draining: bool,
+    /// Instant ↔ wall clock, fixed at construction (records carry Unix milliseconds).
+    epoch: (Instant, SystemTime),
+}
+
+impl Core {
+    /// `prompt_durations`: the length of every prompt a service may play (for calls without media).
+    pub fn new(
+        profile: Arc<Profile>,
+        metrics: Arc<Metrics>,
+        prompt_durations: HashMap<String, Duration>,
+        seed: u64,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Result<Core, CoreError> {
+        for t in &profile.tenants {
+            for s in &t.services {
+                if let Some(target) = &s.bridge_to {
+                    if dialog::uri_socket_addr(target).is_none() {
+                        return Err(CoreError::BadBridgeTarget { service: s.name.clone(), target: target.clone() });
+                    }
+                }
+            }
+        }
+        let cfg = CoreConfig::from_profile(&profile);
+        Ok(Core {
+            txn: TxnLayer::new(cfg.txn.clone()),
+            ports: PortPool::new(cfg.rtp_ports.0, cfg.rtp_ports.1),
+            cfg,
+            profile,
+            metrics,
+            rng: Rng::seeded(seed),
+            calls: HashMap::new(),
+            dialogs: HashMap::new(),
+            a_invites: HashMap::new(),
+            clients: HashMap::new(),
+            timers: BinaryHeap::new(),
+            prompt_durations,
+            outputs: VecDeque::new(),
+            next_key: 1,
+            draining: false,
+            epoch: (now, wall),
+        })
+    }
+
+    /// Calls in progress.
+    pub fn active_calls(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// Live transactions (for shutdown: the core is idle when both are zero).
+    pub fn live_transactions(&self) -> usize {
+        self.txn.len()
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        if let Some(o) = self.outputs.pop_front() {
+            return Some(o);
+        }
+        self.txn.poll_transmit().map(Output::Transmit)
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let call = self.timers.peek().map(|Reverse((t, _, _))| *t);
+        match (call, self.txn.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.txn.handle_timeout(now);
+        self.drain_txn_events(now);
+        while let Some(Reverse((t, key, kind))) = self.timers.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            match kind {
+                TimerKind::PlaybackEnd => {
+                    if self.calls.get(&key).is_some_and(|c| c.state == State::Playing) {
+                        self.hang_up(now, key, Outcome::Completed, 200, "announcement completed");
+                    }
+                }
+            }
+        }
+    }
+
+    /// One datagram or framed stream message from `peer`.
+    pub fn handle_datagram(&mut self, now: Instant, data: Bytes, peer: Peer) {
+        self.metrics.inc(Counter::SipIn);
+        match Message::parse(data.clone()) {
+            Ok(msg) => self.handle_message(now, msg, peer),
+            Err(e) => {
+                self.metrics.inc(Counter::ParseErrors);
+                tracing::debug!(%peer.addr, error = %e, "unparseable SIP message");
+                if let Some(resp) = crate::sip::build::error_response_raw(&data, 400, e.reason()) {
+                    self.metrics.inc(Counter::BadRequest400);
+                    self.send(peer, resp, None);
+                }
+            }
+        }
+    }
+
+    pub fn handle_message(&mut self, now: Instant, msg: Message, peer: Peer) {
+        if msg.is_request() {
+            let is_ack = msg.method() == Some(&Method::Ack);
+            if self.profile.trunk_for(peer.addr.ip()).is_none() {
+                self.metrics.inc(Counter::Forbidden403);
+                if msg.method() == Some(&Method::Invite) {
+                    // No state is kept; the record's id derives from the message, so
+                    // retransmissions of the same INVITE write one record.
+                    self.record_rejected(now, &msg, peer, None, Outcome::Rejected, 403, "source not allowed");
+                }
+                if !is_ack {
+                    tracing::info!(src = %peer.addr, "request from a source no trunk allows: 403");
+                    self.respond_stateless(&msg, peer, 403, "Forbidden");
+                }
+                return;
+            }
+            if let Err(rej) = msg.validate_request() {
+                if !is_ack {
+                    tracing::info!(src = %peer.addr, code = rej.code, reason = rej.reason, "request refused");
+                    if rej.code == 400 {
+                        self.metrics.inc(Counter::BadRequest400);
+                    }
+                    self.respond_stateless(&msg, peer, rej.code, rej.reason);
+                }
+                return;
+            }
+        } else if let Err(e) = msg.validate_response() {
+            tracing::debug!(src = %peer.addr, error = %e, "response dropped");
+            return;
+        }
+        match self.txn.on_message(now, msg, peer) {
+            Incoming::Request { txn, msg, peer } => self.on_request(now, txn, msg, peer),
+            Incoming::Ack2xx { msg, peer } => self.on_ack(now, msg, peer),
+            Incoming::Response { txn, msg } => self.on_response(now, txn, msg),
+            Incoming::Stray { msg } => self.on_stray_response(now, msg),
+            Incoming::Absorbed => {}
+        }
+        self.drain_txn_events(now);
+    }
+
+    /// A report from the media engine.
+    pub fn handle_media(&mut self, now: Instant, ev: MediaEvent) {
+        match ev {
+            MediaEvent::Finished { call } => {
+                if self.calls.get(&call).is_some_and(|c| c.state == State::Playing) {
+                    self.hang_up(now, call, Outcome::Completed, 200, "announcement completed");
+                }
+            }
+            MediaEvent::Failed { call, reason } => {
+                tracing::warn!(call, %reason, "media failed");
+                if self.calls.contains_key(&call) {
+                    self.hang_up(now, call, Outcome::Failed, 500, "media failed");
+                }
+            }
+        }
+    }
+
+    /// Graceful shutdown: from now on new calls get 503; calls in progress are ended.
+    pub fn shutdown(&mut self, now: Instant) {
+        self.draining = true;
+        let keys: Vec<CallKey> = self.calls.keys().copied().collect();
+        for key in keys {
+            self.hang_up(now, key, Outcome::Shutdown, 503, "edge shutting down");
+        }
+    }
+
+    // ---- requests -------------------------------------------------------------------------
+
+    fn on_request(&mut self, now: Instant, txn: TxnId, msg: Message, peer: Peer) {
+        let method = match msg.method() {
+            Some(m) => m.clone(),
+            None => return,
+        };
+        let has_to_tag = msg.to_hdr().ok().and_then(|t| t.tag().map(str::to_owned));
+        match (&method, has_to_tag) {
+            (Method::Invite, None) => self.on_invite(now, txn, msg, peer),
+            (Method::Invite, Some(tag)) => self.on_reinvite(now, txn, msg, tag),
+            (Method::Cancel, _) => self.on_cancel(now, txn, msg),
+            (Method::Bye, Some(tag)) => self.on_bye(now, txn, msg, tag),
+            (Method::Options, _) => {
+                let resp = self
+                    .response(&msg, 200, "OK")
+                    .header("Allow", ALLOW)
+                    .header("Accept", "application/sdp")
+                    .header("Supported", "")
+                    .build();
+                self.txn.respond(now, txn, 200, resp, None);
+            }
+            (Method::Info, Some(tag)) if self.dialogs.contains_key(&dialog_key(&msg, &tag)) => {
+                let resp = self.response(&msg, 200, "OK").build();
+                self.txn.respond(now, txn, 200, resp, None);
+            }
+            (Method::Bye | Method::Info | Method::Update | Method::Prack, _) => {
+                let resp = self.response(&msg, 481, "Call/Transaction Does Not Exist").build();
+                self.txn.respond(now, txn, 481, resp, None);
+            }
+            _ => {
+                let resp = self.response(&msg, 501, "Not Implemented").header("Allow", ALLOW).build();
+                self.txn.respond(now, txn, 501, resp, None);
+            }
+        }
+    }
+
+    fn on_invite(&mut self, now: Instant, txn: TxnId, msg: Message, peer: Peer) {
+        let trying = self.response(&msg, 100, "Trying").build();
+        self.txn.respond(now, txn, 100, trying, Some(Mark { stage: Stage::InviteTo100, since: now }));
+
+        let trunk = match self.profile.trunk_for(peer.addr.ip()) {
+            Some(t) => t.clone(),
+            None => return, // checked before; unreachable in practice
+        };
+        let number = msg.request_uri().and_then(|u| Uri::parse(u).ok()).and_then(|u| u.number()).unwrap_or_default();
+        let service = self.profile.service_for(&trunk, &number).cloned();
+        let Some(service) = service else {
+            tracing::info!(%number, trunk = %trunk.name, "no service for the number: 404");
+            self.reject(now, txn, &msg, peer, Some(&trunk), None, 404, "Not Found", Outcome::NotFound);
+            return;
+        };
+        if self.draining {
+            self.reject(now, txn, &msg, peer, Some(&trunk), Some(&service), 503, "Service Unavailable", Outcome::Shutdown);
+            return;
+        }
+        if self.calls.len() >= self.cfg.max_calls {
+            self.metrics.inc(Counter::Overload503);
+            self.reject(now, txn, &msg, peer, Some(&trunk), Some(&service), 503, "Service Unavailable", Outcome::Busy);
+            return;
+        }
+        if msg.max_forwards() == Some(0) && service.bridge_to.is_some() {
+            self.reject(now, txn, &msg, peer, Some(&trunk), Some(&service), 483, "Too Many Hops", Outcome::Failed);
+            return;
+        }
+        let key = self.next_key;
+        self.next_key += 1;
+        let local_tag = self.rng.token(10);
+        let a = match Dialog::uas(&msg, peer, &local_tag, self.contact_uri(peer.transport)) {
+            Some(d) => d,
+            None => {
+                self.reject(now, txn, &msg, peer, Some(&trunk), Some(&service), 400, "Bad Request", Outcome::Failed);
+                return;
+            }
+        };
+        let caller = msg
+            .from_hdr()
+            .ok()
+            .and_then(|f| Uri::parse(f.uri).ok().and_then(|u| u.number()))
+            .unwrap_or_default();
+        let call = Call {
+            cg_id: format!("cg-{}", self.rng.token(16)),
+            state: State::Answered,
+            a,
+            a_invite: txn,
+            a_invite_msg: msg.clone(),
+            b: None,
+            b_invite: None,
+            tenant: service.tenant.clone(),
+            trunk: trunk.name.clone(),
+            service: service.name.clone(),
+            caller,
+            number,
+            source: peer.addr,
+            transport: peer.transport,
+            arrived: now,
+            answered: None,
+            media_port: None,
+            pending_play: None,
+            local_sdp: None,
+        };
+        self.dialogs.insert((call.a.call_id.clone(), local_tag), (key, Side::A));
+        self.a_invites.insert(txn, key);
+        self.calls.insert(key, call);
+        self.metrics.set_active_calls(self.calls.len());
+
+        if let Some(target) = service.bridge_to.clone() {
+            self.start_bridge(now, key, &msg, &target);
+        } else {
+            self.answer_guidance(now, key, &msg, &trunk, &service);
+        }
+    }
+
+    fn answer_guidance(&mut self, now: Instant, key: CallKey, msg: &Message, trunk: &Trunk, service: &Service) {
+        let Some(port) = self.ports.allocate() else {
+            tracing::warn!("RTP port range exhausted: 503");
+            self.metrics.inc(Counter::Overload503);
+            self.fail_unanswered(now, key, 503, "Service Unavailable", Outcome::Busy);
+            return;
+        };
+        let sess_id = self.rng.next_u64() >> 2;
+        let offer = msg.body();
+        let has_offer = msg.content_type().is_some_and(|t| t.eq_ignore_ascii_case("application/sdp")) && !offer.is_empty();
+        let (sdp_body, play) = if has_offer {
+            match sdp::answer(&offer, &trunk.codecs, self.cfg.media_ip, port, sess_id) {
+                Ok(n) => {
+                    let play = n.remote.map(|dst| (dst, n.codec, n.pt));
+                    (n.sdp, play)
+                }
+                Err(e) => {
+                    self.ports.release(port);
+                    tracing::info!(error = %e, "SDP offer refused");
+                    let code = if matches!(e, sdp::SdpError::NoCommonCodec) { 488 } else { 400 };
+                    let (reason, outcome) = if code == 488 {
+                        ("Not Acceptable Here", Outcome::NotAcceptable)
+                    } else {
+                        ("Bad SDP", Outcome::Failed)
+                    };
+                    self.fail_unanswered(now, key, code, reason, outcome);
+                    return;
+                }
+            }
+        } else {
+            // Delayed offer: we offer, the ACK answers. Until the ACK comes, nothing to stream.
+            (sdp::offer(&trunk.codecs, self.cfg.media_ip, port, sess_id), None)
+        };
+        let ssrc = self.rng.next_u32();
+        let seq = (self.rng.next_u32() & 0x7fff) as u16;
+        let ts = self.rng.next_u32();
+        let playlist = service.guidance.clone();
+        let Some(call) = self.calls.get_mut(&key) else { return };
+        call.media_port = Some(port);
+        call.answered = Some(now);
+        call.local_sdp = Some(sdp_body.clone());
+        call.pending_play = play.map(|(dst, codec, pt)| MediaCommand::Play {
+            call: key,
+            local_port: port,
+            dst,
+            codec,
+            pt,
+            ssrc,
+            seq,
+            ts,
+            playlist: playlist.clone(),
+        });
+        let resp = ResponseBuilder::new(msg, 200, "OK")
+            .to_tag(&call.a.local_tag)
+            .header("Contact", &format!("<{}>", call.a.local_contact))
+            .header("Allow", ALLOW)
+            .header("Supported", "")
+            .header("Server", &self.cfg.user_agent)
+            .body("application/sdp", &sdp_body)
+            .build();
+        let txn = call.a_invite;
+        self.txn.respond(now, txn, 200, resp, Some(Mark { stage: Stage::InviteTo200, since: call.arrived }));
+    }
+
+    fn on_ack(&mut self, now: Instant, msg: Message, _peer: Peer) {
+        let Some(tag) = msg.to_hdr().ok().and_then(|t| t.tag().map(str::to_owned)) else { return };
+        let Some(&(key, side)) = self.dialogs.get(&dialog_key(&msg, &tag)) else { return };
+        if side != Side::A {
+            return;
+        }
+        let guidance = self.profile_guidance(key);
+        let Some(call) = self.calls.get_mut(&key) else { return };
+        self.txn.ack_received(now, call.a_invite);
+        if call.state != State::Answered {
+            return;
+        }
+        call.state = State::Playing;
+        if call.pending_play.is_none() {
+            // Delayed offer: the ACK carries the answer.
+            let body = msg.body();
+            if !body.is_empty() {
+                if let (Ok(n), Some(port)) = (sdp::parse_answer(&body), call.media_port) {
+                    if let Some(dst) = n.remote {
+                        call.pending_play = Some(MediaCommand::Play {
+                            call: key,
+                            local_port: port,
+                            dst,
+                            codec: n.codec,
+                            pt: n.pt,
+                            ssrc: self.rng.next_u32(),
+                            seq: (self.rng.next_u32() & 0x7fff) as u16,
+                            ts: self.rng.next_u32(),
+                            playlist: guidance.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        let Some(call) = self.calls.get_mut(&key) else { return };
+        match call.pending_play.take() {
+            Some(play) => self.outputs.push_back(Output::Media(play)),
+            None => {
+                let total: Duration = guidance
+                    .iter()
+                    .filter_map(|p| self.prompt_durations.get(p))
+                    .sum();
+                self.timers.push(Reverse((now + total, key, TimerKind::PlaybackEnd)));
+            }
+        }
+    }
+
+    fn profile_guidance(&self, key: CallKey) -> Vec<String> {
+        let Some(call) = self.calls.get(&key) else { return Vec::new() };
+        self.profile
+            .tenants
+            .iter()
+            .flat_map(|t| t.services.iter())
+            .find(|s| s.name == call.service && s.tenant == call.tenant)
+            .map(|s| s.guidance.clone())
+            .unwrap_or_default()
+    }
+
+    fn on_reinvite(&mut self, now: Instant, txn: TxnId, msg: Message, tag: String) {
+        let found = self.dialogs.get(&dialog_key(&msg, &tag)).copied();
+        let sdp = found.and_then(|(key, side)| {
+            let call = self.calls.get(&key)?;
+            (side == Side::A).then(|| call.local_sdp.clone()).flatten().map(|s| (s, call.a.local_contact.clone()))
+        });
+        let (code, resp) = match (found, sdp) {
+            (None, _) => (481, self.response(&msg, 481, "Call/Transaction Does Not Exist").build()),
+            // A session refresh on a guidance call: our media description is unchanged
+            // (RFC 3264 8: the same o= version says so).
+            (Some(_), Some((sdp, contact))) => (
+                200,
+                self.response(&msg, 200, "OK")
+                    .header("Contact", &format!("<{contact}>"))
+                    .body("application/sdp", &sdp)
+                    .build(),
+            ),
+            // Re-offers across a bridge are relayed by the media engine (not yet).
+            (Some(_), None) => (
+                488,
+                self.response(&msg, 488, "Not Acceptable Here")
+                    .header("Warning", "399 callgate \"re-INVITE across a bridge is not supported yet\"")
+                    .build(),
+            ),
+        };
+        self.txn.respond(now, txn, code, resp, None);
+    }
+
+    fn on_cancel(&mut self, now: Instant, txn: TxnId, msg: Message) {
+        let target = self.txn.cancel_target(&msg);
+        let key = target.and_then(|t| self.a_invites.get(&t).copied());
+        let Some(key) = key else {
+            let resp = self.response(&msg, 481, "Call/Transaction Does Not Exist").build();
+            self.txn.respond(now, txn, 481, resp, None);
+            return;
+        };
+        let resp = self.response(&msg, 200, "OK").build();
+        self.txn.respond(now, txn, 200, resp, None);
+        let Some(call) = self.calls.get(&key) else { return };
+        // A CANCEL only affects a call with no final answer yet (RFC 3261 9.2).
+        if call.state == State::Ringing {
+            if let Some((_, b_invite)) = &call.b_invite {
+                let cancel = crate::sip::build::cancel_for(b_invite);
+                let branch = top_branch(&cancel);
+                let peer = call.b.as_ref().map(|b| b.peer);
+                if let (Some(peer), Some(branch)) = (peer, branch) {
+                    let t = self.txn.request(now, Method::Cancel, &branch, cancel, peer);
+                    self.clients.insert(t, (key, Purpose::Cancel));
+                }
+            }
+            self.fail_unanswered(now, key, 487, "Request Terminated", Outcome::Cancelled);
+        }
+    }
+
+    fn on_bye(&mut self, now: Instant, txn: TxnId, msg: Message, tag: String) {
+        let Some(&(key, side)) = self.dialogs.get(&dialog_key(&msg, &tag)) else {
+            let resp = self.response(&msg, 481, "Call/Transaction Does Not Exist").build();
+            self.txn.respond(now, txn, 481, resp, None);
+            return;
+        };
+        let resp = self.response(&msg, 200, "OK").build();
+        self.txn.respond(now, txn, 200, resp, None);
+        let Some(call) = self.calls.get(&key) else { return };
+        let outcome = match call.state {
+            State::Answered | State::Playing => Outcome::Abandoned,
+            State::Connected | State::Ringing => Outcome::Bridged,
+        };
+        let reason = if side == Side::A { "caller hung up" } else { "callee hung up" };
+        // Hang up the other side only.
+        self.end_call(now, key, outcome, 200, reason, Some(side));
+    }
+
+    // ---- bridging (B2BUA) --------------------------------------------------------------------
+
+    fn start_bridge(&mut self, now: Instant, key: CallKey, msg: &Message, target: &str) {
+        let Some(dst) = dialog::uri_socket_addr(target) else { return };
+        let transport = match Uri::parse(target).ok().and_then(|u| u.param("transport").flatten().map(str::to_ascii_lowercase)) {
+            Some(t) if t == "tcp" => Transport::Tcp,
+            _ => Transport::Udp,
+        };
+        let peer = Peer { transport, addr: dst, conn: None };
+        let call_id = format!("{}@{}", self.rng.token(20), self.cfg.local_sip.ip());
+        let local_tag = self.rng.token(10);
+        let branch = format!("z9hG4bK{}", self.rng.token(16));
+        let Some(call) = self.calls.get(&key) else { return };
+        let from_user = if call.caller.is_empty() { "anonymous".to_owned() } else { call.caller.clone() };
+        let from = format!("<sip:{}@{}>", from_user, host_port(self.cfg.local_sip));
+        let to = format!("<{}>", target);
+        let contact = self.contact_uri(transport);
+        let mf = msg.max_forwards().unwrap_or(70).saturating_sub(1).min(70);
+        let mut rb = RequestBuilder::new(Method::Invite, target)
+            .via(transport, &host_port(self.cfg.local_sip), &branch)
+            .from(&from, &local_tag)
+            .to(&to, None)
+            .call_id(&call_id)
+            .cseq(1)
+            .max_forwards(mf)
+            .contact(&contact)
+            .header("Allow", ALLOW)
+            .header("User-Agent", &self.cfg.user_agent)
+            .header("X-Callgate-Call", &call.cg_id);
+        let body = msg.body();
+        if !body.is_empty() {
+            let ctype = msg.content_type().unwrap_or("application/sdp").to_owned();
+            rb = rb.body(&ctype, &body);
+        }
+        let invite = rb.build();
+        let Ok(invite_msg) = Message::parse(invite.clone()) else {
+            self.fail_unanswered(now, key, 500, "Server Internal Error", Outcome::Failed);
+            return;
+        };
+        let t = self.txn.request(now, Method::Invite, &branch, invite, peer);
+        self.clients.insert(t, (key, Purpose::BInvite));
+        let b = Dialog::uac(call_id.clone(), local_tag.clone(), from, to, target.to_owned(), contact, peer);
+        self.dialogs.insert((call_id, local_tag), (key, Side::B));
+        let Some(call) = self.calls.get_mut(&key) else { return };
+        call.state = State::Ringing;
+        call.b = Some(b);
+        call.b_invite = Some((t, invite_msg));
+    }
+
+    fn on_response(&mut self, now: Instant, txn: TxnId, msg: Message) {
+        let Some(&(key, purpose)) = self.clients.get(&txn) else { return };
+        let code = msg.status().unwrap_or(0);
+        if code >= 200 && purpose != Purpose::BInvite {
+            self.clients.remove(&txn);
+        }
+        if purpose != Purpose::BInvite {
+            return;
+        }
+        if !self.calls.contains_key(&key) {
+            // The caller is gone (e.g. CANCEL crossed B's 200): end B's dialog too.
+            if (200..300).contains(&code) {
+                self.ack_and_bye_orphan(now, &msg);
+            }
+            if code >= 200 {
+                self.clients.remove(&txn);
+            }
+            return;
+        }
+        match code {
+            100 => {}
+            101..=199 => {
+                let Some(call) = self.calls.get(&key) else { return };
+                if call.state != State::Ringing {
+                    return;
+                }
+                let mut rb = ResponseBuilder::new(&call.a_invite_msg, code, msg.reason().unwrap_or("Ringing"))
+                    .to_tag(&call.a.local_tag)
+                    .header("Contact", &format!("<{}>", call.a.local_contact));
+                let body = msg.body();
+                if !body.is_empty() {
+                    rb = rb.body(msg.content_type().unwrap_or("application/sdp"), &body);
+                }
+                let resp = rb.build();
+                let t = call.a_invite;
+                self.txn.respond(now, t, code, resp, None);
+            }
+            200..=299 => {
+                let Some(call) = self.calls.get_mut(&key) else { return };
+                let first = call.state == State::Ringing;
+                if let Some(b) = call.b.as_mut() {
+                    if first {
+                        b.confirm_uac(&msg);
+                    }
+                }
+                // ACK every 2xx, the retransmissions too (RFC 3261 13.2.2.4).
+                let ack = call.b.as_ref().map(|b| b.ack(&msg, &mut self.rng, &self.cfg));
+                if let Some((peer, data)) = ack {
+                    self.outputs.push_back(Output::Transmit(Transmit { peer, data, mark: None }));
+                }
+                if !first {
+                    return;
+                }
+                call.state = State::Connected;
+                call.answered = Some(now);
+                let mut rb = ResponseBuilder::new(&call.a_invite_msg, 200, "OK")
+                    .to_tag(&call.a.local_tag)
+                    .header("Contact", &format!("<{}>", call.a.local_contact))
+                    .header("Allow", ALLOW)
+                    .header("Server", &self.cfg.user_agent);
+                let body = msg.body();
+                if !body.is_empty() {
+                    rb = rb.body(msg.content_type().unwrap_or("application/sdp"), &body);
+                }
+                let resp = rb.build();
+                let (t, since) = (call.a_invite, call.arrived);
+                self.txn.respond(now, t, 200, resp, Some(Mark { stage: Stage::InviteTo200, since }));
+            }
+            _ => {
+                self.clients.remove(&txn);
+                let reason = msg.reason().unwrap_or("Failed").to_owned();
+                let outcome = match code {
+                    486 | 600 | 603 => Outcome::Busy,
+                    487 => Outcome::Cancelled,
+                    _ => Outcome::Failed,
+                };
+                // The caller gets the callee's answer (codes a UA would not forward are mapped).
+                let (fwd, fwd_reason) = match code {
+                    401 | 407 => (503, "Service Unavailable".to_owned()),
+                    _ => (code, reason),
+                };
+                if let Some(call) = self.calls.get_mut(&key) {
+                    call.b = None;
+                }
+                self.fail_unanswered(now, key, fwd, &fwd_reason, outcome);
+            }
+        }
+    }
+
+    fn on_stray_response(&mut self, now: Instant, msg: Message) {
+        // A 2xx retransmission to an INVITE whose transaction is gone: ACK it if it belongs to a call.
+        if msg.status().is_some_and(|c| (200..300).contains(&c)) && msg.cseq().is_ok_and(|c| c.method == Method::Invite) {
+            let tag = msg.from_hdr().ok().and_then(|f| f.tag().map(str::to_owned));
+            if let (Some(tag), Some(cid)) = (tag, msg.call_id()) {
+                if let Some(&(key, Side::B)) = self.dialogs.get(&(cid.to_owned(), tag)) {
+                    if let Some(b) = self.calls.get(&key).and_then(|c| c.b.as_ref()) {
+                        let (peer, ack) = b.ack(&msg, &mut self.rng, &self.cfg);
+                        self.send(peer, ack, None);
+                    }
+                    return;
+                }
+            }
+            let _ = now;
+        }
+    }
+
+    fn ack_and_bye_orphan(&mut self, now: Instant, resp: &Message) {
+        let Some(cid) = resp.call_id() else { return };
+        let Some(tag) = resp.from_hdr().ok().and_then(|f| f.tag().map(str::to_owned)) else { return };
+        let Some((key, Side::B)) = self.dialogs.get(&(cid.to_owned(), tag.clone())).copied() else { return };
+        let _ = key;
+        if let Some(mut d) = dialog::orphan_from_response(resp, self.contact_uri(Transport::Udp)) {
+            let (peer, ack) = d.ack(resp, &mut self.rng, &self.cfg);
+            self.send(peer, ack, None);
+            let (peer, branch, bye) = d.bye(&mut self.rng, &self.cfg, "caller left");
+            let t = self.txn.request(now, Method::Bye, &branch, bye, peer);
+            let _ = t;
+        }
+        self.dialogs.remove(&(cid.to_owned(), tag));
+    }
+
+    // ---- ending calls ---------------------------------------------------------------------------
+
+    /// Ends an answered or unanswered call from callgate's side, whatever its state.
+    fn hang_up(&mut self, now: Instant, key: CallKey, outcome: Outcome, status: u16, reason: &str) {
+        let Some(call) = self.calls.get(&key) else { return };
+        match call.state {
+            State::Ringing => {
+                if let (Some((_, inv)), Some(b)) = (&call.b_invite, &call.b) {
+                    let cancel = crate::sip::build::cancel_for(inv);
+                    if let Some(branch) = top_branch(&cancel) {
+                        let peer = b.peer;
+                        let t = self.txn.request(now, Method::Cancel, &branch, cancel, peer);
+                        self.clients.insert(t, (key, Purpose::Cancel));
+                    }
+                }
+                self.fail_unanswered(now, key, 503, "Service Unavailable", outcome);
+            }
+            _ => self.end_call(now, key, outcome, status, reason, None),
+        }
+    }
+
+    /// Ends an answered call: BYE to every leg except `except` (the side that hung up), media stop, record.
+    fn end_call(&mut self, now: Instant, key: CallKey, outcome: Outcome, status: u16, reason: &str, except: Option<Side>) {
+        let Some(mut call) = self.calls.remove(&key) else { return };
+        self.a_invites.remove(&call.a_invite);
+        self.dialogs.remove(&(call.a.call_id.clone(), call.a.local_tag.clone()));
+        if except != Some(Side::A) {
+            let (peer, branch, bye) = call.a.bye(&mut self.rng, &self.cfg, reason);
+            let t = self.txn.request(now, Method::Bye, &branch, bye, peer);
+            self.clients.insert(t, (key, Purpose::Bye));
+        }
+        if let Some(b) = call.b.as_mut() {
+            self.dialogs.remove(&(b.call_id.clone(), b.local_tag.clone()));
+            if except != Some(Side::B) && b.confirmed() {
+                let (peer, branch, bye) = b.bye(&mut self.rng, &self.cfg, reason);
+                let t = self.txn.request(now, Method::Bye, &branch, bye, peer);
+                self.clients.insert(t, (key, Purpose::Bye));
+            }
+        }
+        if let Some(port) = call.media_port.take() {
+            self.outputs.push_back(Output::Media(MediaCommand::Stop { call: key }));
+            self.ports.release(port);
+        }
+        self.finish(now, &call, outcome, status, reason);
+    }
+
+    /// Ends a call whose caller has had no final answer: the final answer is `code`.
+    fn fail_unanswered(&mut self, now: Instant, key: CallKey, code: u16, reason: &str, outcome: Outcome) {
+        let Some(mut call) = self.calls.remove(&key) else { return };
+        self.a_invites.remove(&call.a_invite);
+        self.dialogs.remove(&(call.a.call_id.clone(), call.a.local_tag.clone()));
+        if let Some(b) = &call.b {
+            self.dialogs.remove(&(b.call_id.clone(), b.local_tag.clone()));
+        }
+        let mut rb = ResponseBuilder::new(&call.a_invite_msg, code, reason).to_tag(&call.a.local_tag);
+        if code == 503 {
+            rb = rb.header("Retry-After", &self.cfg.retry_after_s.to_string());
+        }
+        let resp = rb.build();
+        self.txn.respond(now, call.a_invite, code, resp, None);
+        if let Some(port) = call.media_port.take() {
+            self.ports.release(port);
+        }
+        call.answered = None;
+        self.finish(now, &call, outcome, code, reason);
+    }
+
+    fn finish(&mut self, now: Instant, call: &Call, outcome: Outcome, status: u16, reason: &str) {
+        self.metrics.outcome(outcome);
+        self.metrics.set_active_calls(self.calls.len());
+        let rec = CallRecord {
+            call_id: call.cg_id.clone(),
+            sip_call_id: call.a.call_id.clone(),
+            tenant: Some(call.tenant.clone()),
+            trunk: Some(call.trunk.clone()),
+            service: Some(call.service.clone()),
+            caller: call.caller.clone(),
+            number: call.number.clone(),
+            source: call.source.to_string(),
+            transport: call.transport.as_via().to_owned(),
+            arrived_ms: self.unix_ms(call.arrived),
+            answered_ms: call.answered.map(|t| self.unix_ms(t)),
+            ended_ms: self.unix_ms(now),
+            outcome,
+            sip_status: status,
+            reason: reason.to_owned(),
+        };
+        self.outputs.push_back(Output::Record(rec));
+    }
+
+    /// A refused INVITE that never became a call (404, 503, 483 ...): final answer and record.
+    #[allow(clippy::too_many_arguments)]
+    fn reject(
+        &mut self,
+        now: Instant,
+        txn: TxnId,
+        msg: &Message,
+        peer: Peer,
+        trunk: Option<&Trunk>,
+        service: Option<&Service>,
+        code: u16,
+        reason: &str,
+        outcome: Outcome,
+    ) {
+        let tag = self.rng.token(10);
+        let mut rb = ResponseBuilder::new(msg, code, reason).to_tag(&tag);
+        if code == 503 {
+            rb = rb.header("Retry-After", &self.cfg.retry_after_s.to_string());
+        }
+        self.txn.respond(now, txn, code, rb.build(), None);
+        let (trunk, service) = (trunk.map(|t| t.name.clone()), service.map(|s| (s.tenant.clone(), s.name.clone())));
+        let cg_id = format!("cg-{}", self.rng.token(16));
+        self.record_rejected_with(now, msg, peer, trunk, service, cg_id, outcome, code, reason);
+    }
+
+    fn record_rejected(&mut self, now: Instant, msg: &Message, peer: Peer, trunk: Option<&Trunk>, outcome: Outcome, code: u16, reason: &str) {
+        // Derive the id from the INVITE itself so that its retransmissions map to one record.
+        let branch = msg.top_via().ok().and_then(|v| v.branch.map(str::to_owned)).unwrap_or_default();
+        let id = format!("cg-r{:016x}", fnv1a(&[msg.call_id().unwrap_or("").as_bytes(), branch.as_bytes()]));
+        self.record_rejected_with(now, msg, peer, trunk.map(|t| t.name.clone()), None, id, outcome, code, reason);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record_rejected_with(
+        &mut self,
+        now: Instant,
+        msg: &Message,
+        peer: Peer,
+        trunk: Option<String>,
+        service: Option<(String, String)>,
+        call_id: String,
+        outcome: Outcome,
+        code: u16,
+        reason: &str,
+    ) {
+        self.metrics.outcome(outcome);
+        let number = msg.request_uri().and_then(|u| Uri::parse(u).ok()).and_then(|u| u.number()).unwrap_or_default();
+        let caller = msg.from_hdr().ok().and_then(|f| Uri::parse(f.uri).ok().and_then(|u| u.number())).unwrap_or_default();
+        let (tenant, service) = match service {
+            Some((t, s)) => (Some(t), Some(s)),
+            None => (None, None),
+        };
+        let ms = self.unix_ms(now);
+        self.outputs.push_back(Output::Record(CallRecord {
+            call_id,
+            sip_call_id: msg.call_id().unwrap_or("").to_owned(),
+            tenant,
+            trunk,
+            service,
+            caller,
+            number,
+            source: peer.addr.to_string(),
+            transport: peer.transport.as_via().to_owned(),
+            arrived_ms: ms,
+            answered_ms: None,
+            ended_ms: ms,
+            outcome,
+            sip_status: code,
+            reason: reason.to_owned(),
+        }));
+    }
+
+    // ---- transaction events ---------------------------------------------------------------------
+
+    fn drain_txn_events(&mut self, now: Instant) {
+        while let Some(ev) = self.txn.poll_event() {
+            match ev {
+                TxnEvent::Timeout { txn } => {
+                    if let Some((key, purpose)) = self.clients.remove(&txn) {
+                        if purpose == Purpose::BInvite && self.calls.contains_key(&key) {
+                            tracing::info!(call = key, "no answer from the bridge target: 408");
+                            if let Some(call) = self.calls.get_mut(&key) {
+                                call.b = None;
+                            }
+                            self.fail_unanswered(now, key, 408, "Request Timeout", Outcome::Failed);
+                        }
+                    }
+                }
+                TxnEvent::AckTimeout { txn } => {
+                    if let Some(&key) = self.a_invites.get(&txn) {
+                        tracing::info!(call = key, "caller never ACKed our 200: hanging up");
+                        self.end_call(now, key, Outcome::Failed, 408, "no ACK from the caller", None);
+                    }
+                }
+                TxnEvent::Terminated { txn } => {
+                    self.clients.remove(&txn);
+                }
+            }
+        }
+    }
+
+    // ---- helpers -------------------------------------------------------------------------------
+
+    /// A response from the transaction layer. Final answers get a To tag when the request had
+    /// none (RFC 3261 8.2.6.2); `to_tag` leaves an existing tag alone.
+    fn response<'m>(&self, msg: &'m Message, code: u16, reason: &str) -> ResponseBuilder<'m> {
+        let mut rb = ResponseBuilder::new(msg, code, reason);
+        if code >= 200 {
+            rb = rb.to_tag(TAG_STATELESS);
+        }
+        rb.header("Server", &self.cfg.user_agent)
+    }
+
+    fn respond_stateless(&mut self, msg: &Message, peer: Peer, code: u16, reason: &str) {
+        let mut rb = ResponseBuilder::new(msg, code, reason);
+        if msg.to_hdr().ok().and_then(|t| t.tag().map(|_| ())).is_none() {
+            rb = rb.to_tag(TAG_STATELESS);
+        }
+        let data = rb.header("Server", &self.cfg.user_agent).build();
+        let dst = response_destination(msg, peer);
+        self.send(dst, data, None);
+    }
+
+    fn send(&mut self, peer: Peer, data: Bytes, mark: Option<Mark>) {
+        self.outputs.push_back(Output::Transmit(Transmit { peer, data, mark }));
+    }
+
+    fn contact_uri(&self, transport: Transport) -> String {
+        match transport {
+            Transport::Udp => format!("sip:callgate@{}", host_port(self.cfg.local_sip)),
+            Transport::Tcp => format!("sip:callgate@{};transport=tcp", host_port(self.cfg.local_sip)),
+        }
+    }
+
+    fn unix_ms(&self, t: Instant) -> i64 {
+        let (base_i, base_w) = self.epoch;
+        let wall = if t >= base_i { base_w + (t - base_i) } else { base_w - (base_i - t) };
+        wall.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    }
+}
+
+const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO";
+/// The To tag of stateless answers: a constant, so that every retransmission gets the same answer.
+const TAG_STATELESS: &str = "cg-sl";
+
+fn dialog_key(msg: &Message, to_tag: &str) -> (String, String) {
+    (msg.call_id().unwrap_or("").to_owned(), to_tag.to_owned())
+}
+
+fn top_branch(data: &Bytes) -> Option<String> {
+    Message::parse(data.clone()).ok()?.top_via().ok()?.branch.map(str::to_owned)
+}
+
+/// Where a response to `msg` goes (RFC 3261 18.2.2 with RFC 3581): back on the connection for
+/// streams; for UDP to the source address and the `rport` / Via port.
+pub fn response_destination(msg: &Message, peer: Peer) -> Peer {
+    if peer.transport.is_reliable() {
+        return peer;
+    }
+    let Ok(via) = msg.top_via() else { return peer };
+    if via.rport.is_some() {
+        return peer;
+    }
+    // No rport: the Via's port at the source address (received is implied by the source).
+    let port = via.port.unwrap_or(5060);
+    Peer { addr: SocketAddr::new(peer.addr.ip(), port), ..peer }
+}
+
+pub(crate) fn host_port(a: SocketAddr) -> String {
+    match a {
+        SocketAddr::V4(v4) => format!("{}:{}", v4.ip(), v4.port()),
+        SocketAddr::V6(v6) => format!("[{}]:{}", v6.ip(), v6.port()),
+    }
+}
+
+fn fnv1a(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for b in *p {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        h ^= 0xff;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}

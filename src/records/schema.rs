@@ -1,0 +1,61 @@
+//! The versioned schema: `PRAGMA user_version` holds how many of [`MIGRATIONS`] have been applied.
+//!
+//! To change the schema, APPEND a migration (never edit an applied one): migration `i` (1-based) moves
+//! the database from version `i - 1` to `i`, in one transaction together with the `user_version` bump.
+
+use std::path::Path;
+
+use rusqlite::Connection;
+
+use super::{sql_err, RecordsError};
+
+/// Ordered migrations; index 0 is migration 1.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: the calls table, one column per CallRecord field.
+    "CREATE TABLE calls (
+        call_id      TEXT    PRIMARY KEY NOT NULL,
+        sip_call_id  TEXT    NOT NULL,
+        tenant       TEXT,
+        trunk        TEXT,
+        service      TEXT,
+        caller       TEXT    NOT NULL,
+        number       TEXT    NOT NULL,
+        source       TEXT    NOT NULL,
+        transport    TEXT    NOT NULL,
+        arrived_ms   INTEGER NOT NULL,
+        answered_ms  INTEGER,
+        ended_ms     INTEGER NOT NULL,
+        outcome      TEXT    NOT NULL,
+        sip_status   INTEGER NOT NULL,
+        reason       TEXT    NOT NULL
+    );
+    CREATE INDEX calls_arrived_ms ON calls(arrived_ms);
+    CREATE INDEX calls_tenant ON calls(tenant, arrived_ms);",
+];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Applies the migrations the database has not seen yet. Returns how many were applied.
+pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<usize, RecordsError> {
+    // IMMEDIATE: take the write lock before reading user_version, so two processes opening the same
+    // fresh file cannot both run migration 1.
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(sql_err(path, "begin migration transaction"))?;
+    let current: i64 =
+        tx.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(sql_err(path, "read user_version"))?;
+    if !(0..=SCHEMA_VERSION).contains(&current) {
+        return Err(RecordsError::UnknownSchema { path: path.to_path_buf(), found: current, known: SCHEMA_VERSION });
+    }
+    let mut applied = 0;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let version = i as i64 + 1;
+        tx.execute_batch(sql).map_err(sql_err(path, "apply a schema migration"))?;
+        tx.pragma_update(None, "user_version", version).map_err(sql_err(path, "set user_version"))?;
+        tracing::info!(path = %path.display(), version, "records schema migrated");
+        applied += 1;
+    }
+    tx.commit().map_err(sql_err(path, "commit schema migrations"))?;
+    Ok(applied)
+}
