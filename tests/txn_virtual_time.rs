@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use callgate::sip::msg::{Message, Method};
-use callgate::sip::txn::{Incoming, TxnConfig, TxnEvent, TxnId, TxnLayer, TxnState};
+use callgate::sip::txn::{Incoming, TxnConfig, TxnEvent, TxnId, TxnKind, TxnLayer, TxnState};
 use callgate::sip::{Peer, Rng, Transmit, Transport};
 
 const UAC: &str = "192.0.2.10:5060";
@@ -408,6 +408,49 @@ fn timer_k_absorbs_response_retransmissions_for_t4() {
         l.on_message(t0 + ms(6000), ok, peer(UAS, Transport::Udp)),
         Incoming::Stray { .. }
     ));
+}
+
+#[test]
+fn twenty_thousand_live_transactions_keep_their_schedules() {
+    let t0 = Instant::now();
+    let mut l = TxnLayer::new(TxnConfig::default());
+    let n = 20_000u64;
+    let to = peer(UAS, Transport::Udp);
+    let data = options("z9hG4bK-bulk", "bulk@x", Transport::Udp).bytes();
+    for i in 0..n {
+        // Staggered starts, 1 ms apart: 20 s of arrivals.
+        let at = t0 + ms(i);
+        l.handle_timeout(at);
+        l.request(
+            at,
+            Method::Options,
+            &format!("z9hG4bK-bulk-{i}"),
+            data.clone(),
+            to,
+        );
+    }
+    assert_eq!(l.len(), n as usize);
+    let (mut sent, mut timeouts, mut terminated) = (0u64, 0u64, 0u64);
+    let mut last = t0;
+    loop {
+        sent += drain(&mut l).len() as u64;
+        for e in events(&mut l) {
+            match e {
+                TxnEvent::Timeout { .. } => timeouts += 1,
+                TxnEvent::Terminated { .. } => terminated += 1,
+                TxnEvent::AckTimeout { .. } => panic!("no INVITE here"),
+            }
+        }
+        let Some(at) = l.poll_timeout() else { break };
+        assert!(at >= last, "deadlines come in order");
+        last = at;
+        l.handle_timeout(at);
+    }
+    // 11 transmissions each (0, 0.5, 1.5, 3.5, 7.5, 11.5 ... 31.5), then Timer F.
+    assert_eq!(sent, 11 * n);
+    assert_eq!((timeouts, terminated), (n, n));
+    assert_eq!(last, t0 + ms(n - 1) + Duration::from_secs(32));
+    assert_eq!(l.len(), 0);
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -953,6 +996,66 @@ fn invite_happy_path_two_layers() {
     assert_eq!(uac.len() + uas.len(), 0);
 }
 
+#[test]
+fn non_invite_happy_path_two_layers() {
+    let t0 = Instant::now();
+    let cfg = TxnConfig::default();
+    let mut uac = TxnLayer::new(cfg);
+    let mut uas = TxnLayer::new(cfg);
+    let to_uas = peer(UAS, Transport::Udp);
+    let to_uac = peer(UAC, Transport::Udp);
+    let r = Req {
+        method: "BYE",
+        branch: Some("z9hG4bK-bye"),
+        call_id: "bye@x",
+        cseq: 2,
+        to_tag: Some("s"),
+        transport: Transport::Udp,
+    };
+    let c = uac.request(t0, Method::Bye, "z9hG4bK-bye", r.bytes(), to_uas);
+    assert_eq!(uac.kind(c), Some(TxnKind::NonInviteClient));
+    let s = new_request(
+        &mut uas,
+        t0 + ms(10),
+        parse(drain(&mut uac).remove(0).data),
+        to_uac,
+    );
+    assert_eq!(uas.kind(s), Some(TxnKind::NonInviteServer));
+    assert_eq!(uas.state(s), Some(TxnState::Trying));
+    for (at, code, client_state, server_state) in [
+        (20, 100, TxnState::Proceeding, TxnState::Proceeding),
+        (30, 200, TxnState::Completed, TxnState::Completed),
+    ] {
+        uas.respond(t0 + ms(at), s, code, resp_bytes(&r.msg(), code, None), None);
+        assert_eq!(uas.state(s), Some(server_state));
+        let m = parse(drain(&mut uas).remove(0).data);
+        match uac.on_message(t0 + ms(at + 5), m, to_uas) {
+            Incoming::Response { txn, msg } => {
+                assert_eq!(txn, c);
+                assert_eq!(msg.status(), Some(code));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(uac.state(c), Some(client_state));
+    }
+    let a = run_alone(&mut uac, t0, t0 + Duration::from_secs(100));
+    let b = run_alone(&mut uas, t0, t0 + Duration::from_secs(100));
+    assert!(
+        a.tx.is_empty() && b.tx.is_empty(),
+        "nothing resent on a perfect channel"
+    );
+    assert_eq!(
+        a.ev,
+        vec![(ms(5035), TxnEvent::Terminated { txn: c })],
+        "Timer K = T4"
+    );
+    assert_eq!(
+        b.ev,
+        vec![(ms(32_030), TxnEvent::Terminated { txn: s })],
+        "Timer J = 64*T1"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Lossy path
 
@@ -1011,6 +1114,7 @@ impl Sim {
             assert_ne!(to, from);
             self.sent += 1;
             let lost = self.rng.next_u32() % 100 < self.loss_percent;
+            // Debugging aid: TXN_TRACE=call-35-10 prints every message containing that text.
             if let Ok(w) = std::env::var("TXN_TRACE") {
                 if String::from_utf8_lossy(&t.data).contains(&w) {
                     eprintln!(

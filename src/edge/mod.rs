@@ -69,6 +69,10 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub fn run(opts: Options) -> Result<(), EdgeError> {
     let mut profile = Profile::load(&opts.profile)?;
     if let Some(sip) = opts.sip {
+        // The media address defaults to the SIP address's IP: follow the override when it did.
+        if profile.media.address == profile.listen.sip.ip() && !sip.ip().is_unspecified() {
+            profile.media.address = sip.ip();
+        }
         profile.listen.sip = sip;
     }
     if let Some(http) = opts.http {

@@ -449,7 +449,8 @@ struct Legacy {
     key: LegacyKey,
     /// To tag of the request that created the transaction.
     req_to_tag: Option<Box<str>>,
-    /// To tag of the final response we sent (an RFC 2543 ACK must carry it).
+    /// To tag of the final response we sent (an RFC 2543 ACK must carry it; for a 2xx, the ACK then
+    /// reaches the TU as [`Incoming::Ack2xx`]).
     resp_to_tag: Option<Box<str>>,
 }
 
@@ -881,6 +882,7 @@ impl TxnLayer {
                 }
                 (TxnState::Proceeding | TxnState::Accepted, 2) => {
                     t.state = TxnState::Accepted;
+                    record_resp_to_tag(t, &data);
                     t.last = Some(data.clone());
                     send(&mut self.transmits, t.peer, data, mark);
                     if t.timers[LIFETIME].is_none() {
@@ -1511,6 +1513,23 @@ mod tests {
         let ack = msg(&req_text("ACK", None, 1, "ACK", Some("srv")));
         assert!(matches!(l.on_message(t0, ack, udp()), Incoming::Absorbed));
         assert_eq!(l.state(id), Some(TxnState::Confirmed));
+        // A 2xx to an RFC 2543 INVITE: its ACK (same Via, the 2xx's To tag) matches the Accepted
+        // transaction, goes to the TU, and stops the 2xx retransmissions.
+        let inv3 = msg(&req_text("INVITE", None, 3, "INVITE", None));
+        let id3 = new_request(&mut l, t0, inv3.clone(), udp());
+        l.respond(t0, id3, 200, resp_bytes(&inv3, 200, Some("ok3")), None);
+        drain(&mut l);
+        let ack3 = msg(&req_text("ACK", None, 3, "ACK", Some("ok3")));
+        assert!(matches!(
+            l.on_message(t0, ack3, udp()),
+            Incoming::Ack2xx { .. }
+        ));
+        l.handle_timeout(t0 + Duration::from_secs(8));
+        assert!(
+            drain(&mut l).is_empty(),
+            "2xx retransmission stopped by the matching ACK"
+        );
+        assert_eq!(l.state(id3), Some(TxnState::Accepted));
         // A non-cookie branch is treated as RFC 2543 too (it is part of the compared Via).
         let odd = msg(&req_text("OPTIONS", Some("1234"), 9, "OPTIONS", None));
         let oid = new_request(&mut l, t0, odd.clone(), udp());

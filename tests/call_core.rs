@@ -1,0 +1,524 @@
+//! The call core in virtual time: every call flow of the SIP edge, driven message by message with
+//! no sockets and no sleeping. Time jumps to the core's own next deadline.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use callgate::call::{Core, MediaCommand, MediaEvent, Output};
+use callgate::config::Profile;
+use callgate::metrics::{Metrics, Stage};
+use callgate::records::{CallRecord, Outcome};
+use callgate::sip::msg::{HeaderName, Message, Method};
+use callgate::sip::{Peer, Transport};
+
+const CARRIER: &str = "127.0.0.1:5070";
+const DEPT: &str = "127.0.0.1:5092";
+
+struct Harness {
+    core: Core,
+    now: Instant,
+    metrics: Arc<Metrics>,
+    sent: Vec<(Peer, Message)>,
+    media: Vec<MediaCommand>,
+    records: Vec<CallRecord>,
+}
+
+impl Harness {
+    fn new() -> Harness {
+        let profile = Arc::new(Profile::load(Path::new("tests/data/core-profile")).expect("test profile loads"));
+        let metrics = Arc::new(Metrics::new());
+        let now = Instant::now();
+        let durations = HashMap::from([("guidance-ko".to_owned(), Duration::from_secs(13))]);
+        let core = Core::new(profile, metrics.clone(), durations, 42, now, SystemTime::UNIX_EPOCH).expect("core builds");
+        Harness { core, now, metrics, sent: Vec::new(), media: Vec::new(), records: Vec::new() }
+    }
+
+    fn input(&mut self, from: &str, text: String) {
+        let peer = Peer::udp(from.parse().unwrap());
+        self.core.handle_datagram(self.now, Bytes::from(text), peer);
+        self.drain();
+    }
+
+    fn input_tcp(&mut self, from: &str, text: String) {
+        let peer = Peer { transport: Transport::Tcp, addr: from.parse().unwrap(), conn: Some(9) };
+        self.core.handle_datagram(self.now, Bytes::from(text), peer);
+        self.drain();
+    }
+
+    fn drain(&mut self) {
+        while let Some(o) = self.core.poll_output() {
+            match o {
+                Output::Transmit(t) => {
+                    if let Some(mark) = t.mark {
+                        self.metrics.record(mark.stage, self.now - mark.since);
+                    }
+                    let m = Message::parse(t.data.clone()).expect("callgate sends parseable SIP");
+                    self.sent.push((t.peer, m));
+                }
+                Output::Media(c) => self.media.push(c),
+                Output::Record(r) => self.records.push(r),
+            }
+        }
+    }
+
+    /// Advances virtual time by `d`, firing every deadline on the way.
+    fn advance(&mut self, d: Duration) {
+        let end = self.now + d;
+        while let Some(t) = self.core.poll_timeout() {
+            if t > end {
+                break;
+            }
+            self.now = self.now.max(t);
+            self.core.handle_timeout(self.now);
+            self.drain();
+        }
+        self.now = end;
+    }
+
+    fn media_event(&mut self, ev: MediaEvent) {
+        self.core.handle_media(self.now, ev);
+        self.drain();
+    }
+
+    fn take(&mut self) -> Vec<(Peer, Message)> {
+        std::mem::take(&mut self.sent)
+    }
+
+    /// Status codes (or methods) of what was sent, in order.
+    fn summary(msgs: &[(Peer, Message)]) -> Vec<String> {
+        msgs.iter()
+            .map(|(_, m)| match m.status() {
+                Some(c) => c.to_string(),
+                None => m.method().unwrap().as_str().to_owned(),
+            })
+            .collect()
+    }
+}
+
+fn sdp(codecs: &str, port: u16) -> String {
+    let mut maps = String::new();
+    for pt in codecs.split(' ') {
+        match pt {
+            "0" => maps.push_str("a=rtpmap:0 PCMU/8000\r\n"),
+            "8" => maps.push_str("a=rtpmap:8 PCMA/8000\r\n"),
+            "18" => maps.push_str("a=rtpmap:18 G729/8000\r\n"),
+            "101" => maps.push_str("a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\n"),
+            _ => {}
+        }
+    }
+    format!(
+        "v=0\r\no=carrier 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {port} RTP/AVP {codecs}\r\n{maps}a=ptime:20\r\n"
+    )
+}
+
+fn invite(number: &str, call_id: &str, branch: &str, body: &str) -> String {
+    format!(
+        "INVITE sip:{number}@127.0.0.1:5060 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {CARRIER};branch=z9hG4bK{branch};rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: \"Citizen\" <sip:01012345678@127.0.0.1>;tag=caller1\r\n\
+         To: <sip:{number}@127.0.0.1>\r\n\
+         Call-ID: {call_id}\r\n\
+         CSeq: 1 INVITE\r\n\
+         Contact: <sip:citizen@{CARRIER}>\r\n\
+         Content-Type: application/sdp\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+fn in_dialog(method: &str, call_id: &str, to_tag: &str, cseq: u32, branch: &str) -> String {
+    format!(
+        "{method} sip:callgate@127.0.0.1:5060 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {CARRIER};branch=z9hG4bK{branch};rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: \"Citizen\" <sip:01012345678@127.0.0.1>;tag=caller1\r\n\
+         To: <sip:120@127.0.0.1>;tag={to_tag}\r\n\
+         Call-ID: {call_id}\r\n\
+         CSeq: {cseq} {method}\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+}
+
+/// A response from the far end to a request callgate sent.
+fn answer(req: &Message, code: u16, reason: &str, to_tag: Option<&str>, body: &str) -> String {
+    let mut s = format!("SIP/2.0 {code} {reason}\r\n");
+    for v in req.header_values(HeaderName::Via) {
+        s.push_str(&format!("Via: {v}\r\n"));
+    }
+    s.push_str(&format!("From: {}\r\n", req.header(HeaderName::From).unwrap()));
+    match to_tag {
+        Some(t) => s.push_str(&format!("To: {};tag={t}\r\n", req.header(HeaderName::To).unwrap())),
+        None => s.push_str(&format!("To: {}\r\n", req.header(HeaderName::To).unwrap())),
+    }
+    s.push_str(&format!("Call-ID: {}\r\n", req.call_id().unwrap()));
+    s.push_str(&format!("CSeq: {}\r\n", req.header(HeaderName::CSeq).unwrap()));
+    if code >= 200 && code < 300 {
+        s.push_str(&format!("Contact: <sip:dept@{DEPT}>\r\n"));
+    }
+    if !body.is_empty() {
+        s.push_str("Content-Type: application/sdp\r\n");
+    }
+    s.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    s
+}
+
+fn to_tag(m: &Message) -> String {
+    m.to_hdr().unwrap().tag().unwrap().to_owned()
+}
+
+/// INVITE to 120, answered; returns callgate's To tag.
+fn answered_guidance_call(h: &mut Harness, call_id: &str) -> String {
+    h.input(CARRIER, invite("120", call_id, "inv1", &sdp("0 8 101", 40000)));
+    let sent = h.take();
+    assert_eq!(Harness::summary(&sent), ["100", "200"]);
+    to_tag(&sent[1].1)
+}
+
+#[test]
+fn guidance_call_is_answered_streams_the_announcement_and_ends_with_bye() {
+    let mut h = Harness::new();
+    h.input(CARRIER, invite("120", "c1", "inv1", &sdp("8 0 101", 40000)));
+    let sent = h.take();
+    assert_eq!(Harness::summary(&sent), ["100", "200"]);
+    let ok = &sent[1].1;
+    assert_eq!(sent[1].0.addr, CARRIER.parse::<SocketAddr>().unwrap(), "responses follow rport to the source");
+    assert_eq!(ok.content_type(), Some("application/sdp"));
+    let sdp_answer = String::from_utf8(ok.body().to_vec()).unwrap();
+    assert!(sdp_answer.contains("m=audio 30000 RTP/AVP 8 101"), "answer takes the caller's first codec: {sdp_answer}");
+    assert!(h.media.is_empty(), "no media before the ACK");
+
+    let tag = to_tag(ok);
+    h.input(CARRIER, in_dialog("ACK", "c1", &tag, 1, "ack1"));
+    match &h.media[..] {
+        [MediaCommand::Play { dst, pt, playlist, local_port, .. }] => {
+            assert_eq!(*dst, "127.0.0.1:40000".parse::<SocketAddr>().unwrap());
+            assert_eq!(*pt, 8);
+            assert_eq!(*local_port, 30000);
+            assert_eq!(playlist, &["guidance-ko".to_owned()]);
+        }
+        other => panic!("expected one Play, got {other:?}"),
+    }
+    assert_eq!(h.core.active_calls(), 1);
+
+    h.advance(Duration::from_secs(13));
+    let call = match &h.media[0] {
+        MediaCommand::Play { call, .. } => *call,
+        _ => unreachable!(),
+    };
+    h.media_event(MediaEvent::Finished { call });
+    let sent = h.take();
+    assert_eq!(Harness::summary(&sent), ["BYE"]);
+    let bye = &sent[0].1;
+    assert_eq!(bye.request_uri(), Some("sip:citizen@127.0.0.1:5070"), "BYE goes to the caller's Contact");
+    assert_eq!(bye.from_hdr().unwrap().tag(), Some(tag.as_str()));
+    assert_eq!(bye.to_hdr().unwrap().tag(), Some("caller1"));
+    assert!(matches!(h.media.last(), Some(MediaCommand::Stop { .. })));
+    assert_eq!(h.core.active_calls(), 0);
+
+    let rec = &h.records[0];
+    assert_eq!(rec.outcome, Outcome::Completed);
+    assert_eq!((rec.caller.as_str(), rec.number.as_str()), ("01012345678", "120"));
+    assert_eq!(rec.tenant.as_deref(), Some("test"));
+    assert_eq!(rec.trunk.as_deref(), Some("test-carrier"));
+    assert!(rec.answered_ms.is_some());
+    assert_eq!(rec.ended_ms - rec.arrived_ms, 13_000);
+
+    // The caller answers the BYE; every transaction then ends.
+    let bye = bye.clone();
+    h.input(CARRIER, answer(&bye, 200, "OK", None, ""));
+    h.advance(Duration::from_secs(40));
+    assert_eq!(h.core.live_transactions(), 0);
+}
+
+#[test]
+fn caller_hanging_up_during_the_announcement_is_recorded_as_abandoned() {
+    let mut h = Harness::new();
+    let tag = answered_guidance_call(&mut h, "c2");
+    h.input(CARRIER, in_dialog("ACK", "c2", &tag, 1, "ack1"));
+    h.advance(Duration::from_secs(3));
+    h.input(CARRIER, in_dialog("BYE", "c2", &tag, 2, "bye1"));
+    assert_eq!(Harness::summary(&h.take()), ["200"]);
+    assert!(matches!(h.media.last(), Some(MediaCommand::Stop { .. })));
+    assert_eq!(h.records.len(), 1);
+    assert_eq!(h.records[0].outcome, Outcome::Abandoned);
+    assert_eq!(h.records[0].ended_ms - h.records[0].arrived_ms, 3_000);
+    // A retransmitted BYE gets the same 200 again and no second record.
+    h.input(CARRIER, in_dialog("BYE", "c2", &tag, 2, "bye1"));
+    assert_eq!(Harness::summary(&h.take()), ["200"]);
+    assert_eq!(h.records.len(), 1);
+}
+
+#[test]
+fn invite_retransmissions_are_absorbed_and_make_no_second_call() {
+    let mut h = Harness::new();
+    let body = sdp("0", 40000);
+    h.input(CARRIER, invite("120", "c3", "inv1", &body));
+    h.take();
+    h.input(CARRIER, invite("120", "c3", "inv1", &body));
+    h.input(CARRIER, invite("120", "c3", "inv1", &body));
+    assert_eq!(h.core.active_calls(), 1);
+    // The 200 is retransmitted until the ACK (T1, 2*T1 ...), not a new answer per INVITE copy.
+    h.advance(Duration::from_millis(600));
+    let again = h.take();
+    assert!(again.iter().all(|(_, m)| m.status() == Some(200)), "only 200 retransmissions: {:?}", Harness::summary(&again));
+}
+
+#[test]
+fn no_ack_for_the_200_ends_the_call_with_bye_and_a_failed_record() {
+    let mut h = Harness::new();
+    answered_guidance_call(&mut h, "c4");
+    h.advance(Duration::from_secs(40));
+    let sent = Harness::summary(&h.take());
+    assert!(sent.iter().filter(|s| *s == "200").count() >= 5, "the 200 was retransmitted: {sent:?}");
+    assert!(sent.contains(&"BYE".to_owned()), "then BYE: {sent:?}");
+    assert_eq!(h.records.len(), 1);
+    assert_eq!(h.records[0].outcome, Outcome::Failed);
+    assert_eq!(h.core.active_calls(), 0);
+}
+
+#[test]
+fn source_outside_every_trunk_gets_403_and_leaves_no_state() {
+    let mut h = Harness::new();
+    let inv = invite("120", "c5", "inv1", &sdp("0", 40000));
+    h.input("10.9.8.7:5060", inv.clone());
+    let sent = h.take();
+    assert_eq!(Harness::summary(&sent), ["403"]);
+    assert_eq!(sent[0].0.addr, "10.9.8.7:5060".parse::<SocketAddr>().unwrap());
+    assert_eq!(h.core.active_calls(), 0);
+    assert_eq!(h.core.live_transactions(), 0, "a 403 to an unknown source keeps no transaction");
+    assert_eq!(h.core.poll_timeout(), None);
+    // A retransmission gets the same answer and maps onto the same record id.
+    h.input("10.9.8.7:5060", inv);
+    assert_eq!(Harness::summary(&h.take()), ["403"]);
+    assert_eq!(h.records.len(), 2);
+    assert_eq!(h.records[0].call_id, h.records[1].call_id);
+    assert_eq!(h.records[0].outcome, Outcome::Rejected);
+    assert_eq!(h.records[0].sip_status, 403);
+}
+
+#[test]
+fn unknown_number_gets_404_with_a_record() {
+    let mut h = Harness::new();
+    h.input(CARRIER, invite("999", "c6", "inv1", &sdp("0", 40000)));
+    assert_eq!(Harness::summary(&h.take()), ["100", "404"]);
+    assert_eq!(h.records[0].outcome, Outcome::NotFound);
+    assert_eq!(h.records[0].number, "999");
+    // The caller's ACK for the 404 is absorbed by the transaction.
+    let mut ack = in_dialog("ACK", "c6", "cg-x", 1, "inv1");
+    ack = ack.replace("ACK sip:callgate@127.0.0.1:5060", "ACK sip:999@127.0.0.1:5060");
+    h.input(CARRIER, ack);
+    assert!(h.take().is_empty());
+}
+
+#[test]
+fn offer_with_no_common_codec_gets_488() {
+    let mut h = Harness::new();
+    h.input(CARRIER, invite("120", "c7", "inv1", &sdp("18", 40000)));
+    assert_eq!(Harness::summary(&h.take()), ["100", "488"]);
+    assert_eq!(h.records[0].outcome, Outcome::NotAcceptable);
+    assert_eq!(h.core.active_calls(), 0);
+}
+
+#[test]
+fn options_unknown_methods_and_malformed_requests() {
+    let mut h = Harness::new();
+    let options = in_dialog("OPTIONS", "o1", "x", 1, "o1").replace(";tag=x", "");
+    h.input(CARRIER, options);
+    let sent = h.take();
+    assert_eq!(Harness::summary(&sent), ["200"]);
+    assert!(sent[0].1.header(HeaderName::Allow).unwrap().contains("INVITE"));
+
+    let foo = in_dialog("FOO", "f1", "x", 1, "f1").replace(";tag=x", "");
+    h.input(CARRIER, foo);
+    assert_eq!(Harness::summary(&h.take()), ["501"]);
+
+    // No Call-ID: 400 with a reason phrase.
+    let bad = invite("120", "zz", "inv9", "").replace("Call-ID: zz\r\n", "");
+    h.input(CARRIER, bad);
+    let sent = h.take();
+    assert_eq!(Harness::summary(&sent), ["400"]);
+    assert!(!sent[0].1.reason().unwrap_or("").is_empty());
+
+    // Garbage that still names a Via gets a 400 too; pure garbage gets nothing, and the core lives on.
+    h.input(CARRIER, "\u{1}\u{2}garbage\r\n\r\n".to_owned());
+    assert!(h.take().is_empty());
+    h.input(CARRIER, invite("120", "c8", "inv1", &sdp("0", 40000)));
+    assert_eq!(Harness::summary(&h.take()), ["100", "200"]);
+}
+
+#[test]
+fn a_full_edge_answers_503_with_retry_after() {
+    let mut h = Harness::new();
+    for i in 0..3 {
+        h.input(CARRIER, invite("120", &format!("full{i}"), &format!("b{i}"), &sdp("0", 40000)));
+    }
+    h.take();
+    h.input(CARRIER, invite("120", "full3", "b3", &sdp("0", 40000)));
+    let sent = h.take();
+    assert_eq!(Harness::summary(&sent), ["100", "503"]);
+    assert_eq!(sent[1].1.header(HeaderName::RetryAfter), Some("7"));
+    assert_eq!(h.records.last().unwrap().outcome, Outcome::Busy);
+}
+
+#[test]
+fn shutdown_ends_calls_with_bye_and_refuses_new_ones() {
+    let mut h = Harness::new();
+    let tag = answered_guidance_call(&mut h, "s1");
+    h.input(CARRIER, in_dialog("ACK", "s1", &tag, 1, "ack1"));
+    h.core.shutdown(h.now);
+    h.drain();
+    assert_eq!(Harness::summary(&h.take()), ["BYE"]);
+    assert_eq!(h.records[0].outcome, Outcome::Shutdown);
+    h.input(CARRIER, invite("120", "s2", "b2", &sdp("0", 40000)));
+    let sent = h.take();
+    assert_eq!(Harness::summary(&sent), ["100", "503"]);
+    assert!(sent[1].1.header(HeaderName::RetryAfter).is_some());
+}
+
+#[test]
+fn caller_without_media_address_hears_nothing_but_the_call_still_ends_after_the_guidance() {
+    let mut h = Harness::new();
+    let body = sdp("0", 40000).replace("c=IN IP4 127.0.0.1", "c=IN IP4 0.0.0.0");
+    h.input(CARRIER, invite("120", "m1", "inv1", &body));
+    let tag = to_tag(&h.take()[1].1);
+    h.input(CARRIER, in_dialog("ACK", "m1", &tag, 1, "ack1"));
+    assert!(h.media.is_empty());
+    h.advance(Duration::from_millis(12_900));
+    assert!(h.take().iter().all(|(_, m)| m.method() != Some(&Method::Bye)));
+    h.advance(Duration::from_millis(200));
+    assert_eq!(Harness::summary(&h.take()), ["BYE"]);
+    assert_eq!(h.records[0].outcome, Outcome::Completed);
+}
+
+#[test]
+fn session_refresh_reinvite_on_a_guidance_call_gets_the_same_answer() {
+    let mut h = Harness::new();
+    h.input(CARRIER, invite("120", "r1", "inv1", &sdp("0", 40000)));
+    let sent = h.take();
+    let tag = to_tag(&sent[1].1);
+    let first = sent[1].1.body();
+    h.input(CARRIER, in_dialog("ACK", "r1", &tag, 1, "ack1"));
+    let re = invite("120", "r1", "inv2", &sdp("0", 40000))
+        .replace("To: <sip:120@127.0.0.1>", &format!("To: <sip:120@127.0.0.1>;tag={tag}"))
+        .replace("CSeq: 1 INVITE", "CSeq: 2 INVITE");
+    h.input(CARRIER, re);
+    let sent = h.take();
+    // Answered at once, so no 100 is needed.
+    assert_eq!(Harness::summary(&sent), ["200"]);
+    assert_eq!(sent[0].1.body(), first);
+    assert_eq!(h.core.active_calls(), 1, "the call goes on");
+}
+
+#[test]
+fn latency_marks_cover_invite_to_100_and_invite_to_200() {
+    let mut h = Harness::new();
+    answered_guidance_call(&mut h, "l1");
+    for stage in [Stage::InviteTo100, Stage::InviteTo200] {
+        assert_eq!(h.metrics.stage_summary(stage).map(|s| s.count).unwrap_or(0), 1, "{stage:?}");
+    }
+}
+
+// ---- the B2BUA bridge -------------------------------------------------------------------------
+
+fn bridged_call_setup(h: &mut Harness, call_id: &str) -> (Message, String) {
+    h.input(CARRIER, invite("200", call_id, "inv1", &sdp("0 101", 40000)));
+    let sent = h.take();
+    assert_eq!(Harness::summary(&sent), ["100", "INVITE"]);
+    let (peer, b_inv) = sent[1].clone();
+    assert_eq!(peer.addr, DEPT.parse::<SocketAddr>().unwrap());
+    assert_eq!(b_inv.request_uri(), Some("sip:dept@127.0.0.1:5092"));
+    assert_ne!(b_inv.call_id(), Some(call_id), "a B2BUA leg has its own Call-ID");
+    assert!(String::from_utf8_lossy(&b_inv.body()).contains("m=audio 40000"), "the offer passes through");
+    assert_eq!(b_inv.max_forwards(), Some(69));
+    h.input(DEPT, answer(&b_inv, 180, "Ringing", Some("dept1"), ""));
+    assert_eq!(Harness::summary(&h.take()), ["180"]);
+    (b_inv, call_id.to_owned())
+}
+
+#[test]
+fn bridge_connects_both_legs_and_bye_passes_through() {
+    let mut h = Harness::new();
+    let (b_inv, _) = bridged_call_setup(&mut h, "b1");
+    h.input(DEPT, answer(&b_inv, 200, "OK", Some("dept1"), &sdp("0", 41000)));
+    let sent = h.take();
+    assert_eq!(Harness::summary(&sent), ["ACK", "200"]);
+    assert_eq!(sent[0].1.request_uri(), Some("sip:dept@127.0.0.1:5092"));
+    let ok = &sent[1].1;
+    assert!(String::from_utf8_lossy(&ok.body()).contains("m=audio 41000"));
+    let tag = to_tag(ok);
+
+    // B retransmits its 200 (our ACK was lost): it is ACKed again, the caller sees nothing new.
+    h.input(DEPT, answer(&b_inv, 200, "OK", Some("dept1"), &sdp("0", 41000)));
+    assert_eq!(Harness::summary(&h.take()), ["ACK"]);
+
+    h.input(CARRIER, in_dialog("ACK", "b1", &tag, 1, "ack1"));
+    h.input(CARRIER, in_dialog("BYE", "b1", &tag, 2, "bye1"));
+    let sent = h.take();
+    assert_eq!(Harness::summary(&sent), ["200", "BYE"]);
+    assert_eq!(sent[1].0.addr, DEPT.parse::<SocketAddr>().unwrap());
+    assert_eq!(sent[1].1.call_id(), b_inv.call_id());
+    assert_eq!(sent[1].1.to_hdr().unwrap().tag(), Some("dept1"));
+    assert_eq!(h.records[0].outcome, Outcome::Bridged);
+}
+
+#[test]
+fn bridge_target_busy_is_relayed_to_the_caller() {
+    let mut h = Harness::new();
+    let (b_inv, _) = bridged_call_setup(&mut h, "b2");
+    h.input(DEPT, answer(&b_inv, 486, "Busy Here", Some("dept1"), ""));
+    let sent = h.take();
+    // The transaction layer ACKs the 486 itself; the caller gets 486.
+    assert_eq!(Harness::summary(&sent), ["ACK", "486"]);
+    assert_eq!(h.records[0].outcome, Outcome::Busy);
+    assert_eq!(h.records[0].sip_status, 486);
+}
+
+#[test]
+fn caller_cancel_while_the_bridge_rings_cancels_the_other_leg() {
+    let mut h = Harness::new();
+    let (b_inv, _) = bridged_call_setup(&mut h, "b3");
+    let cancel = invite("200", "b3", "inv1", "")
+        .replace("INVITE sip:200", "CANCEL sip:200")
+        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL")
+        .replace("Content-Type: application/sdp\r\n", "");
+    h.input(CARRIER, cancel);
+    let sent = h.take();
+    let s = Harness::summary(&sent);
+    assert!(s.contains(&"CANCEL".to_owned()) && s.contains(&"487".to_owned()) && s.contains(&"200".to_owned()), "{s:?}");
+    let cancel_out = sent.iter().find(|(_, m)| m.method() == Some(&Method::Cancel)).unwrap();
+    assert_eq!(cancel_out.1.top_via().unwrap().branch, b_inv.top_via().unwrap().branch, "CANCEL matches B's INVITE");
+    assert_eq!(h.records[0].outcome, Outcome::Cancelled);
+    // B answers 487 after the CANCEL: ACKed by the transaction layer, nothing reaches the caller.
+    h.input(DEPT, answer(&b_inv, 487, "Request Terminated", Some("dept1"), ""));
+    assert_eq!(Harness::summary(&h.take()), ["ACK"]);
+}
+
+#[test]
+fn bridge_target_that_never_answers_gives_the_caller_408() {
+    let mut h = Harness::new();
+    h.input(CARRIER, invite("200", "b4", "inv1", &sdp("0", 40000)));
+    h.take();
+    h.advance(Duration::from_secs(33));
+    let s = Harness::summary(&h.take());
+    assert!(s.iter().filter(|x| *x == "INVITE").count() >= 5, "INVITE retransmitted (Timer A): {s:?}");
+    assert!(s.contains(&"408".to_owned()), "{s:?}");
+    assert_eq!(h.records[0].outcome, Outcome::Failed);
+}
+
+#[test]
+fn calls_over_tcp_answer_on_the_same_connection() {
+    let mut h = Harness::new();
+    let inv = invite("120", "t1", "inv1", &sdp("0", 40000)).replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+    h.input_tcp(CARRIER, inv);
+    let sent = h.take();
+    assert_eq!(Harness::summary(&sent), ["100", "200"]);
+    assert!(sent.iter().all(|(p, _)| p.transport == Transport::Tcp && p.conn == Some(9)));
+    // Over TCP there is no 200 retransmission.
+    h.advance(Duration::from_secs(2));
+    assert!(h.take().is_empty());
+}
