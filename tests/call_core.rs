@@ -522,3 +522,37 @@ fn calls_over_tcp_answer_on_the_same_connection() {
     h.advance(Duration::from_secs(2));
     assert!(h.take().is_empty());
 }
+
+#[test]
+fn calls_per_second_limit_refuses_the_excess_with_503_and_refills() {
+    let mut h = Harness::new();
+    // A core of its own with max_cps = 2 (burst 2) and room for plenty of calls.
+    let mut profile = Profile::load(Path::new("tests/data/core-profile")).unwrap();
+    profile.limits.max_cps = 2;
+    profile.limits.max_calls = 100;
+    let durations = HashMap::from([("guidance-ko".to_owned(), Duration::from_secs(13))]);
+    h.core = Core::new(Arc::new(profile), h.metrics.clone(), durations, 1, h.now, SystemTime::UNIX_EPOCH).unwrap();
+    let mut finals = Vec::new();
+    for i in 0..3 {
+        h.input(CARRIER, invite("120", &format!("cps{i}"), &format!("b{i}"), &sdp("0", 40000)));
+        finals.push(Harness::summary(&h.take()).pop().unwrap());
+    }
+    assert_eq!(finals, ["200", "200", "503"]);
+    h.advance(Duration::from_millis(500));
+    h.take();
+    h.input(CARRIER, invite("120", "cps4", "b4", &sdp("0", 40000)));
+    assert_eq!(Harness::summary(&h.take()).pop().unwrap(), "200", "half a second refills one token");
+}
+
+#[test]
+fn a_backlogged_shell_makes_new_calls_fail_fast_with_503() {
+    let mut h = Harness::new();
+    h.core.set_backlogged(true);
+    h.input(CARRIER, invite("120", "bl1", "b1", &sdp("0", 40000)));
+    let sent = h.take();
+    assert_eq!(Harness::summary(&sent), ["100", "503"]);
+    assert!(sent[1].1.header(HeaderName::RetryAfter).is_some());
+    h.core.set_backlogged(false);
+    h.input(CARRIER, invite("120", "bl2", "b2", &sdp("0", 40000)));
+    assert_eq!(Harness::summary(&h.take()), ["100", "200"]);
+}

@@ -112,6 +112,8 @@ pub struct CoreConfig {
     pub media_ip: IpAddr,
     pub rtp_ports: (u16, u16),
     pub max_calls: usize,
+    /// New calls per second; 0 = no limit.
+    pub max_cps: u32,
     pub retry_after_s: u32,
     pub user_agent: String,
     pub txn: TxnConfig,
@@ -124,6 +126,7 @@ impl CoreConfig {
             media_ip: p.media.address,
             rtp_ports: p.media.rtp_ports,
             max_calls: p.limits.max_calls,
+            max_cps: p.limits.max_cps,
             retry_after_s: p.limits.retry_after_s,
             user_agent: p.sip.user_agent.clone(),
             txn: TxnConfig {
@@ -211,6 +214,10 @@ pub struct Core {
     outputs: VecDeque<Output>,
     next_key: CallKey,
     draining: bool,
+    /// Set by the shell while its SIP input is backlogged: new calls get 503 at once.
+    backlogged: bool,
+    /// The calls-per-second bucket: tokens, and when it was last filled.
+    cps_bucket: (f64, Instant),
     /// Instant ↔ wall clock, fixed at construction (records carry Unix milliseconds).
     epoch: (Instant, SystemTime),
 }
@@ -235,6 +242,7 @@ impl Core {
             }
         }
         let cfg = CoreConfig::from_profile(&profile);
+        let cfg_max_cps = cfg.max_cps;
         Ok(Core {
             txn: TxnLayer::new(cfg.txn.clone()),
             ports: PortPool::new(cfg.rtp_ports.0, cfg.rtp_ports.1),
@@ -251,8 +259,37 @@ impl Core {
             outputs: VecDeque::new(),
             next_key: 1,
             draining: false,
+            backlogged: false,
+            cps_bucket: (f64::from(cfg_max_cps), now),
             epoch: (now, wall),
         })
+    }
+
+    /// The shell says whether its SIP input is backlogged. While it is, new calls are refused
+    /// with 503 and Retry-After: a fast "no" rather than every call slowing down.
+    pub fn set_backlogged(&mut self, backlogged: bool) {
+        if backlogged != self.backlogged {
+            tracing::warn!(backlogged, "SIP input backlog changed");
+        }
+        self.backlogged = backlogged;
+    }
+
+    /// Takes one token from the calls-per-second bucket (burst: one second's worth).
+    fn admit_cps(&mut self, now: Instant) -> bool {
+        let rate = self.cfg.max_cps;
+        if rate == 0 {
+            return true;
+        }
+        let (tokens, last) = self.cps_bucket;
+        let refill = now.saturating_duration_since(last).as_secs_f64() * f64::from(rate);
+        let tokens = (tokens + refill).min(f64::from(rate));
+        if tokens >= 1.0 {
+            self.cps_bucket = (tokens - 1.0, now);
+            true
+        } else {
+            self.cps_bucket = (tokens, now);
+            false
+        }
     }
 
     /// Calls in progress.
@@ -436,7 +473,7 @@ impl Core {
             self.reject(now, txn, &msg, peer, Some(&trunk), Some(&service), 503, "Service Unavailable", Outcome::Shutdown);
             return;
         }
-        if self.calls.len() >= self.cfg.max_calls {
+        if self.calls.len() >= self.cfg.max_calls || self.backlogged || !self.admit_cps(now) {
             self.metrics.inc(Counter::Overload503);
             self.reject(now, txn, &msg, peer, Some(&trunk), Some(&service), 503, "Service Unavailable", Outcome::Busy);
             return;

@@ -119,11 +119,13 @@ pub struct Limits {
     pub retry_after_s: u32,
     /// Largest SIP message accepted (bytes); larger stream messages close the connection. Default 65535.
     pub max_message_bytes: usize,
+    /// New calls accepted per second (a token bucket with one second of burst); 0 = no limit.
+    pub max_cps: u32,
 }
 
 impl Default for Limits {
     fn default() -> Limits {
-        Limits { max_calls: 1000, retry_after_s: 5, max_message_bytes: 65535 }
+        Limits { max_calls: 1000, retry_after_s: 5, max_message_bytes: 65535, max_cps: 0 }
     }
 }
 
@@ -346,8 +348,11 @@ fn summary_text(p: &Profile) -> String {
     let _ = writeln!(s, "  records  {}", p.records.database.display());
     let _ = writeln!(
         s,
-        "  limits   {} calls, Retry-After {} s, messages up to {} bytes",
-        p.limits.max_calls, p.limits.retry_after_s, p.limits.max_message_bytes
+        "  limits   {} calls, {} calls/s, Retry-After {} s, messages up to {} bytes",
+        p.limits.max_calls,
+        if p.limits.max_cps == 0 { "unlimited".to_owned() } else { p.limits.max_cps.to_string() },
+        p.limits.retry_after_s,
+        p.limits.max_message_bytes
     );
     let _ = writeln!(s, "  prompts  {} in {}", p.prompt_names().join(", "), p.audio_dir.display());
     let _ = writeln!(s, "trunks:");
@@ -615,6 +620,9 @@ impl<'d> Loader<'d> {
         }
         if let Some(v) = &f.limits.max_message_bytes {
             p.limits.max_message_bytes = in_range(src, v, "limits.max_message_bytes", 1024, 1 << 20)? as usize;
+        }
+        if let Some(v) = &f.limits.max_cps {
+            p.limits.max_cps = in_range(src, v, "limits.max_cps", 0, 1_000_000)? as u32;
         }
 
         // [sip]

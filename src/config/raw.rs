@@ -57,6 +57,7 @@ pub(super) struct LimitsTable {
     pub max_calls: Option<S<u64>>,
     pub retry_after: Option<S<u64>>,
     pub max_message_bytes: Option<S<u64>>,
+    pub max_cps: Option<S<u64>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

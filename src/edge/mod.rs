@@ -194,6 +194,9 @@ struct SipShell {
 
 /// Datagrams read in one go before the core's outputs are flushed.
 const UDP_BATCH: usize = 64;
+/// Consecutive full batches (more than this many × UDP_BATCH datagrams waiting) that count as a
+/// backlog: new calls are then refused with 503 until a batch comes up short.
+const BACKLOG_BATCHES: u32 = 8;
 
 impl SipShell {
     async fn run(
@@ -208,6 +211,7 @@ impl SipShell {
         let sleep = tokio::time::sleep_until(far);
         tokio::pin!(sleep);
         let mut draining_since: Option<Instant> = None;
+        let mut full_batches = 0u32;
         loop {
             let deadline = core.poll_timeout().map(tokio::time::Instant::from_std).unwrap_or(far);
             if sleep.deadline() != deadline {
@@ -220,12 +224,16 @@ impl SipShell {
                             let now = Instant::now();
                             core.handle_datagram(now, Bytes::copy_from_slice(&buf[..n]), Peer::udp(from));
                             // Take whatever else is already queued before flushing.
-                            for _ in 1..UDP_BATCH {
+                            let mut got = 1;
+                            while got < UDP_BATCH {
                                 match self.udp.try_recv_from(&mut buf) {
                                     Ok((n, from)) => core.handle_datagram(Instant::now(), Bytes::copy_from_slice(&buf[..n]), Peer::udp(from)),
                                     Err(_) => break,
                                 }
+                                got += 1;
                             }
+                            full_batches = if got == UDP_BATCH { full_batches + 1 } else { 0 };
+                            core.set_backlogged(full_batches >= BACKLOG_BATCHES);
                         }
                         // ICMP errors from earlier sends surface here on Linux; the socket stays up.
                         Err(e) => tracing::debug!(error = %e, "UDP receive error"),

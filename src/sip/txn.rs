@@ -42,8 +42,10 @@
 //! - Other (RFC 2543) requests match by Request-URI, From tag, Call-ID, CSeq number and method (ACK as
 //!   INVITE) and top Via; a non-ACK request also needs the To tag of the request that created the
 //!   transaction, an ACK needs the To tag of the final response the transaction sent.
-//! - A request whose top Via or CSeq cannot be parsed still gets a server transaction (so that the TU can
-//!   answer it, e.g. with 400), but no retransmission will ever match it.
+//! - A request whose top Via (or, without the magic cookie, Request-URI, From, Call-ID or CSeq) cannot be
+//!   parsed still gets a server transaction, so that the TU can answer it (e.g. 400), but no
+//!   retransmission will ever match it. A response without a parseable Via branch or CSeq is
+//!   [`Incoming::Stray`].
 //!
 //! # The TU's duties
 //!
@@ -597,7 +599,7 @@ impl TxnLayer {
             return Incoming::Stray { msg };
         };
         let key = request_key(&msg, &method);
-        if let Some(id) = self.find_server(&key, &method, to_tag(&msg).as_deref()) {
+        if let Some(id) = self.find_server(&key, &method) {
             return self.server_retransmit(now, id, &method, msg, from);
         }
         if method == Method::Ack {
@@ -647,17 +649,12 @@ impl TxnLayer {
         }
     }
 
-    /// The live server transaction `key` designates. For RFC 2543 keys, `to_tag` is the request's To tag
-    /// and `method` decides which To tag it must equal.
-    fn find_server(
-        &self,
-        key: &RequestKey,
-        method: &Method,
-        to_tag: Option<&str>,
-    ) -> Option<TxnId> {
+    /// The live server transaction `key` designates. For RFC 2543 keys, the key carries the request's
+    /// To tag, and `method` decides which To tag it must equal (ACK: our final response's).
+    fn find_server(&self, key: &RequestKey, method: &Method) -> Option<TxnId> {
         match key {
             RequestKey::Rfc3261(k) => self.server.get(k).copied(),
-            RequestKey::Rfc2543(k, _) => self.legacy.get(k)?.iter().copied().find(|id| {
+            RequestKey::Rfc2543(k, to_tag) => self.legacy.get(k)?.iter().copied().find(|id| {
                 let Some(t) = self.txns.get(&id.0) else {
                     return false;
                 };
@@ -665,9 +662,9 @@ impl TxnLayer {
                     return false;
                 };
                 if *method == Method::Ack {
-                    l.resp_to_tag.as_deref() == to_tag
+                    l.resp_to_tag == *to_tag
                 } else {
-                    l.req_to_tag.as_deref() == to_tag
+                    l.req_to_tag == *to_tag
                 }
             }),
             RequestKey::Unmatchable => None,
@@ -726,103 +723,101 @@ impl TxnLayer {
     }
 
     fn on_response(&mut self, now: Instant, msg: Message) -> Incoming {
-        let (Some(status), Ok(via), Ok(cseq)) = (msg.status(), msg.top_via(), msg.cseq()) else {
+        let Some(id) = self.find_client(&msg) else {
             return Incoming::Stray { msg };
         };
-        let Some(branch) = via.branch else {
-            return Incoming::Stray { msg };
-        };
-        let key = ClientKey {
-            branch: branch.into(),
-            method: cseq.method,
-        };
-        let Some(&id) = self.client.get(&key) else {
+        let Some(status) = msg.status() else {
             return Incoming::Stray { msg };
         };
         let cfg = self.cfg;
         let Some(t) = self.txns.get_mut(&id.0) else {
             return Incoming::Stray { msg };
         };
-        let deliver = Incoming::Response { txn: id, msg };
-        let class = status / 100;
-        match t.kind {
-            TxnKind::InviteClient => match (t.state, class) {
-                (TxnState::Calling | TxnState::Proceeding, 1) => {
-                    // Retransmissions stop; Timer B only runs in Calling (RFC 3261 figure 5).
-                    t.state = TxnState::Proceeding;
-                    t.disarm_all();
-                    deliver
-                }
-                (TxnState::Calling | TxnState::Proceeding, 2) => {
-                    t.state = TxnState::Accepted;
-                    t.disarm_all();
-                    t.arm(id.0, LIFETIME, now + cfg.timeout(), &mut self.heap);
-                    deliver
-                }
-                (TxnState::Calling | TxnState::Proceeding, 3..=6) => {
-                    t.state = TxnState::Completed;
-                    t.disarm_all();
-                    let Incoming::Response { msg, .. } = &deliver else {
-                        unreachable!()
-                    };
-                    t.last = match Message::parse(t.request.clone()) {
-                        Ok(invite) => Some(build::ack_for_non2xx(&invite, msg)),
-                        Err(e) => {
-                            tracing::warn!(txn = id.0, error = %e, "cannot parse our own INVITE to build its ACK");
-                            None
-                        }
-                    };
-                    if let Some(ack) = &t.last {
-                        send(&mut self.transmits, t.peer, ack.clone(), None);
-                    }
-                    if t.reliable {
-                        self.terminate_inner(id);
-                    } else {
-                        t.arm(id.0, LIFETIME, now + TIMER_D_UNRELIABLE, &mut self.heap);
-                    }
-                    deliver
-                }
-                (TxnState::Accepted, 2) => deliver,
-                (TxnState::Completed, 3..=6) => {
-                    if let Some(ack) = &t.last {
-                        send(&mut self.transmits, t.peer, ack.clone(), None);
-                    }
-                    Incoming::Absorbed
-                }
-                _ => Incoming::Absorbed,
-            },
-            TxnKind::NonInviteClient => match (t.state, class) {
-                (TxnState::Trying | TxnState::Proceeding, 1) => {
-                    t.state = TxnState::Proceeding;
-                    deliver
-                }
-                (TxnState::Trying | TxnState::Proceeding, 2..=6) => {
-                    t.state = TxnState::Completed;
-                    t.disarm_all();
-                    if t.reliable {
-                        self.terminate_inner(id);
-                    } else {
-                        t.arm(id.0, LIFETIME, now + cfg.t4, &mut self.heap);
-                    }
-                    deliver
-                }
-                _ => Incoming::Absorbed,
-            },
-            // Server transactions are not in the client index.
-            TxnKind::InviteServer | TxnKind::NonInviteServer => {
-                let Incoming::Response { msg, .. } = deliver else {
-                    unreachable!()
-                };
-                Incoming::Stray { msg }
+        // true: pass the response to the TU; false: absorbed.
+        let deliver = match (t.kind, t.state, status / 100) {
+            // INVITE client (RFC 3261 17.1.1.2, RFC 6026 7.2).
+            (TxnKind::InviteClient, TxnState::Calling | TxnState::Proceeding, 1) => {
+                // Retransmissions stop; Timer B only matters in Calling (RFC 3261 figure 5).
+                t.state = TxnState::Proceeding;
+                t.disarm_all();
+                true
             }
+            (TxnKind::InviteClient, TxnState::Calling | TxnState::Proceeding, 2) => {
+                t.state = TxnState::Accepted;
+                t.disarm_all();
+                t.arm(id.0, LIFETIME, now + cfg.timeout(), &mut self.heap);
+                true
+            }
+            (TxnKind::InviteClient, TxnState::Calling | TxnState::Proceeding, 3..=6) => {
+                t.state = TxnState::Completed;
+                t.disarm_all();
+                t.last = match Message::parse(t.request.clone()) {
+                    Ok(invite) => Some(build::ack_for_non2xx(&invite, &msg)),
+                    Err(e) => {
+                        tracing::warn!(txn = id.0, error = %e, "cannot parse our own INVITE to build its ACK");
+                        None
+                    }
+                };
+                if let Some(ack) = &t.last {
+                    send(&mut self.transmits, t.peer, ack.clone(), None);
+                }
+                if t.reliable {
+                    self.terminate_inner(id);
+                } else {
+                    t.arm(id.0, LIFETIME, now + TIMER_D_UNRELIABLE, &mut self.heap);
+                }
+                true
+            }
+            // 2xx retransmissions (or other 2xx) while Accepted go to the TU, which ACKs each.
+            (TxnKind::InviteClient, TxnState::Accepted, 2) => true,
+            (TxnKind::InviteClient, TxnState::Completed, 3..=6) => {
+                if let Some(ack) = &t.last {
+                    send(&mut self.transmits, t.peer, ack.clone(), None);
+                }
+                false
+            }
+            // Non-INVITE client (RFC 3261 17.1.2.2).
+            (TxnKind::NonInviteClient, TxnState::Trying | TxnState::Proceeding, 1) => {
+                t.state = TxnState::Proceeding;
+                true
+            }
+            (TxnKind::NonInviteClient, TxnState::Trying | TxnState::Proceeding, 2..=6) => {
+                t.state = TxnState::Completed;
+                t.disarm_all();
+                if t.reliable {
+                    self.terminate_inner(id);
+                } else {
+                    t.arm(id.0, LIFETIME, now + cfg.t4, &mut self.heap);
+                }
+                true
+            }
+            // Late provisionals, retransmitted finals in Completed, anything odd.
+            _ => false,
+        };
+        if deliver {
+            Incoming::Response { txn: id, msg }
+        } else {
+            Incoming::Absorbed
         }
+    }
+
+    /// The client transaction a response belongs to (RFC 3261 17.1.3: top Via branch + CSeq method).
+    fn find_client(&self, msg: &Message) -> Option<TxnId> {
+        let branch = msg.top_via().ok()?.branch?;
+        let method = msg.cseq().ok()?.method;
+        self.client
+            .get(&ClientKey {
+                branch: branch.into(),
+                method,
+            })
+            .copied()
     }
 
     /// The INVITE server transaction a CANCEL refers to (same branch & sent-by, RFC 3261 9.2; for RFC 2543
     /// requests, the 17.2.3 fallback with the method taken as INVITE).
     pub fn cancel_target(&self, cancel: &Message) -> Option<TxnId> {
         let key = request_key(cancel, &Method::Invite);
-        let id = self.find_server(&key, &Method::Invite, to_tag(cancel).as_deref())?;
+        let id = self.find_server(&key, &Method::Invite)?;
         (self.txns.get(&id.0)?.kind == TxnKind::InviteServer).then_some(id)
     }
 

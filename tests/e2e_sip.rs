@@ -1,0 +1,363 @@
+//! End to end: a real callgate process and SIPp as the carrier (and as the callee of bridged
+//! calls), loopback only. Each test starts its own callgate on its own ports (see
+//! tests/common/mod.rs), runs one scenario from tests/sipp/, and checks SIPp's verdict, what
+//! reached the caller's RTP port, the call record in SQLite and /metrics.
+//!
+//! SIPp is required: without it these tests FAIL and say what to install
+//! (`apt-get install -y sip-tester`; scripts/test.sh does it).
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+fn uac(dir: &std::path::Path, cg: &Callgate, ports: &PortBlock, scenario: &str, number: &str) -> Sipp {
+    Sipp::uac(dir, "uac", scenario, cg.sip, number)
+        .ports(ports, P_UAC, P_UAC_CTRL, P_UAC_MEDIA)
+        .key("rtp_port", &ports.port(P_RTP).to_string())
+}
+
+fn first_received_status(run: &SippRun) -> String {
+    run.received().first().and_then(|m| m.lines().next()).unwrap_or("(nothing)").to_string()
+}
+
+/// The guidance call, checked from the carrier's side end to end.
+fn announcement_call(name: &str, tcp: bool) {
+    let dir = test_dir(name);
+    let ports = PortBlock::acquire();
+    let frames = wav_frames(&default_guidance_wav());
+    let cg = Callgate::start_default(&dir, &ports);
+    let (st, body) = cg.http_get("/healthz");
+    assert_eq!(st, 200, "GET /healthz: {st} {body}");
+
+    let sink = RtpSink::bind(ports.port(P_RTP));
+    let mut sipp = uac(&dir, &cg, &ports, "uac_announcement.xml", "120");
+    if tcp {
+        sipp = sipp.tcp();
+    }
+    let run = sipp.run();
+    std::thread::sleep(Duration::from_millis(300));
+    let (pkts, junk) = sink.finish();
+    run.assert_ok(Some(&cg));
+
+    // 100 Trying at once, before anything else.
+    let first = first_received_status(&run);
+    assert!(first.starts_with("SIP/2.0 100 "), "the first answer to the INVITE was {first:?}, expected 100 Trying\n{}", run.explain());
+
+    // The announcement's RTP at the address our offer named.
+    let (answer_port, pt) = answer_media(&run);
+    assert!(pt == 0 || pt == 8, "answer chose payload type {pt}; we offered 0 8 101");
+    assert_eq!(junk, 0, "{junk} datagrams too short to be RTP arrived at the media port");
+    let report = check_stream(&pkts, pt).unwrap_or_else(|e| panic!("announcement RTP: {e}\n--- callgate stderr:\n{}", cg.stderr()));
+    assert_eq!(
+        report.packets, frames,
+        "the guidance prompt has {frames} frames of 20 ms; {} RTP packets arrived ({report:?})",
+        report.packets
+    );
+    assert_eq!(
+        report.from.port(),
+        answer_port,
+        "RTP came from port {}, the SDP answer's m= line says {answer_port} (symmetric RTP, RFC 4961)",
+        report.from.port()
+    );
+
+    // Metrics: both setup stages measured, the outcome and the packets counted.
+    let m = cg.metrics();
+    for stage in ["invite_to_100", "invite_to_200"] {
+        let n = m.must("callgate_setup_latency_seconds_count", &[("stage", stage)]);
+        assert!(n >= 1.0, "callgate_setup_latency_seconds_count{{stage={stage}}} = {n} after a call\n{}", m.0);
+    }
+    assert_eq!(m.must("callgate_calls_total", &[("outcome", "completed")]), 1.0, "{}", m.0);
+    assert!(m.must("callgate_rtp_packets_sent_total", &[]) >= frames as f64, "{}", m.0);
+    assert_eq!(m.must("callgate_active_calls", &[]), 0.0, "{}", m.0);
+
+    // The record, written while callgate runs.
+    let recs = cg.wait_records(1);
+    let r = assert_one_record(&recs, "completed", 200, "120");
+    assert_eq!(Some(r.text("sip_call_id")), run.call_id(), "sip_call_id is not the carrier's Call-ID");
+    let transport = r.text("transport").to_ascii_lowercase();
+    assert_eq!(transport, if tcp { "tcp" } else { "udp" }, "transport in {r:#?}");
+    let answered = r.int("answered_ms").expect("a completed call has answered_ms");
+    let played = r.int("ended_ms").unwrap() - answered;
+    let expect_ms = frames as i64 * 20;
+    assert!(
+        (expect_ms - 1000..=expect_ms + 2000).contains(&played),
+        "answered→ended took {played} ms; the announcement is {expect_ms} ms"
+    );
+    assert!(answered - r.int("arrived_ms").unwrap() < 1000, "INVITE→answer took over a second: {r:#?}");
+
+    // A clean stop prints the latency summary.
+    let stopped = cg.stop_ok();
+    let out = format!("{}{}", stopped.stderr, stopped.stdout);
+    assert!(out.contains("invite_to_100") && out.contains("invite_to_200"), "no latency summary on shutdown:\n{out}");
+}
+
+#[test]
+fn announcement_call_over_udp() {
+    announcement_call("announcement_call_over_udp", false);
+}
+
+#[test]
+fn announcement_call_over_tcp() {
+    announcement_call("announcement_call_over_tcp", true);
+}
+
+#[test]
+fn caller_hangs_up_during_the_announcement() {
+    let dir = test_dir("caller_hangs_up_during_the_announcement");
+    let ports = PortBlock::acquire();
+    let cg = Callgate::start_default(&dir, &ports);
+    let sink = RtpSink::bind(ports.port(P_RTP));
+    let run = uac(&dir, &cg, &ports, "uac_hangup_early.xml", "120").run();
+    std::thread::sleep(Duration::from_millis(600));
+    let (pkts, _) = sink.finish();
+    run.assert_ok(Some(&cg));
+
+    let (_, pt) = answer_media(&run);
+    let report = check_stream(&pkts, pt).unwrap_or_else(|e| panic!("RTP before the hang-up: {e}"));
+    // The caller hung up 3 s after the ACK: about 150 packets.
+    assert!((110..=200).contains(&report.packets), "{} RTP packets in the 3 s before the caller's BYE", report.packets);
+    // And the stream stopped with the BYE (SIPp exits right after the 200 to its BYE).
+    let late: Vec<_> = pkts.iter().filter(|p| p.at > run.finished + Duration::from_millis(100)).collect();
+    assert!(late.is_empty(), "{} RTP packets still arrived after the call ended (first: {:?})", late.len(), late.first());
+
+    let m = cg.metrics();
+    assert_eq!(m.must("callgate_calls_total", &[("outcome", "abandoned")]), 1.0, "{}", m.0);
+    assert_eq!(m.must("callgate_active_calls", &[]), 0.0, "{}", m.0);
+    let recs = cg.wait_records(1);
+    let r = assert_one_record(&recs, "abandoned", 200, "120");
+    assert!(r.int("answered_ms").is_some(), "an abandoned call was answered: {r:#?}");
+    cg.stop_ok();
+}
+
+#[test]
+fn source_outside_the_trunk_acl_is_refused_with_403() {
+    let dir = test_dir("source_outside_the_trunk_acl_is_refused_with_403");
+    let ports = PortBlock::acquire();
+    // The only trunk is 127.0.0.2; SIPp sends from 127.0.0.1.
+    let cg = Callgate::start_with(&dir, &ports, ProfileBuilder::default_profile().trunk_networks(&["127.0.0.2/32"]));
+    let run = uac(&dir, &cg, &ports, "uac_forbidden.xml", "120").run();
+    run.assert_ok(Some(&cg));
+    let m = cg.metrics();
+    assert_eq!(m.must("callgate_sip_rejections_total", &[("code", "403")]), 1.0, "{}", m.0);
+    assert_eq!(m.must("callgate_active_calls", &[]), 0.0, "{}", m.0);
+    cg.stop_ok();
+    let recs = records(&dir.join("calls.db"));
+    let r = assert_one_record(&recs, "rejected", 403, "120");
+    assert!(r.int("answered_ms").is_none(), "a refused call has no answer time: {r:#?}");
+}
+
+#[test]
+fn unknown_number_is_answered_404() {
+    let dir = test_dir("unknown_number_is_answered_404");
+    let ports = PortBlock::acquire();
+    let cg = Callgate::start_default(&dir, &ports);
+    let run = uac(&dir, &cg, &ports, "uac_not_found.xml", "999").run();
+    run.assert_ok(Some(&cg));
+    cg.stop_ok();
+    let recs = records(&dir.join("calls.db"));
+    assert_one_record(&recs, "not_found", 404, "999");
+}
+
+#[test]
+fn offer_without_a_common_codec_is_answered_488() {
+    let dir = test_dir("offer_without_a_common_codec_is_answered_488");
+    let ports = PortBlock::acquire();
+    let cg = Callgate::start_default(&dir, &ports);
+    let run = uac(&dir, &cg, &ports, "uac_no_codec.xml", "120").run();
+    run.assert_ok(Some(&cg));
+    cg.stop_ok();
+    let recs = records(&dir.join("calls.db"));
+    assert_one_record(&recs, "not_acceptable", 488, "120");
+}
+
+#[test]
+fn options_ping_is_answered_200() {
+    let dir = test_dir("options_ping_is_answered_200");
+    let ports = PortBlock::acquire();
+    let cg = Callgate::start_default(&dir, &ports);
+    let run = uac(&dir, &cg, &ports, "uac_options.xml", "120").run();
+    run.assert_ok(Some(&cg));
+    cg.stop_ok();
+    let recs = records(&dir.join("calls.db"));
+    assert!(recs.is_empty(), "an OPTIONS ping is not a call, yet it left records: {recs:#?}");
+}
+
+#[test]
+fn unknown_method_is_answered_501() {
+    let dir = test_dir("unknown_method_is_answered_501");
+    let ports = PortBlock::acquire();
+    let cg = Callgate::start_default(&dir, &ports);
+    let run = uac(&dir, &cg, &ports, "uac_unknown_method.xml", "120").run();
+    run.assert_ok(Some(&cg));
+    cg.stop_ok();
+}
+
+#[test]
+fn malformed_requests_get_400_and_do_not_hurt() {
+    let dir = test_dir("malformed_requests_get_400_and_do_not_hurt");
+    let ports = PortBlock::acquire();
+    let cg = Callgate::start_default(&dir, &ports);
+
+    // 1. A bad CSeq, through SIPp.
+    let run = uac(&dir, &cg, &ports, "uac_malformed.xml", "120").run();
+    run.assert_ok(Some(&cg));
+
+    // 2. Raw datagrams SIPp cannot send or match.
+    let raw = ports.port(P_RAW);
+    let via = format!("Via: SIP/2.0/UDP 127.0.0.1:{raw};branch=z9hG4bK-e2e-raw-");
+    let no_call_id = format!(
+        "INVITE sip:120@{sip} SIP/2.0\r\n{via}1;rport\r\nFrom: <sip:{CALLER}@127.0.0.1>;tag=raw1\r\n\
+         To: <sip:120@{sip}>\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+        sip = cg.sip
+    );
+    let ans = udp_exchange(raw, cg.sip, no_call_id.as_bytes(), Duration::from_secs(2));
+    let ans = ans.unwrap_or_else(|| panic!("no answer to an INVITE without Call-ID\n--- callgate stderr:\n{}", cg.stderr()));
+    let status = ans.lines().next().unwrap_or("");
+    assert!(
+        status.starts_with("SIP/2.0 400 ") && status.len() > "SIP/2.0 400 ".len(),
+        "an INVITE without Call-ID was answered {status:?}, expected 400 with a reason phrase:\n{ans}"
+    );
+
+    let short_body = format!(
+        "OPTIONS sip:120@{sip} SIP/2.0\r\n{via}2;rport\r\nFrom: <sip:{CALLER}@127.0.0.1>;tag=raw2\r\n\
+         To: <sip:120@{sip}>\r\nCall-ID: raw2@e2e\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 500\r\n\r\nshort",
+        sip = cg.sip
+    );
+    let ans = udp_exchange(raw, cg.sip, short_body.as_bytes(), Duration::from_secs(2));
+    if let Some(a) = &ans {
+        let status = a.lines().next().unwrap_or("");
+        assert!(status.starts_with("SIP/2.0 400 "), "Content-Length larger than the datagram answered {status:?}:\n{a}");
+    }
+
+    for junk in [&b"\x00\x01\x02garbage"[..], b"\r\n\r\n", b"SIP/2.0 200 OK\r\n\r\n", &[0xffu8; 1400][..], b"INVITE"] {
+        let _ = udp_exchange(raw, cg.sip, junk, Duration::from_millis(200));
+    }
+
+    // 3. Still alive and answering.
+    let ping = format!(
+        "OPTIONS sip:120@{sip} SIP/2.0\r\n{via}3;rport\r\nFrom: <sip:{CALLER}@127.0.0.1>;tag=raw3\r\n\
+         To: <sip:120@{sip}>\r\nCall-ID: raw3@e2e\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+        sip = cg.sip
+    );
+    let ans = udp_exchange(raw, cg.sip, ping.as_bytes(), Duration::from_secs(2))
+        .unwrap_or_else(|| panic!("no answer to OPTIONS after the malformed input\n--- callgate stderr:\n{}", cg.stderr()));
+    assert!(ans.starts_with("SIP/2.0 200 "), "OPTIONS after malformed input: {ans}");
+    let m = cg.metrics();
+    assert!(m.must("callgate_sip_parse_errors_total", &[]) >= 1.0, "{}", m.0);
+    cg.stop_ok();
+}
+
+fn bridge_profile(ports: &PortBlock) -> ProfileBuilder {
+    let callee = format!("sip:callee@127.0.0.1:{}", ports.port(P_UAS));
+    ProfileBuilder::default_profile().add_service("200", "Bridge to a fixed destination (e2e)", Some(&callee))
+}
+
+fn uas(dir: &std::path::Path, ports: &PortBlock, scenario: &str) -> SippChild {
+    let c = Sipp::uas(dir, "uas", scenario).ports(ports, P_UAS, P_UAS_CTRL, P_UAS_MEDIA).spawn();
+    std::thread::sleep(Duration::from_millis(300)); // let it bind
+    c
+}
+
+#[test]
+fn bridged_call_passes_through_the_b2bua() {
+    let dir = test_dir("bridged_call_passes_through_the_b2bua");
+    let ports = PortBlock::acquire();
+    let cg = Callgate::start_with(&dir, &ports, bridge_profile(&ports));
+    let callee = uas(&dir, &ports, "uas_answer.xml");
+    let run = Sipp::uac(&dir, "uac", "uac_b2bua.xml", cg.sip, "200")
+        .ports(&ports, P_UAC, P_UAC_CTRL, P_UAC_MEDIA)
+        .arg("-d")
+        .arg("1000")
+        .run();
+    let callee = callee.wait();
+    run.assert_ok(Some(&cg));
+    callee.assert_ok(Some(&cg));
+
+    // The callee saw callgate's own INVITE (a B2BUA: a new Call-ID), and the caller's BYE.
+    let invite = callee.received().into_iter().find(|m| m.starts_with("INVITE ")).expect("the callee got an INVITE");
+    let caller_cid = run.call_id().unwrap();
+    assert!(!invite.contains(&caller_cid), "the B-leg INVITE reuses the caller's Call-ID {caller_cid}:\n{invite}");
+    assert!(callee.received().iter().any(|m| m.starts_with("BYE ")), "the callee never got a BYE\n{}", callee.explain());
+
+    let m = cg.metrics();
+    assert!(m.must("callgate_setup_latency_seconds_count", &[("stage", "invite_to_200")]) >= 1.0, "{}", m.0);
+    cg.stop_ok();
+    let recs = records(&dir.join("calls.db"));
+    let r = assert_one_record(&recs, "bridged", 200, "200");
+    assert!(r.int("answered_ms").is_some(), "{r:#?}");
+}
+
+#[test]
+fn caller_cancels_while_the_callee_rings() {
+    let dir = test_dir("caller_cancels_while_the_callee_rings");
+    let ports = PortBlock::acquire();
+    let cg = Callgate::start_with(&dir, &ports, bridge_profile(&ports));
+    let callee = uas(&dir, &ports, "uas_ring_cancel.xml");
+    let run = uac(&dir, &cg, &ports, "uac_cancel.xml", "200").run();
+    let callee = callee.wait();
+    run.assert_ok(Some(&cg));
+    callee.assert_ok(Some(&cg));
+    cg.stop_ok();
+    let recs = records(&dir.join("calls.db"));
+    let r = assert_one_record(&recs, "cancelled", 487, "200");
+    assert!(r.int("answered_ms").is_none(), "a cancelled call was never answered: {r:#?}");
+}
+
+#[test]
+fn over_the_call_limit_calls_get_503_with_retry_after() {
+    let dir = test_dir("over_the_call_limit_calls_get_503_with_retry_after");
+    let ports = PortBlock::acquire();
+    let profile = ProfileBuilder::default_profile().set("limits", "max_calls", 1).set("limits", "retry_after", 7);
+    let cg = Callgate::start_with(&dir, &ports, profile);
+    let _sink = RtpSink::bind(ports.port(P_RTP));
+    let first = uac(&dir, &cg, &ports, "uac_hangup_early.xml", "120").spawn();
+    cg.wait_metrics(Duration::from_secs(3), "the first call to be up", |m| m.get("callgate_active_calls", &[]) == Some(1.0));
+    let second = Sipp::uac(&dir, "uac2", "uac_busy.xml", cg.sip, "120")
+        .ports(&ports, P_UAC2, P_UAC2_CTRL, P_UAC2_MEDIA)
+        .key("rtp_port", &ports.port(P_RTP2).to_string())
+        .run();
+    second.assert_ok(Some(&cg));
+    assert_eq!(second.log_value("retry_after").as_deref(), Some("7"), "Retry-After of the 503\n{}", second.explain());
+    let first = first.wait();
+    first.assert_ok(Some(&cg));
+    let m = cg.metrics();
+    assert_eq!(m.must("callgate_sip_rejections_total", &[("code", "503")]), 1.0, "{}", m.0);
+    cg.stop_ok();
+    let recs = records(&dir.join("calls.db"));
+    assert_eq!(recs.len(), 2, "{recs:#?}");
+    let busy = recs.iter().find(|r| r.int("sip_status") == Some(503)).unwrap_or_else(|| panic!("no 503 record: {recs:#?}"));
+    assert_eq!(busy.text("outcome"), "busy", "{busy:#?}");
+    assert!(recs.iter().any(|r| r.text("outcome") == "abandoned"), "{recs:#?}");
+}
+
+#[test]
+fn sigterm_ends_calls_with_bye_and_flushes_records() {
+    let dir = test_dir("sigterm_ends_calls_with_bye_and_flushes_records");
+    let ports = PortBlock::acquire();
+    let cg = Callgate::start_default(&dir, &ports);
+    let sink = RtpSink::bind(ports.port(P_RTP));
+    // uac_announcement answers callgate's BYE, whenever it comes.
+    let caller = uac(&dir, &cg, &ports, "uac_announcement.xml", "120").spawn();
+    cg.wait_metrics(Duration::from_secs(3), "the call to be up", |m| m.get("callgate_active_calls", &[]) == Some(1.0));
+    std::thread::sleep(Duration::from_secs(1));
+    let stopped = cg.stop();
+    let run = caller.wait();
+    let (pkts, _) = sink.finish();
+    assert!(
+        stopped.status.success(),
+        "callgate exited {} after SIGTERM\n--- stderr:\n{}",
+        stopped.status,
+        stopped.stderr
+    );
+    assert!(stopped.took < Duration::from_secs(10), "shutdown took {:?}", stopped.took);
+    if run.code() != Some(0) {
+        panic!("the caller did not get a BYE on shutdown\n{}\n--- callgate stderr:\n{}", run.explain(), stopped.stderr);
+    }
+    assert!(pkts.len() >= 40 && pkts.len() < 400, "{} RTP packets before the shutdown", pkts.len());
+    let out = format!("{}{}", stopped.stderr, stopped.stdout);
+    assert!(out.contains("invite_to_200"), "no latency summary on shutdown:\n{out}");
+    let recs = records(&dir.join("calls.db"));
+    assert_one_record(&recs, "shutdown", 200, "120");
+}
