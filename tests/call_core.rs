@@ -556,3 +556,37 @@ fn a_backlogged_shell_makes_new_calls_fail_fast_with_503() {
     h.input(CARRIER, invite("120", "bl2", "b2", &sdp("0", 40000)));
     assert_eq!(Harness::summary(&h.take()), ["100", "200"]);
 }
+
+#[test]
+fn a_200_crossing_the_callers_cancel_is_acked_and_ended_with_bye() {
+    let mut h = Harness::new();
+    let (b_inv, _) = bridged_call_setup(&mut h, "x1");
+    let cancel = invite("200", "x1", "inv1", "")
+        .replace("INVITE sip:200", "CANCEL sip:200")
+        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL")
+        .replace("Content-Type: application/sdp\r\n", "");
+    h.input(CARRIER, cancel);
+    h.take();
+    // B had already answered: its 200 arrives after the caller is gone.
+    h.input(DEPT, answer(&b_inv, 200, "OK", Some("dept1"), &sdp("0", 41000)));
+    let sent = h.take();
+    assert_eq!(Harness::summary(&sent), ["ACK", "BYE"]);
+    assert!(sent.iter().all(|(p, _)| p.addr == DEPT.parse::<SocketAddr>().unwrap()));
+    assert_eq!(sent[1].1.to_hdr().unwrap().tag(), Some("dept1"));
+    assert_eq!(h.records.len(), 1, "one record: the cancelled call");
+}
+
+#[test]
+fn a_bridge_target_ringing_too_long_is_cancelled_and_the_caller_gets_480() {
+    let mut h = Harness::new();
+    bridged_call_setup(&mut h, "rt1");
+    h.advance(callgate::call::RING_TIMEOUT - Duration::from_millis(1));
+    assert!(h.take().is_empty(), "still ringing");
+    h.advance(Duration::from_millis(2));
+    let s = Harness::summary(&h.take());
+    assert!(s.contains(&"CANCEL".to_owned()) && s.contains(&"480".to_owned()), "{s:?}");
+    assert_eq!(h.records[0].outcome, Outcome::Failed);
+    // Nobody answers the CANCEL or the INVITE: after the CANCEL times out, nothing is left.
+    h.advance(Duration::from_secs(70));
+    assert_eq!(h.core.live_transactions(), 0);
+}

@@ -167,7 +167,12 @@ enum Purpose {
 enum TimerKind {
     /// A guidance call whose caller gave no media address: end when the prompts would have.
     PlaybackEnd,
+    /// A bridge leg that rings too long (a 1xx stops Timer B, RFC 3261 17.1.1.2): CANCEL it.
+    RingTimeout,
 }
+
+/// How long a bridge target may ring before callgate gives up (RFC 3261 leaves it to the UA).
+pub const RING_TIMEOUT: Duration = Duration::from_secs(60);
 
 struct Call {
     cg_id: String,
@@ -209,6 +214,8 @@ pub struct Core {
     a_invites: HashMap<TxnId, CallKey>,
     /// Our client transactions → call and purpose.
     clients: HashMap<TxnId, (CallKey, Purpose)>,
+    /// Our CANCEL transactions → the INVITE transaction they cancel.
+    cancelled: HashMap<TxnId, TxnId>,
     timers: BinaryHeap<Reverse<(Instant, CallKey, TimerKind)>>,
     prompt_durations: HashMap<String, Duration>,
     outputs: VecDeque<Output>,
@@ -254,6 +261,7 @@ impl Core {
             dialogs: HashMap::new(),
             a_invites: HashMap::new(),
             clients: HashMap::new(),
+            cancelled: HashMap::new(),
             timers: BinaryHeap::new(),
             prompt_durations,
             outputs: VecDeque::new(),
@@ -329,6 +337,13 @@ impl Core {
                 TimerKind::PlaybackEnd => {
                     if self.calls.get(&key).is_some_and(|c| c.state == State::Playing) {
                         self.hang_up(now, key, Outcome::Completed, 200, "announcement completed");
+                    }
+                }
+                TimerKind::RingTimeout => {
+                    if self.calls.get(&key).is_some_and(|c| c.state == State::Ringing) {
+                        tracing::info!(call = key, "bridge target rang too long: CANCEL, 480 to the caller");
+                        self.cancel_b(now, key);
+                        self.fail_unanswered(now, key, 480, "Temporarily Unavailable", Outcome::Failed);
                     }
                 }
             }
@@ -543,7 +558,7 @@ impl Core {
         let (sdp_body, play) = if has_offer {
             match sdp::answer(&offer, &trunk.codecs, self.cfg.media_ip, port, sess_id) {
                 Ok(n) => {
-                    let play = n.remote.map(|dst| (dst, n.codec, n.pt));
+                    let play = n.send_to().map(|dst| (dst, n.codec, n.pt));
                     (n.sdp, play)
                 }
                 Err(e) => {
@@ -612,7 +627,7 @@ impl Core {
             let body = msg.body();
             if !body.is_empty() {
                 if let (Ok(n), Some(port)) = (sdp::parse_answer(&body), call.media_port) {
-                    if let Some(dst) = n.remote {
+                    if let Some(dst) = n.send_to() {
                         call.pending_play = Some(MediaCommand::Play {
                             call: key,
                             local_port: port,
@@ -693,15 +708,7 @@ impl Core {
         let Some(call) = self.calls.get(&key) else { return };
         // A CANCEL only affects a call with no final answer yet (RFC 3261 9.2).
         if call.state == State::Ringing {
-            if let Some((_, b_invite)) = &call.b_invite {
-                let cancel = crate::sip::build::cancel_for(b_invite);
-                let branch = top_branch(&cancel);
-                let peer = call.b.as_ref().map(|b| b.peer);
-                if let (Some(peer), Some(branch)) = (peer, branch) {
-                    let t = self.txn.request(now, Method::Cancel, &branch, cancel, peer);
-                    self.clients.insert(t, (key, Purpose::Cancel));
-                }
-            }
+            self.cancel_b(now, key);
             self.fail_unanswered(now, key, 487, "Request Terminated", Outcome::Cancelled);
         }
     }
@@ -771,6 +778,21 @@ impl Core {
         call.state = State::Ringing;
         call.b = Some(b);
         call.b_invite = Some((t, invite_msg));
+        self.timers.push(Reverse((now + RING_TIMEOUT, key, TimerKind::RingTimeout)));
+    }
+
+    /// CANCELs the INVITE ringing at the bridge target (RFC 3261 9.1). If even the CANCEL gets no
+    /// answer, the INVITE transaction is dropped when the CANCEL times out.
+    fn cancel_b(&mut self, now: Instant, key: CallKey) {
+        let Some(call) = self.calls.get(&key) else { return };
+        let (Some((inv_txn, inv)), Some(b)) = (&call.b_invite, &call.b) else { return };
+        let cancel = crate::sip::build::cancel_for(inv);
+        if let Some(branch) = top_branch(&cancel) {
+            let (peer, inv_txn) = (b.peer, *inv_txn);
+            let t = self.txn.request(now, Method::Cancel, &branch, cancel, peer);
+            self.clients.insert(t, (key, Purpose::Cancel));
+            self.cancelled.insert(t, inv_txn);
+        }
     }
 
     fn on_response(&mut self, now: Instant, txn: TxnId, msg: Message) {
@@ -879,19 +901,16 @@ impl Core {
         }
     }
 
+    /// A 2xx to our INVITE whose call is already gone (the caller's CANCEL crossed it): ACK it
+    /// and end the dialog with BYE (RFC 3261 15: the callee must not be left up). The client
+    /// transaction mapping is what tells that the 2xx is ours.
     fn ack_and_bye_orphan(&mut self, now: Instant, resp: &Message) {
-        let Some(cid) = resp.call_id() else { return };
-        let Some(tag) = resp.from_hdr().ok().and_then(|f| f.tag().map(str::to_owned)) else { return };
-        let Some((key, Side::B)) = self.dialogs.get(&(cid.to_owned(), tag.clone())).copied() else { return };
-        let _ = key;
         if let Some(mut d) = dialog::orphan_from_response(resp, self.contact_uri(Transport::Udp)) {
             let (peer, ack) = d.ack(resp, &mut self.rng, &self.cfg);
             self.send(peer, ack, None);
             let (peer, branch, bye) = d.bye(&mut self.rng, &self.cfg, "caller left");
-            let t = self.txn.request(now, Method::Bye, &branch, bye, peer);
-            let _ = t;
+            self.txn.request(now, Method::Bye, &branch, bye, peer);
         }
-        self.dialogs.remove(&(cid.to_owned(), tag));
     }
 
     // ---- ending calls ---------------------------------------------------------------------------
@@ -901,14 +920,7 @@ impl Core {
         let Some(call) = self.calls.get(&key) else { return };
         match call.state {
             State::Ringing => {
-                if let (Some((_, inv)), Some(b)) = (&call.b_invite, &call.b) {
-                    let cancel = crate::sip::build::cancel_for(inv);
-                    if let Some(branch) = top_branch(&cancel) {
-                        let peer = b.peer;
-                        let t = self.txn.request(now, Method::Cancel, &branch, cancel, peer);
-                        self.clients.insert(t, (key, Purpose::Cancel));
-                    }
-                }
+                self.cancel_b(now, key);
                 self.fail_unanswered(now, key, 503, "Service Unavailable", outcome);
             }
             _ => self.end_call(now, key, outcome, status, reason, None),
@@ -1062,6 +1074,11 @@ impl Core {
         while let Some(ev) = self.txn.poll_event() {
             match ev {
                 TxnEvent::Timeout { txn } => {
+                    if let Some(inv) = self.cancelled.remove(&txn) {
+                        // Nobody answers the CANCEL: give up on the INVITE too (RFC 3261 9.1).
+                        self.txn.terminate(inv);
+                        self.clients.remove(&inv);
+                    }
                     if let Some((key, purpose)) = self.clients.remove(&txn) {
                         if purpose == Purpose::BInvite && self.calls.contains_key(&key) {
                             tracing::info!(call = key, "no answer from the bridge target: 408");
@@ -1080,6 +1097,7 @@ impl Core {
                 }
                 TxnEvent::Terminated { txn } => {
                     self.clients.remove(&txn);
+                    self.cancelled.remove(&txn);
                 }
             }
         }

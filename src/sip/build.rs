@@ -5,7 +5,9 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::header::NameAddr;
+use std::net::{IpAddr, SocketAddr};
+
+use super::header::{params_iter, CommaSplit, NameAddr, Via};
 use super::msg::{HeaderName, Message, Method};
 use super::Transport;
 
@@ -28,11 +30,74 @@ fn put_u32(buf: &mut BytesMut, mut n: u32) {
     buf.extend_from_slice(&tmp[i..]);
 }
 
+/// Writes caller-given text with any CR or LF turned into SP, so that no value can end its line early
+/// and inject headers.
+fn put_clean(buf: &mut BytesMut, s: &str) {
+    if s.bytes().any(|b| b == b'\r' || b == b'\n') {
+        buf.extend(s.bytes().map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }));
+    } else {
+        buf.extend_from_slice(s.as_bytes());
+    }
+}
+
+/// A header from the caller (sanitised).
 fn put_header(buf: &mut BytesMut, name: &str, value: &str) {
+    put_clean(buf, name);
+    put(buf, ": ");
+    put_clean(buf, value);
+    put(buf, "\r\n");
+}
+
+/// A header value copied from a parsed message (folds kept: they are valid continuation lines).
+fn put_copied(buf: &mut BytesMut, name: &str, value: &str) {
     put(buf, name);
     put(buf, ": ");
     put(buf, value);
     put(buf, "\r\n");
+}
+
+/// The top Via element rewritten per RFC 3261 18.2.1 / RFC 3581 4: `received` when the sent-by host
+/// is not the source address (or rport was asked for), `rport` filled in when present. Other
+/// parameters are kept in order; an unparseable element is copied unchanged.
+fn put_top_via(buf: &mut BytesMut, elem: &str, src: SocketAddr) {
+    let Ok(v) = Via::parse(elem) else {
+        put(buf, elem);
+        return;
+    };
+    put(buf, "SIP/2.0/");
+    put(buf, v.transport);
+    buf.put_u8(b' ');
+    if v.host.contains(':') {
+        buf.put_u8(b'[');
+        put(buf, v.host);
+        buf.put_u8(b']');
+    } else {
+        put(buf, v.host);
+    }
+    if let Some(p) = v.port {
+        buf.put_u8(b':');
+        put_u32(buf, u32::from(p));
+    }
+    for (n, val) in params_iter(v.params) {
+        if n.eq_ignore_ascii_case("received") || n.eq_ignore_ascii_case("rport") {
+            continue;
+        }
+        buf.put_u8(b';');
+        put(buf, n);
+        if let Some(val) = val {
+            buf.put_u8(b'=');
+            put(buf, val);
+        }
+    }
+    let same_host = v.host.parse::<IpAddr>().is_ok_and(|ip| ip == src.ip());
+    if !same_host || v.rport.is_some() {
+        put(buf, ";received=");
+        put(buf, &src.ip().to_string());
+    }
+    if v.rport.is_some() {
+        put(buf, ";rport=");
+        put_u32(buf, u32::from(src.port()));
+    }
 }
 
 fn put_body(buf: &mut BytesMut, body: Option<(&str, &[u8])>) {
@@ -65,13 +130,30 @@ pub struct ResponseBuilder<'r> {
     code: u16,
     reason: String,
     to_tag: Option<String>,
+    received: Option<SocketAddr>,
     headers: Vec<(String, String)>,
     body: Option<(String, Vec<u8>)>,
 }
 
 impl<'r> ResponseBuilder<'r> {
+    /// Note: a `100 Trying` should not get a To tag (do not call [`ResponseBuilder::to_tag`]).
     pub fn new(req: &'r Message, code: u16, reason: &str) -> Self {
-        ResponseBuilder { req, code, reason: reason.to_owned(), to_tag: None, headers: Vec::new(), body: None }
+        ResponseBuilder {
+            req,
+            code,
+            reason: reason.to_owned(),
+            to_tag: None,
+            received: None,
+            headers: Vec::new(),
+            body: None,
+        }
+    }
+
+    /// (Addition) The request came from `src`: the top Via gets `;received=` (RFC 3261 18.2.1) and a
+    /// `;rport` without value is filled in (RFC 3581), so the response can be routed back through NAT.
+    pub fn received(mut self, src: SocketAddr) -> Self {
+        self.received = Some(src);
+        self
     }
 
     /// Added to To when the request's To has no tag.
@@ -99,15 +181,29 @@ impl<'r> ResponseBuilder<'r> {
         put(&mut buf, "SIP/2.0 ");
         put_u32(&mut buf, u32::from(self.code.clamp(100, 699)));
         buf.put_u8(b' ');
-        put(&mut buf, &self.reason);
+        put_clean(&mut buf, &self.reason);
         put(&mut buf, "\r\n");
+        let mut first_via = true;
         for h in req.headers() {
-            if h.name == HeaderName::Via {
-                put_header(&mut buf, "Via", h.value);
+            if h.name != HeaderName::Via {
+                continue;
             }
+            match (first_via, self.received, CommaSplit::new(h.value).next()) {
+                (true, Some(src), Some(top)) => {
+                    // `top` is a sub-slice of `h.value`: keep what precedes and follows it.
+                    let off = (top.as_ptr() as usize).saturating_sub(h.value.as_ptr() as usize);
+                    put(&mut buf, "Via: ");
+                    put(&mut buf, h.value.get(..off).unwrap_or(""));
+                    put_top_via(&mut buf, top, src);
+                    put(&mut buf, h.value.get(off + top.len()..).unwrap_or(""));
+                    put(&mut buf, "\r\n");
+                }
+                _ => put_copied(&mut buf, "Via", h.value),
+            }
+            first_via = false;
         }
         if let Some(v) = req.header(HeaderName::From) {
-            put_header(&mut buf, "From", v);
+            put_copied(&mut buf, "From", v);
         }
         if let Some(v) = req.header(HeaderName::To) {
             put(&mut buf, "To: ");
@@ -115,16 +211,16 @@ impl<'r> ResponseBuilder<'r> {
             if let Some(tag) = &self.to_tag {
                 if !has_tag(v) {
                     put(&mut buf, ";tag=");
-                    put(&mut buf, tag);
+                    put_clean(&mut buf, tag);
                 }
             }
             put(&mut buf, "\r\n");
         }
         if let Some(v) = req.call_id() {
-            put_header(&mut buf, "Call-ID", v);
+            put_copied(&mut buf, "Call-ID", v);
         }
         if let Some(v) = req.header(HeaderName::CSeq) {
-            put_header(&mut buf, "CSeq", v);
+            put_copied(&mut buf, "CSeq", v);
         }
         for (n, v) in &self.headers {
             put_header(&mut buf, n, v);
@@ -249,9 +345,9 @@ impl RequestBuilder {
             + self.headers.iter().map(|(n, v)| n.len() + v.len() + 4).sum::<usize>()
             + self.body.as_ref().map_or(0, |(c, b)| c.len() + b.len() + 16);
         let mut buf = BytesMut::with_capacity(est + 48);
-        put(&mut buf, m);
+        put_clean(&mut buf, m);
         buf.put_u8(b' ');
-        put(&mut buf, &self.uri);
+        put_clean(&mut buf, &self.uri);
         put(&mut buf, " SIP/2.0\r\n");
         for v in &self.vias {
             put_header(&mut buf, "Via", v);
@@ -296,22 +392,22 @@ fn in_txn_request(invite: &Message, method: &str, to: Option<&str>) -> Bytes {
     put(&mut buf, invite.request_uri().unwrap_or(""));
     put(&mut buf, " SIP/2.0\r\n");
     if let Some(v) = invite.header_values(HeaderName::Via).next() {
-        put_header(&mut buf, "Via", v);
+        put_copied(&mut buf, "Via", v);
     }
     put(&mut buf, "Max-Forwards: 70\r\n");
     for h in invite.headers() {
         if h.name == HeaderName::Route {
-            put_header(&mut buf, "Route", h.value);
+            put_copied(&mut buf, "Route", h.value);
         }
     }
     if let Some(v) = invite.header(HeaderName::From) {
-        put_header(&mut buf, "From", v);
+        put_copied(&mut buf, "From", v);
     }
     if let Some(v) = to {
-        put_header(&mut buf, "To", v);
+        put_copied(&mut buf, "To", v);
     }
     if let Some(v) = invite.call_id() {
-        put_header(&mut buf, "Call-ID", v);
+        put_copied(&mut buf, "Call-ID", v);
     }
     put(&mut buf, "CSeq: ");
     put_u32(&mut buf, invite.cseq().map(|c| c.seq).unwrap_or(0));
@@ -474,6 +570,44 @@ mod tests {
         let trying = parse(ResponseBuilder::new(&req, 100, "Trying").header("Server", "callgate").build());
         assert_eq!(trying.to_hdr().unwrap().tag(), None);
         assert_eq!(trying.header(HeaderName::Server), Some("callgate"));
+    }
+
+    #[test]
+    fn received_and_rport_on_top_via() {
+        let req = Message::parse(Bytes::from_static(
+            b"INVITE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bK1;rport , SIP/2.0/UDP p2;branch=z9hG4bK2\r\nVia: SIP/2.0/UDP p3\r\nt: <sip:a@b>\r\nf: <sip:c@d>;tag=9\r\ni: cid\r\nCSeq: 3 INVITE\r\nl: 0\r\n\r\n",
+        ))
+        .unwrap();
+        let src: SocketAddr = "203.0.113.9:40000".parse().unwrap();
+        let r = parse(ResponseBuilder::new(&req, 180, "Ringing").received(src).build());
+        let vias: Vec<_> = r.vias().map(|v| v.unwrap()).collect();
+        assert_eq!(vias.len(), 3);
+        assert_eq!(vias[0].received, Some("203.0.113.9"));
+        assert_eq!(vias[0].rport, Some(Some(40000)));
+        assert_eq!(vias[0].branch, Some("z9hG4bK1"));
+        assert_eq!(vias[0].sent_by(), "10.0.0.5:5060");
+        assert_eq!((vias[1].host, vias[2].host), ("p2", "p3"));
+        // Same host, no rport: unchanged apart from normalisation.
+        let req6 = Message::parse(Bytes::from_static(
+            b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/TCP [2001:db8::1]:5070;branch=z9hG4bKx\r\nt: <sip:a@b>\r\nf: <sip:c@d>;tag=9\r\ni: cid\r\nCSeq: 3 OPTIONS\r\nl: 0\r\n\r\n",
+        ))
+        .unwrap();
+        let src6: SocketAddr = "[2001:db8::1]:5070".parse().unwrap();
+        let r = parse(ResponseBuilder::new(&req6, 200, "OK").received(src6).build());
+        let v = r.top_via().unwrap();
+        assert_eq!((v.host, v.port, v.received, v.rport), ("2001:db8::1", Some(5070), None, None));
+        let other: SocketAddr = "[2001:db8::2]:5070".parse().unwrap();
+        let r = parse(ResponseBuilder::new(&req6, 200, "OK").received(other).build());
+        assert_eq!(r.top_via().unwrap().received, Some("2001:db8::2"));
+    }
+
+    #[test]
+    fn caller_text_cannot_inject_lines() {
+        let req = invite();
+        let r = parse(ResponseBuilder::new(&req, 486, "Busy\r\nX-Evil: 1").header("X-A", "b\r\nX-Evil: 2").build());
+        assert_eq!(r.reason(), Some("Busy  X-Evil: 1"));
+        assert_eq!(r.header_by_name("X-Evil"), None);
+        assert_eq!(r.header_by_name("X-A"), Some("b  X-Evil: 2"));
     }
 
     #[test]

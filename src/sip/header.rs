@@ -52,8 +52,20 @@ pub(crate) fn is_lws(b: u8) -> bool {
 /// RFC 3261 `token` characters.
 #[inline]
 pub fn is_token_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~')
+    TOKEN[b as usize]
 }
+
+const TOKEN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric()
+            || matches!(b, b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~');
+        i += 1;
+    }
+    t
+};
 
 /// Trims SP, HT, CR and LF from both ends (LWS including folds).
 #[inline]
@@ -190,6 +202,11 @@ pub fn check_params(s: &str) -> Result<(), HeaderError> {
         }
     }
     Ok(())
+}
+
+/// Iterates `(name, value)` pairs of a raw parameter list (LWS trimmed, quotes kept on quoted values).
+pub fn params_iter(params: &str) -> impl Iterator<Item = (&str, Option<&str>)> {
+    split_semis(params).filter(|p| !p.is_empty()).map(split_param)
 }
 
 /// Looks up a parameter (case-insensitive name) in a raw LWS-tolerant list. `Some(None)` when present
@@ -431,7 +448,9 @@ impl<'a> NameAddr<'a> {
             match b.iter().position(|&x| x == b'<' || x == b';') {
                 Some(p) if b[p] == b'<' => {
                     let d = trim_lws(&v[..p]);
-                    if !d.bytes().all(|x| is_token_char(x) || is_lws(x)) {
+                    // Tokens and LWS; non-ASCII UTF-8 is tolerated too (unambiguous, and sent unquoted by
+                    // some carriers), while ASCII separators such as `,` `"` `@` are refused (RFC 4475 3.1.2.15).
+                    if !d.bytes().all(|x| is_token_char(x) || is_lws(x) || x >= 0x80) {
                         return Err(HeaderError::BadDisplayName);
                     }
                     display = if d.is_empty() { None } else { Some(d) };
@@ -593,6 +612,9 @@ mod tests {
     fn name_addr_errors() {
         assert_eq!(NameAddr::parse("\"Mr. J. User <sip:j.user@example.com>"), Err(HeaderError::UnterminatedQuote));
         assert_eq!(NameAddr::parse("Bell, Alexander <sip:a@b>"), Err(HeaderError::BadDisplayName));
+        assert_eq!(NameAddr::parse("a@b <sip:a@b>"), Err(HeaderError::BadDisplayName));
+        // Unquoted UTF-8 display names are tolerated.
+        assert_eq!(NameAddr::parse("김민수 <sip:a@b>").unwrap().display, Some("김민수"));
         assert_eq!(NameAddr::parse("\"W\" < sip:t.watson@example.org >"), Err(HeaderError::SpaceInAngle));
         assert_eq!(
             NameAddr::parse("sip:user@example.com?Route=%3Csip:sip.example.com%3E"),
@@ -632,6 +654,8 @@ mod tests {
         assert_eq!(param(";lr;transport=udp", "lr"), Some(None));
         assert_eq!(param(" ; q = 0.33", "q"), Some(Some("0.33")));
         assert!(check_params(";a;b=c ; d = \"x y\"").is_ok());
+        let all: Vec<_> = params_iter(";lr ; maddr = 10.0.0.1;x=\"q;r\"").collect();
+        assert_eq!(all, [("lr", None), ("maddr", Some("10.0.0.1")), ("x", Some("\"q;r\""))]);
         assert_eq!(check_params(";a=\"x"), Err(HeaderError::BadParam));
         assert_eq!(check_params("x"), Err(HeaderError::TrailingJunk));
         assert_eq!(check_params(";a="), Err(HeaderError::BadParam));

@@ -1115,8 +1115,10 @@ pub fn frame(buf: &[u8], max_len: usize) -> Result<Option<Framed>, ParseError> {
         return Ok(None);
     }
     let mut pos = 0;
-    let mut first = true;
+    let mut line_no: u32 = 0;
     let mut cl: Option<usize> = None;
+    // Start of a Content-Length value whose (possibly folded) line is not finished yet.
+    let mut pending: Option<usize> = None;
     let head_end;
     loop {
         let Some(rel) = buf.get(pos..).and_then(|r| find_byte(r, b'\n')) else {
@@ -1131,32 +1133,32 @@ pub fn frame(buf: &[u8], max_len: usize) -> Result<Option<Framed>, ParseError> {
             le -= 1;
         }
         let line = &buf[pos..le];
-        if line.is_empty() && !first {
-            head_end = lf + 1;
-            break;
-        }
-        if line.is_empty() {
-            return Err(ParseError::new(K::BadStartLine, pos));
-        }
-        if !first && !is_wsp(line[0]) {
-            let n = line.iter().take_while(|&&c| is_token_char(c)).count();
-            let name = &line[..n];
-            let is_cl = name.eq_ignore_ascii_case(b"Content-Length") || name.eq_ignore_ascii_case(b"l");
-            if is_cl {
-                let rest = &line[n..];
-                let colon = rest.iter().position(|&c| c == b':');
-                let v = match colon {
-                    Some(c) if rest[..c].iter().all(|&x| is_wsp(x)) => &rest[c + 1..],
-                    _ => return Err(ParseError::new(K::BadHeader { line: 0 }, pos)),
-                };
-                let n = parse_content_length(v).ok_or(ParseError::new(K::BadContentLength, pos))?;
+        line_no += 1;
+        let continuation = line_no > 1 && line.first().is_some_and(|&c| is_wsp(c));
+        if !continuation {
+            if let Some(vs) = pending.take() {
+                let n = parse_content_length(&buf[vs..pos]).ok_or(ParseError::new(K::BadContentLength, vs))?;
                 match cl {
-                    Some(prev) if prev != n => return Err(ParseError::new(K::ConflictingContentLength, pos)),
+                    Some(prev) if prev != n => return Err(ParseError::new(K::ConflictingContentLength, vs)),
                     _ => cl = Some(n),
                 }
             }
         }
-        first = false;
+        if line.is_empty() {
+            head_end = lf + 1;
+            break;
+        }
+        if line_no > 1 && !continuation {
+            let n = line.iter().take_while(|&&c| is_token_char(c)).count();
+            let name = &line[..n];
+            if name.eq_ignore_ascii_case(b"Content-Length") || name.eq_ignore_ascii_case(b"l") {
+                let rest = &line[n..];
+                match rest.iter().position(|&c| c == b':') {
+                    Some(c) if rest[..c].iter().all(|&x| is_wsp(x)) => pending = Some(pos + n + c + 1),
+                    _ => return Err(ParseError::new(K::BadHeader { line: line_no }, pos)),
+                }
+            }
+        }
         pos = lf + 1;
         if pos > max_len {
             return Err(ParseError::new(K::TooLarge { max: max_len }, max_len));
@@ -1302,6 +1304,11 @@ v=0\r\n";
         assert!(frame(b"BYE sip:a@b SIP/2.0\r\nl: 1\r\nl: 2\r\n\r\n", 4096).is_err());
         let m = Message::parse_stream(Bytes::from_static(one)).unwrap();
         assert_eq!(&m.body()[..], b"abc");
+        let folded = b"BYE sip:a@b SIP/2.0\r\nContent-Length:\r\n  2\r\nVia: x\r\n\r\nab";
+        assert_eq!(frame(folded, 4096), Ok(Some(Framed::Message(folded.len()))));
+        assert_eq!(Message::parse(Bytes::from_static(folded)).unwrap().content_length(), Some(2));
+        assert!(frame(b"BYE sip:a@b SIP/2.0\r\nl: x\r\n\r\n", 4096).is_err());
+        assert_eq!(frame(b"BYE sip:a@b SIP/2.0\nl: 0\n\n", 4096), Ok(Some(Framed::Message(26))));
     }
 
     #[test]
