@@ -590,3 +590,27 @@ fn a_bridge_target_ringing_too_long_is_cancelled_and_the_caller_gets_480() {
     h.advance(Duration::from_secs(70));
     assert_eq!(h.core.live_transactions(), 0);
 }
+
+#[test]
+fn require_of_an_unknown_extension_gets_420_with_unsupported() {
+    let mut h = Harness::new();
+    let inv = invite("120", "e1", "inv1", &sdp("0", 40000)).replace("Max-Forwards: 70\r\n", "Max-Forwards: 70\r\nRequire: 100rel, foo\r\n");
+    h.input(CARRIER, inv);
+    let sent = h.take();
+    assert_eq!(Harness::summary(&sent), ["420"]);
+    assert_eq!(sent[0].1.header(HeaderName::Unsupported), Some("100rel, foo"));
+    assert_eq!(h.core.active_calls(), 0);
+}
+
+#[test]
+fn a_body_of_an_unknown_type_gets_415_and_an_unknown_scheme_416() {
+    let mut h = Harness::new();
+    let inv = invite("120", "e2", "inv1", &sdp("0", 40000)).replace("Content-Type: application/sdp", "Content-Type: application/x-nothing");
+    h.input(CARRIER, inv);
+    let sent = h.take();
+    assert_eq!(Harness::summary(&sent), ["415"]);
+    assert!(sent[0].1.header(HeaderName::Accept).unwrap().contains("application/sdp"));
+    let inv = invite("120", "e3", "inv2", &sdp("0", 40000)).replace("INVITE sip:120@127.0.0.1:5060", "INVITE im:120@127.0.0.1");
+    h.input(CARRIER, inv);
+    assert_eq!(Harness::summary(&h.take()), ["416"]);
+}

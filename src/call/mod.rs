@@ -378,7 +378,7 @@ impl Core {
                 }
                 if !is_ack {
                     tracing::info!(src = %peer.addr, "request from a source no trunk allows: 403");
-                    self.respond_stateless(&msg, peer, 403, "Forbidden");
+                    self.respond_stateless(&msg, peer, 403, "Forbidden", None);
                 }
                 return;
             }
@@ -388,9 +388,20 @@ impl Core {
                     if rej.code == 400 {
                         self.metrics.inc(Counter::BadRequest400);
                     }
-                    self.respond_stateless(&msg, peer, rej.code, rej.reason);
+                    self.respond_stateless(&msg, peer, rej.code, rej.reason, None);
                 }
                 return;
+            }
+            // 416 / 420 / 415 / 406 (RFC 3261 8.2.1-8.2.3); CANCEL and ACK are never refused for these.
+            if !is_ack && msg.method() != Some(&Method::Cancel) {
+                if let Err(rej) = msg.uas_checks(SUPPORTED, ACCEPTED) {
+                    tracing::info!(src = %peer.addr, code = rej.code, reason = rej.reason, "request refused");
+                    let unsupported = (rej.code == 420).then(|| msg.unsupported_required(SUPPORTED).join(", "));
+                    let accept = (rej.code == 415 || rej.code == 406).then(|| ACCEPTED.join(", "));
+                    let extra = unsupported.map(|v| ("Unsupported", v)).or(accept.map(|v| ("Accept", v)));
+                    self.respond_stateless(&msg, peer, rej.code, rej.reason, extra);
+                    return;
+                }
             }
         } else if let Err(e) = msg.validate_response() {
             tracing::debug!(src = %peer.addr, error = %e, "response dropped");
@@ -1115,10 +1126,10 @@ impl Core {
         rb.header("Server", &self.cfg.user_agent)
     }
 
-    fn respond_stateless(&mut self, msg: &Message, peer: Peer, code: u16, reason: &str) {
-        let mut rb = ResponseBuilder::new(msg, code, reason);
-        if msg.to_hdr().ok().and_then(|t| t.tag().map(|_| ())).is_none() {
-            rb = rb.to_tag(TAG_STATELESS);
+    fn respond_stateless(&mut self, msg: &Message, peer: Peer, code: u16, reason: &str, extra: Option<(&str, String)>) {
+        let mut rb = ResponseBuilder::new(msg, code, reason).to_tag(TAG_STATELESS);
+        if let Some((name, value)) = &extra {
+            rb = rb.header(name, value);
         }
         let data = rb.header("Server", &self.cfg.user_agent).build();
         let dst = response_destination(msg, peer);
@@ -1144,6 +1155,10 @@ impl Core {
 }
 
 const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO";
+/// SIP extensions callgate supports (for `Require`): none yet.
+const SUPPORTED: &[&str] = &[];
+/// Body types callgate reads.
+const ACCEPTED: &[&str] = &["application/sdp", "application/dtmf-relay", "application/dtmf"];
 /// The To tag of stateless answers: a constant, so that every retransmission gets the same answer.
 const TAG_STATELESS: &str = "cg-sl";
 
