@@ -138,7 +138,9 @@ fn frame_stream(bencher: Bencher) {
 fn frame_and_parse_invite(bencher: Bencher) {
     let data = Bytes::from_static(INVITE.as_bytes());
     bencher.bench(|| {
-        let Ok(Some(Framed::Message(n))) = frame(black_box(&data), 65536) else { unreachable!() };
+        let Ok(Some(Framed::Message(n))) = frame(black_box(&data), 65536) else {
+            unreachable!()
+        };
         Message::parse(data.slice(..n)).unwrap()
     });
 }

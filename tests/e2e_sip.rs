@@ -200,48 +200,52 @@ fn malformed_requests_get_400_and_do_not_hurt() {
     let ports = PortBlock::acquire();
     let cg = Callgate::start_default(&dir, &ports);
 
-    // 1. A bad CSeq, through SIPp.
+    // 1. A Max-Forwards that is not a number, through SIPp.
     let run = uac(&dir, &cg, &ports, "uac_malformed.xml", "120").run();
     run.assert_ok(Some(&cg));
 
-    // 2. Raw datagrams SIPp cannot send or match.
+    // 2. Raw datagrams SIPp cannot send or match: each must get 400 with a reason phrase.
     let raw = ports.port(P_RAW);
-    let via = format!("Via: SIP/2.0/UDP 127.0.0.1:{raw};branch=z9hG4bK-e2e-raw-");
-    let no_call_id = format!(
-        "INVITE sip:120@{sip} SIP/2.0\r\n{via}1;rport\r\nFrom: <sip:{CALLER}@127.0.0.1>;tag=raw1\r\n\
-         To: <sip:120@{sip}>\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
-        sip = cg.sip
-    );
-    let ans = udp_exchange(raw, cg.sip, no_call_id.as_bytes(), Duration::from_secs(2));
-    let ans = ans.unwrap_or_else(|| panic!("no answer to an INVITE without Call-ID\n--- callgate stderr:\n{}", cg.stderr()));
-    let status = ans.lines().next().unwrap_or("");
-    assert!(
-        status.starts_with("SIP/2.0 400 ") && status.len() > "SIP/2.0 400 ".len(),
-        "an INVITE without Call-ID was answered {status:?}, expected 400 with a reason phrase:\n{ans}"
-    );
-
-    let short_body = format!(
-        "OPTIONS sip:120@{sip} SIP/2.0\r\n{via}2;rport\r\nFrom: <sip:{CALLER}@127.0.0.1>;tag=raw2\r\n\
-         To: <sip:120@{sip}>\r\nCall-ID: raw2@e2e\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 500\r\n\r\nshort",
-        sip = cg.sip
-    );
-    let ans = udp_exchange(raw, cg.sip, short_body.as_bytes(), Duration::from_secs(2));
-    if let Some(a) = &ans {
-        let status = a.lines().next().unwrap_or("");
-        assert!(status.starts_with("SIP/2.0 400 "), "Content-Length larger than the datagram answered {status:?}:\n{a}");
+    let sip = cg.sip;
+    let req = |n: u32, method: &str, call_id: Option<&str>, cseq: &str, tail: &str| {
+        let cid = call_id.map(|c| format!("Call-ID: {c}\r\n")).unwrap_or_default();
+        format!(
+            "{method} sip:120@{sip} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{raw};branch=z9hG4bK-e2e-raw-{n};rport\r\n\
+             From: <sip:{CALLER}@127.0.0.1>;tag=raw{n}\r\nTo: <sip:120@{sip}>\r\n{cid}CSeq: {cseq}\r\n\
+             Max-Forwards: 70\r\n{tail}"
+        )
+    };
+    let cases = [
+        ("an INVITE without Call-ID", req(1, "INVITE", None, "1 INVITE", "Content-Length: 0\r\n\r\n")),
+        ("a CSeq that is not a number", req(2, "OPTIONS", Some("raw2@e2e"), "one OPTIONS", "Content-Length: 0\r\n\r\n")),
+        ("a CSeq method that is not the request's", req(3, "OPTIONS", Some("raw3@e2e"), "1 INVITE", "Content-Length: 0\r\n\r\n")),
+        ("a Content-Length beyond the datagram", req(4, "OPTIONS", Some("raw4@e2e"), "1 OPTIONS", "Content-Length: 500\r\n\r\nshort")),
+    ];
+    let mut wrong = String::new();
+    for (what, msg) in &cases {
+        match udp_exchange(raw, sip, msg.as_bytes(), Duration::from_secs(2)) {
+            None => wrong.push_str(&format!("- {what}: no answer within 2 s\n")),
+            Some(ans) => {
+                let status = ans.lines().next().unwrap_or("");
+                if !(status.starts_with("SIP/2.0 400 ") && status.trim_end().len() > "SIP/2.0 400".len()) {
+                    wrong.push_str(&format!("- {what}: answered {status:?}, expected 400 with a reason phrase\n"));
+                }
+            }
+        }
     }
+    assert!(wrong.is_empty(), "malformed requests:\n{wrong}--- callgate stderr:\n{}", cg.stderr());
 
     for junk in [&b"\x00\x01\x02garbage"[..], b"\r\n\r\n", b"SIP/2.0 200 OK\r\n\r\n", &[0xffu8; 1400][..], b"INVITE"] {
-        let _ = udp_exchange(raw, cg.sip, junk, Duration::from_millis(200));
+        let _ = udp_exchange(raw, sip, junk, Duration::from_millis(200));
     }
 
     // 3. Still alive and answering.
     let ping = format!(
-        "OPTIONS sip:120@{sip} SIP/2.0\r\n{via}3;rport\r\nFrom: <sip:{CALLER}@127.0.0.1>;tag=raw3\r\n\
-         To: <sip:120@{sip}>\r\nCall-ID: raw3@e2e\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
-        sip = cg.sip
+        "OPTIONS sip:120@{sip} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{raw};branch=z9hG4bK-e2e-raw-9;rport\r\n\
+         From: <sip:{CALLER}@127.0.0.1>;tag=raw9\r\nTo: <sip:120@{sip}>\r\nCall-ID: raw9@e2e\r\nCSeq: 1 OPTIONS\r\n\
+         Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
     );
-    let ans = udp_exchange(raw, cg.sip, ping.as_bytes(), Duration::from_secs(2))
+    let ans = udp_exchange(raw, sip, ping.as_bytes(), Duration::from_secs(2))
         .unwrap_or_else(|| panic!("no answer to OPTIONS after the malformed input\n--- callgate stderr:\n{}", cg.stderr()));
     assert!(ans.starts_with("SIP/2.0 200 "), "OPTIONS after malformed input: {ans}");
     let m = cg.metrics();

@@ -48,9 +48,18 @@ fn wsinv_3_1_1_1_short_tortuous_invite() {
     assert_eq!(m.max_forwards(), Some(68));
     let vias: Vec<_> = m.vias().map(|v| v.unwrap()).collect();
     assert_eq!(vias.len(), 3);
-    assert_eq!((vias[0].transport, vias[0].host, vias[0].branch), ("UDP", "192.0.2.2", Some("390skdjuw")));
-    assert_eq!((vias[1].transport, vias[1].host, vias[1].branch), ("TCP", "spindle.example.com", Some("z9hG4bK9ikj8")));
-    assert_eq!((vias[2].transport, vias[2].host, vias[2].branch), ("UDP", "192.168.255.111", Some("z9hG4bK30239")));
+    assert_eq!(
+        (vias[0].transport, vias[0].host, vias[0].branch),
+        ("UDP", "192.0.2.2", Some("390skdjuw"))
+    );
+    assert_eq!(
+        (vias[1].transport, vias[1].host, vias[1].branch),
+        ("TCP", "spindle.example.com", Some("z9hG4bK9ikj8"))
+    );
+    assert_eq!(
+        (vias[2].transport, vias[2].host, vias[2].branch),
+        ("UDP", "192.168.255.111", Some("z9hG4bK30239"))
+    );
     let to = m.to_hdr().unwrap();
     assert_eq!(to.uri, "sip:vivekg@chair-dnrc.example.com");
     assert_eq!(to.tag(), Some("1918181833n"));
@@ -63,9 +72,15 @@ fn wsinv_3_1_1_1_short_tortuous_invite() {
     assert_eq!(c.param("secondparam"), Some(None));
     assert_eq!(c.param("q"), Some(Some("0.33")));
     assert_eq!(m.header(HeaderName::Subject), Some(""));
-    assert_eq!(m.header_by_name("newfangledheader"), Some("newfangled value\r\n continued newfangled value"));
+    assert_eq!(
+        m.header_by_name("newfangledheader"),
+        Some("newfangled value\r\n continued newfangled value")
+    );
     assert_eq!(m.header_by_name("UnknownHeaderWithUnusualValue"), Some(";;,,;;,;"));
-    assert_eq!(m.header(HeaderName::Route), Some("<sip:services.example.com;lr;unknownwith=value;unknown-no-value>"));
+    assert_eq!(
+        m.header(HeaderName::Route),
+        Some("<sip:services.example.com;lr;unknownwith=value;unknown-no-value>")
+    );
     assert_eq!(m.content_length(), Some(150));
     assert_eq!(m.body().len(), 150);
     assert_eq!(m.uas_checks(&[], SDP), Ok(()));
@@ -92,7 +107,10 @@ fn intmeth_3_1_1_2_wide_range_of_valid_characters() {
     assert_eq!(from.display, Some("token1~` token2'+_ token3*%!.-"));
     assert_eq!(from.tag(), Some("_token~1'+`*%!-."));
     assert_eq!(from.param("fromParam''~+*_!.-%"), Some(Some("работающий")));
-    assert_eq!(m.header_by_name("extensionHeader-!.%*+_`'~"), Some("\u{feff}\u{5927}\u{505c}\u{96fb}"));
+    assert_eq!(
+        m.header_by_name("extensionHeader-!.%*+_`'~"),
+        Some("\u{feff}\u{5927}\u{505c}\u{96fb}")
+    );
     assert_eq!(m.body().len(), 0);
     assert_eq!(m.uas_checks(&[], SDP), Ok(()));
 }
@@ -197,7 +215,9 @@ fn dblreq_3_1_1_8_extra_trailing_octets_in_a_udp_datagram() {
     assert_eq!(n, m.raw().len());
     assert_eq!(frame(&raw[n..], 65536), Ok(Some(Framed::KeepAlive(2))));
     let rest = &raw[n + 2..];
-    let Ok(Some(Framed::Message(k))) = frame(rest, 65536) else { panic!("second message") };
+    let Ok(Some(Framed::Message(k))) = frame(rest, 65536) else {
+        panic!("second message")
+    };
     let inv = Message::parse(raw.slice(n + 2..n + 2 + k)).unwrap();
     assert_eq!(inv.method(), Some(&Method::Invite));
     assert_eq!(inv.call_id(), Some("dblreq.0ha0isnda977644900765@192.0.2.15"));
@@ -275,14 +295,26 @@ fn badinv01_3_1_2_1_extraneous_header_field_separators() {
     let m = parse("TC_BADINV01_I.dat");
     assert!(m.top_via().is_err());
     assert!(m.contacts().next().unwrap().is_err());
-    assert_eq!(m.validate_request(), Err(Rejection { code: 400, reason: "Malformed Via" }));
+    assert_eq!(
+        m.validate_request(),
+        Err(Rejection {
+            code: 400,
+            reason: "Malformed Via"
+        })
+    );
 }
 
 #[test]
 fn clerr_3_1_2_2_content_length_larger_than_message() {
     let raw = data("TC_CLERR_I.dat");
     let e = Message::parse(raw.clone()).unwrap_err();
-    assert_eq!(e.kind, ParseErrorKind::ContentLengthMismatch { declared: 9999, available: 154 });
+    assert_eq!(
+        e.kind,
+        ParseErrorKind::ContentLengthMismatch {
+            declared: 9999,
+            available: 154
+        }
+    );
     assert_eq!(e.reason(), "Content-Length Mismatch");
     // Still answerable: the fields a 400 needs are there.
     let r = Message::parse(error_response_raw(&raw, 400, e.reason()).unwrap()).unwrap();
@@ -310,7 +342,13 @@ fn scalar02_3_1_2_4_request_scalar_fields_overlarge() {
     let m = parse("TC_SCALAR02_V.dat");
     assert!(m.cseq().is_err());
     assert_eq!(m.max_forwards(), Some(300));
-    assert_eq!(m.validate_request(), Err(Rejection { code: 400, reason: "Bad CSeq" }));
+    assert_eq!(
+        m.validate_request(),
+        Err(Rejection {
+            code: 400,
+            reason: "Bad CSeq"
+        })
+    );
 }
 
 #[test]
@@ -326,36 +364,72 @@ fn scalarlg_3_1_2_5_response_scalar_fields_overlarge() {
 fn quotbal_3_1_2_6_unterminated_quoted_display_name() {
     let m = parse("TC_QUOTBAL_I.dat");
     assert!(m.to_hdr().is_err());
-    assert_eq!(m.validate_request(), Err(Rejection { code: 400, reason: "Malformed To" }));
+    assert_eq!(
+        m.validate_request(),
+        Err(Rejection {
+            code: 400,
+            reason: "Malformed To"
+        })
+    );
 }
 
 #[test]
 fn ltgtruri_3_1_2_7_angle_brackets_around_request_uri() {
     let m = parse("TC_LTGTRURI_I.dat");
     assert_eq!(m.request_uri(), Some("<sip:user@example.com>"));
-    assert_eq!(m.validate_request(), Err(Rejection { code: 400, reason: "Malformed Request-URI" }));
+    assert_eq!(
+        m.validate_request(),
+        Err(Rejection {
+            code: 400,
+            reason: "Malformed Request-URI"
+        })
+    );
 }
 
 #[test]
 fn lwsruri_3_1_2_8_embedded_lws_in_request_uri() {
-    assert_eq!(rejected("TC_LWSRURI_I.dat"), Rejection { code: 400, reason: "Whitespace In Request-URI" });
+    assert_eq!(
+        rejected("TC_LWSRURI_I.dat"),
+        Rejection {
+            code: 400,
+            reason: "Whitespace In Request-URI"
+        }
+    );
 }
 
 #[test]
 fn lwsstart_3_1_2_9_multiple_sp_in_request_line() {
     let m = parse("TC_LWSSTART_V.dat");
     assert_eq!(m.request_uri(), Some("sip:user@example.com"));
-    assert_eq!(m.validate_request(), Err(Rejection { code: 400, reason: "Malformed Request-Line" }));
+    assert_eq!(
+        m.validate_request(),
+        Err(Rejection {
+            code: 400,
+            reason: "Malformed Request-Line"
+        })
+    );
 }
 
 #[test]
 fn trws_3_1_2_10_sp_at_end_of_request_line() {
-    assert_eq!(rejected("TC_TRWS_I.dat"), Rejection { code: 400, reason: "Malformed Request-Line" });
+    assert_eq!(
+        rejected("TC_TRWS_I.dat"),
+        Rejection {
+            code: 400,
+            reason: "Malformed Request-Line"
+        }
+    );
 }
 
 #[test]
 fn escruri_3_1_2_11_escaped_headers_in_request_uri() {
-    assert_eq!(rejected("TC_ESCRURI_V.dat"), Rejection { code: 400, reason: "Headers In Request-URI" });
+    assert_eq!(
+        rejected("TC_ESCRURI_V.dat"),
+        Rejection {
+            code: 400,
+            reason: "Headers In Request-URI"
+        }
+    );
 }
 
 #[test]
@@ -371,7 +445,13 @@ fn baddate_3_1_2_12_invalid_time_zone_in_date() {
 fn regbadct_3_1_2_13_name_addr_uri_not_in_angle_brackets() {
     let m = parse("TC_REGBADCT_I.dat");
     assert!(m.contacts().next().unwrap().is_err());
-    assert_eq!(m.validate_request(), Err(Rejection { code: 400, reason: "Malformed Contact" }));
+    assert_eq!(
+        m.validate_request(),
+        Err(Rejection {
+            code: 400,
+            reason: "Malformed Contact"
+        })
+    );
 }
 
 #[test]
@@ -379,7 +459,13 @@ fn badaspec_3_1_2_14_spaces_within_addr_spec() {
     let m = parse("TC_BADASPEC_I.dat");
     assert_eq!(m.from_hdr().unwrap().display, Some("Bell, Alexander"));
     assert!(m.to_hdr().is_err());
-    assert_eq!(m.validate_request(), Err(Rejection { code: 400, reason: "Malformed To" }));
+    assert_eq!(
+        m.validate_request(),
+        Err(Rejection {
+            code: 400,
+            reason: "Malformed To"
+        })
+    );
 }
 
 #[test]
@@ -389,7 +475,13 @@ fn baddn_3_1_2_15_non_token_characters_in_display_name() {
     let raw = data("TC_BADDN_I.dat");
     let m = parse("TC_BADDN_I.dat");
     assert!(m.from_hdr().is_err());
-    assert_eq!(m.validate_request(), Err(Rejection { code: 400, reason: "Malformed From" }));
+    assert_eq!(
+        m.validate_request(),
+        Err(Rejection {
+            code: 400,
+            reason: "Malformed From"
+        })
+    );
     assert_eq!(frame(&raw, 65536), Ok(None));
 }
 
@@ -397,7 +489,13 @@ fn baddn_3_1_2_15_non_token_characters_in_display_name() {
 fn badvers_3_1_2_16_unknown_protocol_version() {
     let m = parse("TC_BADVERS_V.dat");
     assert_eq!(m.version(), "SIP/7.0");
-    assert_eq!(m.validate_request(), Err(Rejection { code: 505, reason: "Version Not Supported" }));
+    assert_eq!(
+        m.validate_request(),
+        Err(Rejection {
+            code: 505,
+            reason: "Version Not Supported"
+        })
+    );
 }
 
 #[test]
@@ -405,7 +503,13 @@ fn mismatch01_3_1_2_17_start_line_and_cseq_method_mismatch() {
     let m = parse("TC_MISMATCH01_V.dat");
     assert_eq!(m.method(), Some(&Method::Options));
     assert_eq!(m.cseq().unwrap().method, Method::Invite);
-    assert_eq!(m.validate_request(), Err(Rejection { code: 400, reason: "CSeq Method Mismatch" }));
+    assert_eq!(
+        m.validate_request(),
+        Err(Rejection {
+            code: 400,
+            reason: "CSeq Method Mismatch"
+        })
+    );
 }
 
 #[test]
@@ -413,7 +517,13 @@ fn mismatch02_3_1_2_18_unknown_method_with_cseq_mismatch() {
     let m = parse("TC_MISMATCH02_V.dat");
     assert_eq!(m.method().unwrap().as_str(), "NEWMETHOD");
     assert_eq!(m.body().len(), 138);
-    assert_eq!(m.validate_request(), Err(Rejection { code: 400, reason: "CSeq Method Mismatch" }));
+    assert_eq!(
+        m.validate_request(),
+        Err(Rejection {
+            code: 400,
+            reason: "CSeq Method Mismatch"
+        })
+    );
 }
 
 #[test]
@@ -443,7 +553,13 @@ fn insuf_3_3_1_missing_required_header_fields() {
     let m = parse("TC_INSUF_I.dat");
     assert_eq!(m.call_id(), None);
     assert_eq!(m.body().len(), 152);
-    assert_eq!(m.validate_request(), Err(Rejection { code: 400, reason: "Missing To" }));
+    assert_eq!(
+        m.validate_request(),
+        Err(Rejection {
+            code: 400,
+            reason: "Missing To"
+        })
+    );
 }
 
 #[test]
@@ -451,7 +567,13 @@ fn unkscm_3_3_2_request_uri_with_unknown_scheme() {
     let m = valid_request("TC_UNKSCM_V.dat");
     let u = Uri::parse(m.request_uri().unwrap()).unwrap();
     assert_eq!(u.scheme, Scheme::Other("nobodyKnowsThisScheme"));
-    assert_eq!(m.uas_checks(&[], SDP), Err(Rejection { code: 416, reason: "Unsupported URI Scheme" }));
+    assert_eq!(
+        m.uas_checks(&[], SDP),
+        Err(Rejection {
+            code: 416,
+            reason: "Unsupported URI Scheme"
+        })
+    );
 }
 
 #[test]
@@ -479,16 +601,28 @@ fn unksm2_3_3_4_unknown_uri_schemes_in_header_fields() {
 fn bext01_3_3_5_proxy_require_and_require() {
     let m = valid_request("TC_BEXT01_V.dat");
     let supported = ["timer", "100rel"];
-    assert_eq!(m.uas_checks(&supported, SDP), Err(Rejection { code: 420, reason: "Bad Extension" }));
+    assert_eq!(
+        m.uas_checks(&supported, SDP),
+        Err(Rejection {
+            code: 420,
+            reason: "Bad Extension"
+        })
+    );
     let unsupported = m.unsupported_required(&supported);
     assert_eq!(unsupported, ["nothingSupportsThis", "nothingSupportsThisEither"]);
     // The 420 carries Unsupported with those option-tags (Proxy-Require is a proxy's business).
     let r = Message::parse(
-        ResponseBuilder::new(&m, 420, "Bad Extension").to_tag("x1").header("Unsupported", &unsupported.join(", ")).build(),
+        ResponseBuilder::new(&m, 420, "Bad Extension")
+            .to_tag("x1")
+            .header("Unsupported", &unsupported.join(", "))
+            .build(),
     )
     .unwrap();
     assert_eq!(r.status(), Some(420));
-    assert_eq!(r.header_values(HeaderName::Unsupported).collect::<Vec<_>>(), unsupported);
+    assert_eq!(
+        r.header_values(HeaderName::Unsupported).collect::<Vec<_>>(),
+        unsupported
+    );
     assert_eq!(r.top_via().unwrap().transport, "TLS");
 }
 
@@ -497,7 +631,13 @@ fn invut_3_3_6_unknown_content_type() {
     let m = valid_request("TC_INVUT_V.dat");
     assert_eq!(m.content_type(), Some("application/unknownformat"));
     assert_eq!(m.body().len(), 40);
-    assert_eq!(m.uas_checks(&[], SDP), Err(Rejection { code: 415, reason: "Unsupported Media Type" }));
+    assert_eq!(
+        m.uas_checks(&[], SDP),
+        Err(Rejection {
+            code: 415,
+            reason: "Unsupported Media Type"
+        })
+    );
 }
 
 #[test]
@@ -526,7 +666,13 @@ fn multi01_3_3_8_multiple_values_in_single_value_fields() {
 fn mcl01_3_3_9_multiple_content_length_values() {
     let raw = data("TC_MCL01_I.dat");
     let m = parse("TC_MCL01_I.dat");
-    assert_eq!(m.validate_request(), Err(Rejection { code: 400, reason: "Multiple Content-Length" }));
+    assert_eq!(
+        m.validate_request(),
+        Err(Rejection {
+            code: 400,
+            reason: "Multiple Content-Length"
+        })
+    );
     // On a stream the message cannot be framed at all.
     let e = frame(&raw, 65536).unwrap_err();
     assert_eq!(e.kind, ParseErrorKind::ConflictingContentLength);
@@ -539,7 +685,10 @@ fn bcast_3_3_10_200_ok_with_broadcast_via() {
     let hosts: Vec<_> = m.vias().map(|v| v.unwrap().host).collect();
     assert_eq!(hosts, ["192.0.2.198", "255.255.255.255"]);
     // A UAC discards a response with more than one Via (RFC 3261 8.1.3.3).
-    assert_eq!(m.validate_response().unwrap_err().kind, ParseErrorKind::MultipleViaInResponse);
+    assert_eq!(
+        m.validate_response().unwrap_err().kind,
+        ParseErrorKind::MultipleViaInResponse
+    );
 }
 
 #[test]
@@ -549,7 +698,13 @@ fn zeromf_3_3_11_max_forwards_of_zero() {
     let m = valid_request("TC_ZEROMF_V.dat");
     assert_eq!(m.max_forwards(), Some(0));
     assert_eq!(m.uas_checks(&[], SDP), Ok(()));
-    assert_eq!(m.forward_check(), Err(Rejection { code: 483, reason: "Too Many Hops" }));
+    assert_eq!(
+        m.forward_check(),
+        Err(Rejection {
+            code: 483,
+            reason: "Too Many Hops"
+        })
+    );
 }
 
 #[test]
@@ -585,7 +740,13 @@ fn regescrt_3_3_14_register_with_a_url_escaped_header() {
 fn sdp01_3_3_15_unacceptable_accept_offering() {
     let m = valid_request("TC_SDP01_V.dat");
     assert_eq!(m.header(HeaderName::Accept), Some("text/nobodyKnowsThis"));
-    assert_eq!(m.uas_checks(&[], SDP), Err(Rejection { code: 406, reason: "Not Acceptable" }));
+    assert_eq!(
+        m.uas_checks(&[], SDP),
+        Err(Rejection {
+            code: 406,
+            reason: "Not Acceptable"
+        })
+    );
 }
 
 // ---------------------------------------------------------------- 3.4 backward compatibility
@@ -599,7 +760,10 @@ fn inv2543_3_4_1_invite_with_rfc2543_syntax() {
     assert!(!v.is_rfc3261_branch());
     assert_eq!(m.from_hdr().unwrap().tag(), None);
     assert_eq!(m.max_forwards(), None);
-    assert_eq!(m.to_hdr().unwrap().parsed_uri().unwrap().number().as_deref(), Some("+16505552222"));
+    assert_eq!(
+        m.to_hdr().unwrap().parsed_uri().unwrap().number().as_deref(),
+        Some("+16505552222")
+    );
     // No Content-Length on a datagram: the body is the rest.
     assert_eq!(m.content_length(), None);
     assert_eq!(m.body().len(), 105);
@@ -613,7 +777,7 @@ fn test_i_malformed_not_in_rfc4475() {
     let raw = data("TC_TEST_I.dat");
     let e = Message::parse(raw.clone()).unwrap_err();
     assert_eq!(e.kind, ParseErrorKind::BadStartLine); // no SIP-Version on the request line
-    // No Via or CSeq: no answer can be built, the datagram is dropped.
+                                                      // No Via or CSeq: no answer can be built, the datagram is dropped.
     assert_eq!(error_response_raw(&raw, 400, e.reason()), None);
 }
 

@@ -3,14 +3,21 @@
 use bytes::Bytes;
 use callgate::sip::build::{ack_for_non2xx, cancel_for, error_response_raw, RequestBuilder, ResponseBuilder};
 use callgate::sip::header::{CSeq, NameAddr, Via};
-use callgate::sip::msg::{frame, Framed, HeaderName, Message, Method};
+use callgate::sip::msg::{frame, Framed, Framer, HeaderName, Message, Method};
 use callgate::sip::uri::Uri;
 use callgate::sip::Transport;
 use proptest::prelude::*;
 
 /// Calls every accessor and typed view; results are ignored: only panics matter.
 fn exercise(m: &Message) {
-    let _ = (m.is_request(), m.method(), m.status(), m.reason(), m.request_uri(), m.version());
+    let _ = (
+        m.is_request(),
+        m.method(),
+        m.status(),
+        m.reason(),
+        m.request_uri(),
+        m.version(),
+    );
     let _ = (m.raw().len(), m.head().len(), m.body().len(), m.header_count());
     for h in m.headers() {
         let _ = (h.name, h.raw_name.len(), h.value.len());
@@ -22,7 +29,13 @@ fn exercise(m: &Message) {
             let _ = CSeq::parse(v);
         }
     }
-    let _ = (m.call_id(), m.cseq(), m.max_forwards(), m.content_type(), m.content_length());
+    let _ = (
+        m.call_id(),
+        m.cseq(),
+        m.max_forwards(),
+        m.content_type(),
+        m.content_length(),
+    );
     if let Ok(v) = m.top_via() {
         let _ = (v.sent_by(), v.param("branch"), v.is_rfc3261_branch());
     }
@@ -159,28 +172,43 @@ struct Req {
 
 fn req() -> impl Strategy<Value = Req> {
     (
-        (method(), "[a-z0-9+]{1,12}", host(), proptest::option::of(1u16..), proptest::option::of("[a-zA-Z ,;<>:]{0,20}")),
-        (token(), proptest::option::of(token()), "[a-zA-Z0-9.@_-]{1,40}", any::<u32>(), token(), 0u32..=255),
+        (
+            method(),
+            "[a-z0-9+]{1,12}",
+            host(),
+            proptest::option::of(1u16..),
+            proptest::option::of("[a-zA-Z ,;<>:]{0,20}"),
+        ),
+        (
+            token(),
+            proptest::option::of(token()),
+            "[a-zA-Z0-9.@_-]{1,40}",
+            any::<u32>(),
+            token(),
+            0u32..=255,
+        ),
         (
             proptest::collection::vec(any::<u8>(), 0..300),
             proptest::collection::vec(("X-[A-Za-z]{1,10}", "[ -~]{0,30}"), 0..4),
         ),
     )
-        .prop_map(|((method, user, host, port, display), (from_tag, to_tag, call_id, cseq, branch, mf), (body, extra))| Req {
-            method,
-            user,
-            host,
-            port,
-            display,
-            from_tag,
-            to_tag,
-            call_id,
-            cseq,
-            branch: format!("z9hG4bK{branch}"),
-            max_forwards: mf,
-            body,
-            extra,
-        })
+        .prop_map(
+            |((method, user, host, port, display), (from_tag, to_tag, call_id, cseq, branch, mf), (body, extra))| Req {
+                method,
+                user,
+                host,
+                port,
+                display,
+                from_tag,
+                to_tag,
+                call_id,
+                cseq,
+                branch: format!("z9hG4bK{branch}"),
+                max_forwards: mf,
+                body,
+                extra,
+            },
+        )
 }
 
 fn build(r: &Req) -> Bytes {
@@ -249,7 +277,15 @@ proptest! {
             exercise(&m);
         }
         let _ = Message::parse_stream(b.clone());
-        let _ = frame(&b, 4096);
+        // The resuming Framer agrees with frame() wherever the bytes are split.
+        let whole = frame(&b, 4096);
+        let mut framer = Framer::new();
+        let cut = if b.is_empty() { 0 } else { idx % b.len() };
+        let resumed = match framer.next(&b[..cut], 4096) {
+            Ok(None) => framer.next(&b, 4096),
+            _ => whole,
+        };
+        prop_assert_eq!(whole.ok(), resumed.ok());
         let _ = error_response_raw(&b, 400, "Bad Request");
     }
 }
@@ -320,28 +356,34 @@ proptest! {
         let mut points: Vec<usize> = cuts.iter().map(|c| c % (stream.len() + 1)).collect();
         points.push(stream.len());
         points.sort();
-        let mut buf: Vec<u8> = Vec::new();
-        let mut got: Vec<Bytes> = Vec::new();
-        let mut prev = 0;
-        for p in points {
-            buf.extend_from_slice(&stream[prev..p]);
-            prev = p;
-            loop {
-                match frame(&buf, 1 << 20) {
-                    Ok(Some(Framed::Message(n))) => {
-                        got.push(Bytes::copy_from_slice(&buf[..n]));
-                        buf.drain(..n);
+        // Both the stateless `frame` and the resuming `Framer` must cut the same messages.
+        for incremental in [false, true] {
+            let mut framer = Framer::new();
+            let mut buf: Vec<u8> = Vec::new();
+            let mut got: Vec<Bytes> = Vec::new();
+            let mut prev = 0;
+            for &p in &points {
+                buf.extend_from_slice(&stream[prev..p]);
+                prev = p;
+                loop {
+                    let r = if incremental { framer.next(&buf, 1 << 20) } else { frame(&buf, 1 << 20) };
+                    match r {
+                        Ok(Some(Framed::Message(n))) => {
+                            got.push(Bytes::copy_from_slice(&buf[..n]));
+                            buf.drain(..n);
+                        }
+                        Ok(Some(Framed::KeepAlive(n))) => {
+                            buf.drain(..n);
+                        }
+                        Ok(None) => break,
+                        Err(e) => return Err(TestCaseError::fail(format!("frame error {e}"))),
                     }
-                    Ok(Some(Framed::KeepAlive(n))) => {
-                        buf.drain(..n);
-                    }
-                    Ok(None) => break,
-                    Err(e) => return Err(TestCaseError::fail(format!("frame error {e}"))),
                 }
             }
+            prop_assert!(buf.is_empty());
+            prop_assert_eq!(&got, &msgs);
         }
-        prop_assert!(buf.is_empty());
-        prop_assert_eq!(&got, &msgs);
+        let got = msgs;
         for g in &got {
             let m = Message::parse_stream(g.clone()).unwrap();
             prop_assert_eq!(m.raw(), g);

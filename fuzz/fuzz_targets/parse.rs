@@ -7,12 +7,19 @@
 use bytes::Bytes;
 use callgate::sip::build::{ack_for_non2xx, cancel_for, error_response_raw, ResponseBuilder};
 use callgate::sip::header::{CSeq, CommaSplit, NameAddr, Via};
-use callgate::sip::msg::{frame, Framed, HeaderName, Message};
+use callgate::sip::msg::{frame, is_keepalive, Framed, Framer, HeaderName, Message};
 use callgate::sip::uri::{unescape, Uri};
 use libfuzzer_sys::fuzz_target;
 
 fn exercise(m: &Message) {
-    let _ = (m.is_request(), m.method(), m.status(), m.reason(), m.request_uri(), m.version());
+    let _ = (
+        m.is_request(),
+        m.method(),
+        m.status(),
+        m.reason(),
+        m.request_uri(),
+        m.version(),
+    );
     let _ = (m.raw().len(), m.head().len(), m.body().len(), m.header_count());
     for h in m.headers() {
         let _ = m.header_by_name(h.raw_name);
@@ -24,7 +31,13 @@ fn exercise(m: &Message) {
             let _ = unescape(v);
         }
     }
-    let _ = (m.call_id(), m.cseq(), m.max_forwards(), m.content_type(), m.content_length());
+    let _ = (
+        m.call_id(),
+        m.cseq(),
+        m.max_forwards(),
+        m.content_type(),
+        m.content_length(),
+    );
     let _ = m.top_via();
     let _ = m.vias().count();
     let _ = (m.from_hdr(), m.to_hdr());
@@ -41,7 +54,10 @@ fn exercise(m: &Message) {
     }
     if m.is_request() {
         let r = ResponseBuilder::new(m, 400, "Bad Request").to_tag("fz").build();
-        assert!(Message::parse(r).is_ok(), "a response built from a parsed request must parse");
+        assert!(
+            Message::parse(r).is_ok(),
+            "a response built from a parsed request must parse"
+        );
         let _ = cancel_for(m);
         let _ = ack_for_non2xx(m, m);
     }
@@ -68,6 +84,17 @@ fuzz_target!(|data: &[u8]| {
         assert!(n > 0 && n <= rest.len());
         rest = &rest[n..];
     }
+    // The resuming framer, fed the bytes in two steps, must agree with the one-shot frame().
+    let mut framer = Framer::new();
+    let whole = frame(data, 65536);
+    let first = framer.next(&data[..data.len() / 2], 65536);
+    let resumed = if matches!(first, Ok(None)) {
+        framer.next(data, 65536)
+    } else {
+        whole
+    };
+    assert_eq!(whole.ok(), resumed.ok(), "Framer and frame disagree");
+    let _ = is_keepalive(data);
     if let Ok(s) = std::str::from_utf8(data) {
         let _ = Uri::parse(s).map(|u| (u.number(), u.param("user"), u.host_port()));
     }

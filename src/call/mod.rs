@@ -352,6 +352,13 @@ impl Core {
 
     /// One datagram or framed stream message from `peer`.
     pub fn handle_datagram(&mut self, now: Instant, data: Bytes, peer: Peer) {
+        if crate::sip::msg::is_keepalive(&data) {
+            // RFC 5626 keep-alive: a double-CRLF ping gets a CRLF pong over UDP too.
+            if data.len() >= 4 && peer.transport == Transport::Udp {
+                self.send(peer, Bytes::from_static(b"\r\n"), None);
+            }
+            return;
+        }
         self.metrics.inc(Counter::SipIn);
         match Message::parse(data.clone()) {
             Ok(msg) => self.handle_message(now, msg, peer),

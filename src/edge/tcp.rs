@@ -14,7 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
 use crate::metrics::{Counter, Metrics};
-use crate::sip::msg::{frame, Framed};
+use crate::sip::msg::{Framed, Framer};
 use crate::sip::{ConnId, Peer, Transport};
 
 /// Outgoing writes queued per connection before it counts as stuck and is closed.
@@ -121,10 +121,11 @@ impl Conns {
     async fn read_loop(&self, mut rd: tokio::net::tcp::OwnedReadHalf, id: ConnId, addr: SocketAddr) {
         let peer = Peer { transport: Transport::Tcp, addr, conn: Some(id) };
         let mut buf = BytesMut::with_capacity(8192);
+        let mut framer = Framer::new();
         loop {
-            // Take every whole message already buffered.
+            // Take every whole message already buffered (the framer resumes where it stopped).
             loop {
-                match frame(&buf, self.inner.max_message) {
+                match framer.next(&buf, self.inner.max_message) {
                     Ok(Some(Framed::Message(len))) => {
                         let data = buf.split_to(len).freeze();
                         if self.inner.to_core.send((data, peer)).await.is_err() {

@@ -277,7 +277,12 @@ impl RequestBuilder {
 
     /// Adds a Via (`SIP/2.0/T sent_by;branch=...;rport`). The first one added is the top Via.
     pub fn via(mut self, transport: Transport, sent_by: &str, branch: &str) -> Self {
-        self.vias.push(format!("SIP/2.0/{} {};branch={};rport", transport.as_via(), sent_by, branch));
+        self.vias.push(format!(
+            "SIP/2.0/{} {};branch={};rport",
+            transport.as_via(),
+            sent_by,
+            branch
+        ));
         self
     }
 
@@ -422,7 +427,9 @@ fn in_txn_request(invite: &Message, method: &str, to: Option<&str>) -> Bytes {
 /// Request-URI, Call-ID, From, CSeq number and top Via (same branch) as the INVITE, the To of the
 /// response (with its tag), the INVITE's Route headers.
 pub fn ack_for_non2xx(invite: &Message, response: &Message) -> Bytes {
-    let to = response.header(HeaderName::To).or_else(|| invite.header(HeaderName::To));
+    let to = response
+        .header(HeaderName::To)
+        .or_else(|| invite.header(HeaderName::To));
     in_txn_request(invite, "ACK", to)
 }
 
@@ -475,8 +482,12 @@ pub fn error_response_raw(data: &[u8], code: u16, reason: &str) -> Option<Bytes>
         }
     }
     let first = |h: HeaderName| found.iter().find(|(n, _)| *n == h).map(|(_, v)| v.as_str());
-    let (from, to, call_id, cseq) =
-        (first(HeaderName::From)?, first(HeaderName::To)?, first(HeaderName::CallId)?, first(HeaderName::CSeq)?);
+    let (from, to, call_id, cseq) = (
+        first(HeaderName::From)?,
+        first(HeaderName::To)?,
+        first(HeaderName::CallId)?,
+        first(HeaderName::CSeq)?,
+    );
     first(HeaderName::Via)?;
     let mut buf = BytesMut::with_capacity(512);
     put(&mut buf, "SIP/2.0 ");
@@ -552,7 +563,12 @@ mod tests {
             b"INVITE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP p1;branch=z9hG4bK1\r\nv: SIP/2.0/UDP p2;branch=z9hG4bK2, SIP/2.0/UDP p3\r\nt: <sip:a@b>\r\nf: <sip:c@d>;tag=9\r\ni: cid\r\nCSeq: 3 INVITE\r\nl: 0\r\n\r\n",
         ))
         .unwrap();
-        let r = parse(ResponseBuilder::new(&req, 200, "OK").to_tag("tt").body("application/sdp", b"v=0\r\n").build());
+        let r = parse(
+            ResponseBuilder::new(&req, 200, "OK")
+                .to_tag("tt")
+                .body("application/sdp", b"v=0\r\n")
+                .build(),
+        );
         assert_eq!(r.status(), Some(200));
         assert_eq!(r.reason(), Some("OK"));
         let vias: Vec<_> = r.vias().map(|v| v.unwrap().host).collect();
@@ -567,7 +583,11 @@ mod tests {
         let r2 = parse(ResponseBuilder::new(&r, 200, "OK").to_tag("zz").build());
         assert_eq!(r2.to_hdr().unwrap().tag(), Some("tt"));
         assert_eq!(r2.content_length(), Some(0));
-        let trying = parse(ResponseBuilder::new(&req, 100, "Trying").header("Server", "callgate").build());
+        let trying = parse(
+            ResponseBuilder::new(&req, 100, "Trying")
+                .header("Server", "callgate")
+                .build(),
+        );
         assert_eq!(trying.to_hdr().unwrap().tag(), None);
         assert_eq!(trying.header(HeaderName::Server), Some("callgate"));
     }
@@ -595,7 +615,10 @@ mod tests {
         let src6: SocketAddr = "[2001:db8::1]:5070".parse().unwrap();
         let r = parse(ResponseBuilder::new(&req6, 200, "OK").received(src6).build());
         let v = r.top_via().unwrap();
-        assert_eq!((v.host, v.port, v.received, v.rport), ("2001:db8::1", Some(5070), None, None));
+        assert_eq!(
+            (v.host, v.port, v.received, v.rport),
+            ("2001:db8::1", Some(5070), None, None)
+        );
         let other: SocketAddr = "[2001:db8::2]:5070".parse().unwrap();
         let r = parse(ResponseBuilder::new(&req6, 200, "OK").received(other).build());
         assert_eq!(r.top_via().unwrap().received, Some("2001:db8::2"));
@@ -604,7 +627,11 @@ mod tests {
     #[test]
     fn caller_text_cannot_inject_lines() {
         let req = invite();
-        let r = parse(ResponseBuilder::new(&req, 486, "Busy\r\nX-Evil: 1").header("X-A", "b\r\nX-Evil: 2").build());
+        let r = parse(
+            ResponseBuilder::new(&req, 486, "Busy\r\nX-Evil: 1")
+                .header("X-A", "b\r\nX-Evil: 2")
+                .build(),
+        );
         assert_eq!(r.reason(), Some("Busy  X-Evil: 1"));
         assert_eq!(r.header_by_name("X-Evil"), None);
         assert_eq!(r.header_by_name("X-A"), Some("b  X-Evil: 2"));
@@ -621,7 +648,13 @@ mod tests {
         assert_eq!(ack.vias().count(), 1);
         assert_eq!(ack.to_hdr().unwrap().tag(), Some("bt"));
         assert_eq!(ack.from_hdr().unwrap().tag(), Some("ft1"));
-        assert_eq!(ack.cseq().unwrap(), crate::sip::header::CSeq { seq: 7, method: Method::Ack });
+        assert_eq!(
+            ack.cseq().unwrap(),
+            crate::sip::header::CSeq {
+                seq: 7,
+                method: Method::Ack
+            }
+        );
         assert_eq!(ack.header(HeaderName::Route), Some("<sip:proxy.example.kr;lr>"));
         assert_eq!(ack.call_id(), Some("cid-1@192.0.2.7"));
         assert_eq!(ack.validate_request(), Ok(()));
@@ -645,8 +678,14 @@ mod tests {
         assert_eq!(r.call_id(), Some("cid"));
         assert_eq!(r.cseq().unwrap().seq, 1);
         assert_eq!(error_response_raw(b"SIP/2.0 200 OK\r\n\r\n", 400, "x"), None);
-        assert_eq!(error_response_raw(b"ACK sip:a@b SIP/2.0\r\nVia: x\r\n\r\n", 400, "x"), None);
-        assert_eq!(error_response_raw(b"INVITE sip:a@b SIP/2.0\r\nVia: x\r\n\r\n", 400, "x"), None);
+        assert_eq!(
+            error_response_raw(b"ACK sip:a@b SIP/2.0\r\nVia: x\r\n\r\n", 400, "x"),
+            None
+        );
+        assert_eq!(
+            error_response_raw(b"INVITE sip:a@b SIP/2.0\r\nVia: x\r\n\r\n", 400, "x"),
+            None
+        );
         assert_eq!(error_response_raw(b"", 400, "x"), None);
         assert_eq!(error_response_raw(b"\xff\xfe", 400, "x"), None);
     }

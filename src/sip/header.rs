@@ -259,7 +259,10 @@ impl CSeq {
         if m.is_empty() || !m.bytes().all(is_token_char) {
             return Err(HeaderError::BadCSeqMethod);
         }
-        Ok(CSeq { seq: seq as u32, method: Method::from_token(m.as_bytes()) })
+        Ok(CSeq {
+            seq: seq as u32,
+            method: Method::from_token(m.as_bytes()),
+        })
     }
 }
 
@@ -465,7 +468,11 @@ impl<'a> NameAddr<'a> {
                     if uri == "*" {
                         let params = &v[end..];
                         check_params(params)?;
-                        return Ok(NameAddr { display: None, uri, params });
+                        return Ok(NameAddr {
+                            display: None,
+                            uri,
+                            params,
+                        });
                     }
                     if uri.bytes().any(|x| x == b'?' || x == b',') {
                         return Err(HeaderError::AddrSpecNeedsAngle);
@@ -476,11 +483,18 @@ impl<'a> NameAddr<'a> {
                     Uri::parse(uri).map_err(HeaderError::Uri)?;
                     let params = &v[end..];
                     check_params(params)?;
-                    return Ok(NameAddr { display: None, uri, params });
+                    return Ok(NameAddr {
+                        display: None,
+                        uri,
+                        params,
+                    });
                 }
             }
         }
-        let rel = b[lt + 1..].iter().position(|&x| x == b'>').ok_or(HeaderError::UnclosedAngle)?;
+        let rel = b[lt + 1..]
+            .iter()
+            .position(|&x| x == b'>')
+            .ok_or(HeaderError::UnclosedAngle)?;
         let gt = lt + 1 + rel;
         let uri = &v[lt + 1..gt];
         if uri.bytes().any(is_lws) {
@@ -590,7 +604,8 @@ mod tests {
         assert_eq!(n.display, None);
         assert_eq!(n.uri, "sip:vivekg@chair-dnrc.example.com");
         assert_eq!(n.tag(), Some("1918181833n"));
-        let n = NameAddr::parse("\"J Rosenberg \\\\\\\"\"       <sip:jdrosen@example.com>\r\n  ;\r\n  tag = 98asjd8").unwrap();
+        let n = NameAddr::parse("\"J Rosenberg \\\\\\\"\"       <sip:jdrosen@example.com>\r\n  ;\r\n  tag = 98asjd8")
+            .unwrap();
         assert_eq!(n.display, Some("J Rosenberg \\\\\\\""));
         assert_eq!(n.display_unescaped().as_deref(), Some("J Rosenberg \\\""));
         assert_eq!(n.tag(), Some("98asjd8"));
@@ -610,17 +625,29 @@ mod tests {
 
     #[test]
     fn name_addr_errors() {
-        assert_eq!(NameAddr::parse("\"Mr. J. User <sip:j.user@example.com>"), Err(HeaderError::UnterminatedQuote));
-        assert_eq!(NameAddr::parse("Bell, Alexander <sip:a@b>"), Err(HeaderError::BadDisplayName));
+        assert_eq!(
+            NameAddr::parse("\"Mr. J. User <sip:j.user@example.com>"),
+            Err(HeaderError::UnterminatedQuote)
+        );
+        assert_eq!(
+            NameAddr::parse("Bell, Alexander <sip:a@b>"),
+            Err(HeaderError::BadDisplayName)
+        );
         assert_eq!(NameAddr::parse("a@b <sip:a@b>"), Err(HeaderError::BadDisplayName));
         // Unquoted UTF-8 display names are tolerated.
         assert_eq!(NameAddr::parse("김민수 <sip:a@b>").unwrap().display, Some("김민수"));
-        assert_eq!(NameAddr::parse("\"W\" < sip:t.watson@example.org >"), Err(HeaderError::SpaceInAngle));
+        assert_eq!(
+            NameAddr::parse("\"W\" < sip:t.watson@example.org >"),
+            Err(HeaderError::SpaceInAngle)
+        );
         assert_eq!(
             NameAddr::parse("sip:user@example.com?Route=%3Csip:sip.example.com%3E"),
             Err(HeaderError::AddrSpecNeedsAngle)
         );
-        assert_eq!(NameAddr::parse("\"Joe\" <sip:joe@example.org>;;;;"), Err(HeaderError::BadParam));
+        assert_eq!(
+            NameAddr::parse("\"Joe\" <sip:joe@example.org>;;;;"),
+            Err(HeaderError::BadParam)
+        );
         assert_eq!(NameAddr::parse("<sip:a@b"), Err(HeaderError::UnclosedAngle));
         assert!(matches!(NameAddr::parse("<nope>"), Err(HeaderError::Uri(_))));
         assert_eq!(NameAddr::parse(""), Err(HeaderError::Empty));
@@ -639,10 +666,19 @@ mod tests {
 
     #[test]
     fn cseq_values() {
-        assert_eq!(CSeq::parse("0009\r\n  INVITE").unwrap(), CSeq { seq: 9, method: Method::Invite });
+        assert_eq!(
+            CSeq::parse("0009\r\n  INVITE").unwrap(),
+            CSeq {
+                seq: 9,
+                method: Method::Invite
+            }
+        );
         assert_eq!(CSeq::parse("4294967295 BYE").unwrap().seq, u32::MAX);
         assert_eq!(CSeq::parse("4294967296 BYE"), Err(HeaderError::BadCSeqNumber));
-        assert_eq!(CSeq::parse("36893488147419103232 REGISTER"), Err(HeaderError::BadCSeqNumber));
+        assert_eq!(
+            CSeq::parse("36893488147419103232 REGISTER"),
+            Err(HeaderError::BadCSeqNumber)
+        );
         assert_eq!(CSeq::parse("1INVITE"), Err(HeaderError::BadCSeqNumber));
         assert_eq!(CSeq::parse("1 "), Err(HeaderError::BadCSeqNumber));
         assert_eq!(CSeq::parse("1 IN VITE"), Err(HeaderError::BadCSeqMethod));

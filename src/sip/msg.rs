@@ -209,7 +209,51 @@ impl HeaderName {
                 _ => HeaderName::Other,
             };
         }
-        for (s, h) in LONG_NAMES.iter() {
+        use HeaderName as H;
+        // Dispatch on the first letter, then compare the few candidates.
+        let cands: &[(&str, HeaderName)] = match n.first().map(u8::to_ascii_lowercase) {
+            Some(b'v') => &[("Via", H::Via)],
+            Some(b'f') => &[("From", H::From)],
+            Some(b't') => &[("To", H::To)],
+            Some(b'c') => &[
+                ("Call-ID", H::CallId),
+                ("CSeq", H::CSeq),
+                ("Contact", H::Contact),
+                ("Content-Length", H::ContentLength),
+                ("Content-Type", H::ContentType),
+                ("Content-Encoding", H::ContentEncoding),
+            ],
+            Some(b'm') => &[("Max-Forwards", H::MaxForwards)],
+            Some(b'r') => &[
+                ("Route", H::Route),
+                ("Record-Route", H::RecordRoute),
+                ("Require", H::Require),
+                ("Refer-To", H::ReferTo),
+                ("Referred-By", H::ReferredBy),
+                ("Retry-After", H::RetryAfter),
+            ],
+            Some(b's') => &[
+                ("Supported", H::Supported),
+                ("Server", H::Server),
+                ("Subject", H::Subject),
+            ],
+            Some(b'p') => &[
+                ("Proxy-Require", H::ProxyRequire),
+                ("Proxy-Authorization", H::ProxyAuthorization),
+                ("Proxy-Authenticate", H::ProxyAuthenticate),
+            ],
+            Some(b'u') => &[("Unsupported", H::Unsupported), ("User-Agent", H::UserAgent)],
+            Some(b'a') => &[
+                ("Allow", H::Allow),
+                ("Accept", H::Accept),
+                ("Authorization", H::Authorization),
+            ],
+            Some(b'w') => &[("WWW-Authenticate", H::WwwAuthenticate)],
+            Some(b'e') => &[("Expires", H::Expires), ("Event", H::Event)],
+            Some(b'd') => &[("Date", H::Date)],
+            _ => &[],
+        };
+        for (s, h) in cands {
             if s.len() == n.len() && s.as_bytes().eq_ignore_ascii_case(n) {
                 return *h;
             }
@@ -219,7 +263,11 @@ impl HeaderName {
 
     /// The canonical long name (`""` for `Other`).
     pub fn as_str(self) -> &'static str {
-        LONG_NAMES.iter().find(|(_, h)| *h == self).map(|(s, _)| *s).unwrap_or("")
+        LONG_NAMES
+            .iter()
+            .find(|(_, h)| *h == self)
+            .map(|(s, _)| *s)
+            .unwrap_or("")
     }
 }
 
@@ -299,7 +347,10 @@ impl ParseError {
     }
 
     fn value(name: HeaderName, err: HeaderError) -> ParseError {
-        ParseError { kind: ParseErrorKind::BadHeaderValue { name, err }, pos: 0 }
+        ParseError {
+            kind: ParseErrorKind::BadHeaderValue { name, err },
+            pos: 0,
+        }
     }
 
     /// A short reason phrase for a `400` (or `505`/`513`) answer.
@@ -390,7 +441,10 @@ impl Rejection {
 
 impl From<ParseError> for Rejection {
     fn from(e: ParseError) -> Rejection {
-        Rejection { code: e.status(), reason: e.reason() }
+        Rejection {
+            code: e.status(),
+            reason: e.reason(),
+        }
     }
 }
 
@@ -416,7 +470,10 @@ enum Index {
 
 impl Index {
     fn new() -> Index {
-        Index::Inline { len: 0, items: [Hdr::default(); INLINE_HEADERS] }
+        Index::Inline {
+            len: 0,
+            items: [Hdr::default(); INLINE_HEADERS],
+        }
     }
     #[inline]
     fn push(&mut self, h: Hdr) {
@@ -447,8 +504,15 @@ impl Index {
 
 #[derive(Clone, Debug)]
 enum StartLine {
-    Request { method: Method, uri: (u32, u32), version: (u32, u32) },
-    Response { status: u16, reason: (u32, u32) },
+    Request {
+        method: Method,
+        uri: (u32, u32),
+        version: (u32, u32),
+    },
+    Response {
+        status: u16,
+        reason: (u32, u32),
+    },
 }
 
 // Faults recorded at parse time and reported by `validate_request`.
@@ -570,7 +634,10 @@ fn parse_head(src: &Bytes, b: &[u8], stream: bool) -> Result<Head, ParseError> {
             return Err(ParseError::new(K::BadStatusCode, sp + 1));
         }
         let rs = (sp + 1 + 4).min(le);
-        StartLine::Response { status, reason: (rs as u32, le as u32) }
+        StartLine::Response {
+            status,
+            reason: (rs as u32, le as u32),
+        }
     } else {
         // Request-Line = Method SP Request-URI SP SIP-Version
         let mut te = le;
@@ -697,12 +764,24 @@ fn parse_head(src: &Bytes, b: &[u8], stream: bool) -> Result<Head, ParseError> {
                 }
             }
         }
-        index.push(Hdr { name, ns: ns as u32, ne: ne as u32, vs: vs as u32, ve: ve as u32 });
+        index.push(Hdr {
+            name,
+            ns: ns as u32,
+            ne: ne as u32,
+            vs: vs as u32,
+            ve: ve as u32,
+        });
     }
     if std::str::from_utf8(&b[..body_start]).is_err() {
         return Err(ParseError::new(K::NotUtf8, 0));
     }
-    Ok(Head { start, defects, index, body_start, content_length: cl })
+    Ok(Head {
+        start,
+        defects,
+        index,
+        body_start,
+        content_length: cl,
+    })
 }
 
 impl Message {
@@ -718,16 +797,40 @@ impl Message {
         Self::parse_inner(message, true)
     }
 
+    /// Header bytes that are not UTF-8 (e.g. a carrier's EUC-KR display name) must not cost the
+    /// citizen the call: the header section is copied with each invalid sequence replaced by U+FFFD
+    /// and parsed again; the body is kept as it came. Only this rare path copies.
+    fn parse_lossy(data: &Bytes, stream: bool) -> Result<Message, ParseError> {
+        let end = data
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map(|p| p + 4)
+            .or_else(|| data.windows(2).position(|w| w == b"\n\n").map(|p| p + 2))
+            .unwrap_or(data.len());
+        let mut fixed = String::from_utf8_lossy(&data[..end]).into_owned().into_bytes();
+        fixed.extend_from_slice(&data[end..]);
+        let fixed = Bytes::from(fixed);
+        match parse_head(&fixed, &fixed, stream) {
+            // Cannot happen (the header section is UTF-8 now), but never loop.
+            Err(e) if e.kind == ParseErrorKind::NotUtf8 => Err(e),
+            _ => Self::parse_inner(fixed, stream),
+        }
+    }
+
     fn parse_inner(data: Bytes, stream: bool) -> Result<Message, ParseError> {
         let lead = data.iter().take_while(|&&c| c == b'\r' || c == b'\n').count();
         if data.len() > u32::MAX as usize {
             return Err(ParseError::new(ParseErrorKind::TooLarge { max: u32::MAX as usize }, 0));
         }
         let data = if lead > 0 { data.slice(lead..) } else { data };
-        let head = parse_head(&data, &data, stream).map_err(|mut e| {
-            e.pos += lead;
-            e
-        })?;
+        let head = match parse_head(&data, &data, stream) {
+            Ok(h) => h,
+            Err(e) if e.kind == ParseErrorKind::NotUtf8 => return Self::parse_lossy(&data, stream),
+            Err(mut e) => {
+                e.pos += lead;
+                return Err(e);
+            }
+        };
         let available = data.len() - head.body_start;
         let body_len = match head.content_length {
             Some(n) if n > available => {
@@ -737,9 +840,7 @@ impl Message {
                 ))
             }
             Some(n) => n,
-            None if stream => {
-                return Err(ParseError::new(ParseErrorKind::MissingContentLength, lead))
-            }
+            None if stream => return Err(ParseError::new(ParseErrorKind::MissingContentLength, lead)),
             None => available,
         };
         let end = head.body_start + body_len;
@@ -834,7 +935,11 @@ impl Message {
 
     /// First occurrence's value, trimmed (folds inside kept).
     pub fn header(&self, name: HeaderName) -> Option<&str> {
-        self.index.as_slice().iter().find(|h| h.name == name).map(|h| self.span(h.vs, h.ve))
+        self.index
+            .as_slice()
+            .iter()
+            .find(|h| h.name == name)
+            .map(|h| self.span(h.vs, h.ve))
     }
 
     /// How many header lines carry `name`.
@@ -844,7 +949,11 @@ impl Message {
 
     /// Every occurrence's whole value (not comma-split), in order.
     pub fn header_all(&self, name: HeaderName) -> impl Iterator<Item = &str> {
-        self.index.as_slice().iter().filter(move |h| h.name == name).map(move |h| self.span(h.vs, h.ve))
+        self.index
+            .as_slice()
+            .iter()
+            .filter(move |h| h.name == name)
+            .map(move |h| self.span(h.vs, h.ve))
     }
 
     /// First header whose name matches `name` case-insensitively, compact forms included
@@ -879,7 +988,10 @@ impl Message {
     }
 
     pub fn top_via(&self) -> Result<Via<'_>, ParseError> {
-        let v = self.header_values(HeaderName::Via).next().ok_or(missing(HeaderName::Via))?;
+        let v = self
+            .header_values(HeaderName::Via)
+            .next()
+            .ok_or(missing(HeaderName::Via))?;
         Via::parse(v).map_err(|e| ParseError::value(HeaderName::Via, e))
     }
 
@@ -907,7 +1019,8 @@ impl Message {
 
     /// Route, Record-Route, Contact ... elements as name-addrs, in order.
     pub fn name_addrs(&self, name: HeaderName) -> impl Iterator<Item = Result<NameAddr<'_>, ParseError>> {
-        self.header_values(name).map(move |v| NameAddr::parse(v).map_err(|e| ParseError::value(name, e)))
+        self.header_values(name)
+            .map(move |v| NameAddr::parse(v).map_err(|e| ParseError::value(name, e)))
     }
 
     pub fn max_forwards(&self) -> Option<u32> {
@@ -924,7 +1037,8 @@ impl Message {
 
     /// The declared Content-Length (first occurrence), if present and valid.
     pub fn content_length(&self) -> Option<usize> {
-        self.header(HeaderName::ContentLength).and_then(|v| parse_content_length(v.as_bytes()))
+        self.header(HeaderName::ContentLength)
+            .and_then(|v| parse_content_length(v.as_bytes()))
     }
 
     /// The body: a zero-copy slice.
@@ -958,7 +1072,13 @@ impl Message {
             }
             Ok(_) => {}
         }
-        for h in [HeaderName::To, HeaderName::From, HeaderName::CallId, HeaderName::CSeq, HeaderName::Via] {
+        for h in [
+            HeaderName::To,
+            HeaderName::From,
+            HeaderName::CallId,
+            HeaderName::CSeq,
+            HeaderName::Via,
+        ] {
             if self.header(h).is_none() {
                 return Err(Rejection::new(400, missing_reason(h)));
             }
@@ -1004,33 +1124,36 @@ impl Message {
     /// in `accepted_types` or a Content-Encoding other than identity, and, for INVITE, 406 when an Accept
     /// header admits none of `accepted_types` (the types our answers carry, e.g. `application/sdp`).
     /// Proxy-Require is for proxies and is ignored here. Comparisons are case-insensitive.
+    /// An ACK always passes (it cannot be answered); a CANCEL is not refused over Require.
     ///
     /// [`validate_request`]: Message::validate_request
     pub fn uas_checks(&self, supported_extensions: &[&str], accepted_types: &[&str]) -> Result<(), Rejection> {
+        // An ACK cannot be answered; a CANCEL is never refused over Require (RFC 3261 8.2.2.3).
+        let method = self.method();
+        if method == Some(&Method::Ack) {
+            return Ok(());
+        }
         if let Some(u) = self.request_uri() {
             match Uri::parse(u) {
                 Ok(u) if matches!(u.scheme, Scheme::Sip | Scheme::Sips | Scheme::Tel) => {}
                 _ => return Err(Rejection::new(416, "Unsupported URI Scheme")),
             }
         }
-        if !self.unsupported_required(supported_extensions).is_empty() {
+        if method != Some(&Method::Cancel) && !self.unsupported_required(supported_extensions).is_empty() {
             return Err(Rejection::new(420, "Bad Extension"));
         }
-        let has_body = !self.body().is_empty();
-        if let Some(ct) = self.content_type() {
-            let mt = media_type(ct);
-            if (has_body || !mt.is_empty()) && !accepted_types.iter().any(|a| a.eq_ignore_ascii_case(mt)) {
+        if !self.body().is_empty() {
+            let mt = self.content_type().map(media_type).unwrap_or("");
+            if !accepted_types.iter().any(|a| a.eq_ignore_ascii_case(mt)) {
                 return Err(Rejection::new(415, "Unsupported Media Type"));
             }
-        } else if has_body {
-            return Err(Rejection::new(415, "Unsupported Media Type"));
-        }
-        for enc in self.header_values(HeaderName::ContentEncoding) {
-            if !enc.eq_ignore_ascii_case("identity") {
-                return Err(Rejection::new(415, "Unsupported Media Type"));
+            for enc in self.header_values(HeaderName::ContentEncoding) {
+                if !enc.eq_ignore_ascii_case("identity") {
+                    return Err(Rejection::new(415, "Unsupported Media Type"));
+                }
             }
         }
-        if self.method() == Some(&Method::Invite) && self.header(HeaderName::Accept).is_some() {
+        if method == Some(&Method::Invite) && self.header(HeaderName::Accept).is_some() {
             let ok = self.header_values(HeaderName::Accept).any(|a| {
                 let a = media_type(a);
                 accepted_types.iter().any(|t| media_range_matches(a, t))
@@ -1105,74 +1228,130 @@ fn media_range_matches(range: &str, ty: &str) -> bool {
 /// `len` bytes (headers + Content-Length body; Content-Length is mandatory on streams);
 /// `Ok(Some(Framed::KeepAlive(n)))` for leading CR/LF; `Ok(None)` when more bytes are needed; `Err` when
 /// it can never be a message (answer 400 where possible, then close the connection).
+///
+/// Each call rescans `buf` from its start; a connection reader that calls it after every small read
+/// can use [`Framer`] instead, which resumes where it stopped.
 pub fn frame(buf: &[u8], max_len: usize) -> Result<Option<Framed>, ParseError> {
-    use ParseErrorKind as K;
-    let lead = buf.iter().take_while(|&&c| c == b'\r' || c == b'\n').count();
-    if lead > 0 {
-        return Ok(Some(Framed::KeepAlive(lead)));
+    Framer::new().next(buf, max_len)
+}
+
+/// True when a datagram holds only CR/LF: an RFC 5626 keep-alive (`\r\n\r\n` ping, `\r\n` pong),
+/// not a message to parse or count as an error.
+pub fn is_keepalive(datagram: &[u8]) -> bool {
+    !datagram.is_empty() && datagram.iter().all(|&c| c == b'\r' || c == b'\n')
+}
+
+/// Incremental stream framing: the same answers as [`frame`], but the scan resumes where the previous
+/// call stopped, so a message arriving a few bytes at a time costs O(length) in total. Call `next` with
+/// the connection buffer after every read; after it returns `Some(..)` the caller drains those bytes
+/// and the framer starts afresh on the next call.
+#[derive(Clone, Debug, Default)]
+pub struct Framer {
+    /// Offset of the next unscanned line.
+    pos: usize,
+    line_no: u32,
+    cl: Option<usize>,
+    /// Start of a Content-Length value whose (possibly folded) line is not finished yet.
+    pending: Option<usize>,
+    /// The header section ends here (the body may still be incomplete).
+    head_end: Option<usize>,
+}
+
+impl Framer {
+    pub fn new() -> Framer {
+        Framer::default()
     }
-    if buf.is_empty() {
-        return Ok(None);
+
+    /// Forgets any partial scan (e.g. after the caller discarded its buffer).
+    pub fn reset(&mut self) {
+        *self = Framer::default();
     }
-    let mut pos = 0;
-    let mut line_no: u32 = 0;
-    let mut cl: Option<usize> = None;
-    // Start of a Content-Length value whose (possibly folded) line is not finished yet.
-    let mut pending: Option<usize> = None;
-    let head_end;
-    loop {
-        let Some(rel) = buf.get(pos..).and_then(|r| find_byte(r, b'\n')) else {
-            if buf.len() > max_len {
-                return Err(ParseError::new(K::TooLarge { max: max_len }, max_len));
+
+    pub fn next(&mut self, buf: &[u8], max_len: usize) -> Result<Option<Framed>, ParseError> {
+        let r = self.scan(buf, max_len);
+        if !matches!(r, Ok(None)) {
+            self.reset();
+        }
+        r
+    }
+
+    fn scan(&mut self, buf: &[u8], max_len: usize) -> Result<Option<Framed>, ParseError> {
+        use ParseErrorKind as K;
+        if self.pos == 0 && self.head_end.is_none() {
+            let lead = buf.iter().take_while(|&&c| c == b'\r' || c == b'\n').count();
+            if lead > 0 {
+                return Ok(Some(Framed::KeepAlive(lead)));
             }
-            return Ok(None);
+            if buf.is_empty() {
+                return Ok(None);
+            }
+        }
+        if buf.len() < self.pos {
+            // The caller's buffer shrank under us: start again.
+            self.reset();
+            return self.scan(buf, max_len);
+        }
+        let head_end = match self.head_end {
+            Some(h) => h,
+            None => loop {
+                let pos = self.pos;
+                let Some(rel) = buf.get(pos..).and_then(|r| find_byte(r, b'\n')) else {
+                    if buf.len() > max_len {
+                        return Err(ParseError::new(K::TooLarge { max: max_len }, max_len));
+                    }
+                    return Ok(None);
+                };
+                let lf = pos + rel;
+                let mut le = lf;
+                if le > pos && buf[le - 1] == b'\r' {
+                    le -= 1;
+                }
+                let line = &buf[pos..le];
+                self.line_no += 1;
+                let line_no = self.line_no;
+                let continuation = line_no > 1 && line.first().is_some_and(|&c| is_wsp(c));
+                if !continuation {
+                    if let Some(vs) = self.pending.take() {
+                        let n = parse_content_length(&buf[vs..pos]).ok_or(ParseError::new(K::BadContentLength, vs))?;
+                        match self.cl {
+                            Some(prev) if prev != n => return Err(ParseError::new(K::ConflictingContentLength, vs)),
+                            _ => self.cl = Some(n),
+                        }
+                    }
+                }
+                self.pos = lf + 1;
+                if line.is_empty() {
+                    self.head_end = Some(lf + 1);
+                    break lf + 1;
+                }
+                if line_no > 1 && !continuation {
+                    let n = line.iter().take_while(|&&c| is_token_char(c)).count();
+                    let name = &line[..n];
+                    if name.eq_ignore_ascii_case(b"Content-Length") || name.eq_ignore_ascii_case(b"l") {
+                        let rest = &line[n..];
+                        match rest.iter().position(|&c| c == b':') {
+                            Some(c) if rest[..c].iter().all(|&x| is_wsp(x)) => self.pending = Some(pos + n + c + 1),
+                            _ => return Err(ParseError::new(K::BadHeader { line: line_no }, pos)),
+                        }
+                    }
+                }
+                if self.pos > max_len {
+                    return Err(ParseError::new(K::TooLarge { max: max_len }, max_len));
+                }
+            },
         };
-        let lf = pos + rel;
-        let mut le = lf;
-        if le > pos && buf[le - 1] == b'\r' {
-            le -= 1;
+        let cl = self.cl.ok_or(ParseError::new(K::MissingContentLength, 0))?;
+        let total = head_end
+            .checked_add(cl)
+            .ok_or(ParseError::new(K::TooLarge { max: max_len }, 0))?;
+        if total > max_len {
+            return Err(ParseError::new(K::TooLarge { max: max_len }, 0));
         }
-        let line = &buf[pos..le];
-        line_no += 1;
-        let continuation = line_no > 1 && line.first().is_some_and(|&c| is_wsp(c));
-        if !continuation {
-            if let Some(vs) = pending.take() {
-                let n = parse_content_length(&buf[vs..pos]).ok_or(ParseError::new(K::BadContentLength, vs))?;
-                match cl {
-                    Some(prev) if prev != n => return Err(ParseError::new(K::ConflictingContentLength, vs)),
-                    _ => cl = Some(n),
-                }
-            }
+        if buf.len() < total {
+            return Ok(None);
         }
-        if line.is_empty() {
-            head_end = lf + 1;
-            break;
-        }
-        if line_no > 1 && !continuation {
-            let n = line.iter().take_while(|&&c| is_token_char(c)).count();
-            let name = &line[..n];
-            if name.eq_ignore_ascii_case(b"Content-Length") || name.eq_ignore_ascii_case(b"l") {
-                let rest = &line[n..];
-                match rest.iter().position(|&c| c == b':') {
-                    Some(c) if rest[..c].iter().all(|&x| is_wsp(x)) => pending = Some(pos + n + c + 1),
-                    _ => return Err(ParseError::new(K::BadHeader { line: line_no }, pos)),
-                }
-            }
-        }
-        pos = lf + 1;
-        if pos > max_len {
-            return Err(ParseError::new(K::TooLarge { max: max_len }, max_len));
-        }
+        Ok(Some(Framed::Message(total)))
     }
-    let cl = cl.ok_or(ParseError::new(K::MissingContentLength, 0))?;
-    let total = head_end.checked_add(cl).ok_or(ParseError::new(K::TooLarge { max: max_len }, 0))?;
-    if total > max_len {
-        return Err(ParseError::new(K::TooLarge { max: max_len }, 0));
-    }
-    if buf.len() < total {
-        return Ok(None);
-    }
-    Ok(Some(Framed::Message(total)))
 }
 
 #[cfg(test)]
@@ -1214,7 +1393,10 @@ v=0\r\n";
         assert_eq!(m.from_hdr().unwrap().display, Some("Kim, Minsu"));
         assert_eq!(m.from_hdr().unwrap().tag(), Some("1928301774"));
         assert_eq!(m.to_hdr().unwrap().tag(), None);
-        assert_eq!(m.contacts().next().unwrap().unwrap().uri, "sip:caller@[2001:db8::1]:5060");
+        assert_eq!(
+            m.contacts().next().unwrap().unwrap().uri,
+            "sip:caller@[2001:db8::1]:5060"
+        );
         assert_eq!(m.max_forwards(), Some(70));
         assert_eq!(m.content_type(), Some("application/sdp"));
         assert_eq!(&m.body()[..], b"v=0\r");
@@ -1225,6 +1407,27 @@ v=0\r\n";
         assert_eq!(names[3], "t");
         assert_eq!(m.validate_request(), Ok(()));
         assert_eq!(m.uas_checks(&[], &["application/sdp"]), Ok(()));
+    }
+
+    #[test]
+    fn every_long_name_round_trips() {
+        for (name, h) in LONG_NAMES.iter() {
+            assert_eq!(HeaderName::from_bytes(name.as_bytes()), *h, "{name}");
+            assert_eq!(
+                HeaderName::from_bytes(name.to_ascii_uppercase().as_bytes()),
+                *h,
+                "{name}"
+            );
+            assert_eq!(
+                HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()),
+                *h,
+                "{name}"
+            );
+            assert_eq!(h.as_str(), *name);
+        }
+        assert_eq!(HeaderName::from_bytes(b""), HeaderName::Other);
+        assert_eq!(HeaderName::from_bytes(b"Vias"), HeaderName::Other);
+        assert_eq!(HeaderName::Other.as_str(), "");
     }
 
     #[test]
@@ -1264,7 +1467,12 @@ v=0\r\n";
         assert!(!m.is_request());
         let m = msg("SIP/2.0 100\r\nl: 0\r\n\r\n");
         assert_eq!(m.reason(), Some(""));
-        for bad in ["SIP/2.0 1000 x\r\n\r\n", "SIP/2.0 099 x\r\n\r\n", "SIP/2.0 20 x\r\n\r\n", "SIP/3.0 200 OK\r\n\r\n"] {
+        for bad in [
+            "SIP/2.0 1000 x\r\n\r\n",
+            "SIP/2.0 099 x\r\n\r\n",
+            "SIP/2.0 20 x\r\n\r\n",
+            "SIP/3.0 200 OK\r\n\r\n",
+        ] {
             assert!(Message::parse(Bytes::from(bad)).is_err(), "{bad}");
         }
     }
@@ -1277,7 +1485,13 @@ v=0\r\n";
         let m = msg("OPTIONS sip:a@b SIP/2.0\r\nVia: x\r\n\r\nrest of body");
         assert_eq!(&m.body()[..], b"rest of body");
         let e = Message::parse(Bytes::from_static(b"OPTIONS sip:a@b SIP/2.0\r\nl: 99\r\n\r\nab")).unwrap_err();
-        assert_eq!(e.kind, ParseErrorKind::ContentLengthMismatch { declared: 99, available: 2 });
+        assert_eq!(
+            e.kind,
+            ParseErrorKind::ContentLengthMismatch {
+                declared: 99,
+                available: 2
+            }
+        );
         let e = Message::parse(Bytes::from_static(b"OPTIONS sip:a@b SIP/2.0\r\nl: -1\r\n\r\n")).unwrap_err();
         assert_eq!(e.kind, ParseErrorKind::BadContentLength);
         assert_eq!(e.reason(), "Bad Content-Length");
@@ -1306,9 +1520,45 @@ v=0\r\n";
         assert_eq!(&m.body()[..], b"abc");
         let folded = b"BYE sip:a@b SIP/2.0\r\nContent-Length:\r\n  2\r\nVia: x\r\n\r\nab";
         assert_eq!(frame(folded, 4096), Ok(Some(Framed::Message(folded.len()))));
-        assert_eq!(Message::parse(Bytes::from_static(folded)).unwrap().content_length(), Some(2));
+        assert_eq!(
+            Message::parse(Bytes::from_static(folded)).unwrap().content_length(),
+            Some(2)
+        );
         assert!(frame(b"BYE sip:a@b SIP/2.0\r\nl: x\r\n\r\n", 4096).is_err());
-        assert_eq!(frame(b"BYE sip:a@b SIP/2.0\nl: 0\n\n", 4096), Ok(Some(Framed::Message(26))));
+        assert_eq!(
+            frame(b"BYE sip:a@b SIP/2.0\nl: 0\n\n", 4096),
+            Ok(Some(Framed::Message(26)))
+        );
+    }
+
+    #[test]
+    fn framer_resumes_and_matches_frame() {
+        let one: &[u8] = b"INVITE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h\r\nContent-Length:\r\n 4\r\nX: y\r\n\r\nabcd";
+        let mut stream = b"\r\n".to_vec();
+        stream.extend_from_slice(one);
+        stream.extend_from_slice(one);
+        let mut f = Framer::new();
+        let mut buf = Vec::new();
+        let mut got = Vec::new();
+        for &b in &stream {
+            buf.push(b);
+            loop {
+                let r = f.next(&buf, 4096).unwrap();
+                assert_eq!(r.is_some(), frame(&buf, 4096).unwrap().is_some());
+                match r {
+                    Some(Framed::Message(n)) => got.push(buf.drain(..n).collect::<Vec<u8>>()),
+                    Some(Framed::KeepAlive(n)) => {
+                        buf.drain(..n);
+                    }
+                    None => break,
+                }
+            }
+        }
+        assert_eq!(got, vec![one.to_vec(), one.to_vec()]);
+        assert!(buf.is_empty());
+        assert!(is_keepalive(b"\r\n\r\n"));
+        assert!(!is_keepalive(b""));
+        assert!(!is_keepalive(b"\r\nX"));
     }
 
     #[test]
@@ -1321,7 +1571,10 @@ v=0\r\n";
         assert_eq!(check("OPTIONS sip:a@b; lr SIP/2.0").unwrap_err().code, 400);
         assert_eq!(check("OPTIONS <sip:a@b> SIP/2.0").unwrap_err().code, 400);
         assert_eq!(check("OPTIONS sip:a@b SIP/7.0").unwrap_err().code, 505);
-        assert_eq!(check("INVITE sip:a@b SIP/2.0").unwrap_err().reason, "CSeq Method Mismatch");
+        assert_eq!(
+            check("INVITE sip:a@b SIP/2.0").unwrap_err().reason,
+            "CSeq Method Mismatch"
+        );
     }
 
     #[test]
@@ -1337,9 +1590,17 @@ v=0\r\n";
     }
 
     #[test]
-    fn not_utf8_refused_but_binary_body_fine() {
-        let e = Message::parse(Bytes::from_static(b"OPTIONS sip:a@b SIP/2.0\r\nX: \xff\r\n\r\n")).unwrap_err();
-        assert_eq!(e.kind, ParseErrorKind::NotUtf8);
+    fn non_utf8_header_bytes_are_replaced_not_refused_and_binary_body_fine() {
+        // An EUC-KR display name ("홍길동" is C8 AB B1 E6 B5 BF in EUC-KR) from a carrier.
+        let m = Message::parse(Bytes::from_static(
+            b"OPTIONS sip:a@b SIP/2.0\r\nFrom: \"\xc8\xab\xb1\xe6\xb5\xbf\" <sip:0212345678@carrier>;tag=1\r\nl: 2\r\n\r\n\xff\x00",
+        ))
+        .unwrap();
+        let from = m.from_hdr().unwrap();
+        assert_eq!(from.uri, "sip:0212345678@carrier");
+        assert_eq!(from.tag(), Some("1"));
+        assert!(m.header(HeaderName::From).unwrap().contains('\u{FFFD}'));
+        assert_eq!(&m.body()[..], b"\xff\x00", "the body is kept as it came");
         let m = Message::parse(Bytes::from_static(b"OPTIONS sip:a@b SIP/2.0\r\nl: 2\r\n\r\n\xff\x00")).unwrap();
         assert_eq!(&m.body()[..], b"\xff\x00");
     }

@@ -183,7 +183,10 @@ impl<'a> Uri<'a> {
 fn parse_sip<'a>(rest: &'a str, base: usize, uri: &mut Uri<'a>) -> Result<(), UriError> {
     for (i, b) in rest.bytes().enumerate() {
         if matches!(b, b'<' | b'>' | b'"' | b'\\' | b'{' | b'}' | b'|' | b'^') {
-            return Err(UriError::BadChar { ch: b as char, at: base + i });
+            return Err(UriError::BadChar {
+                ch: b as char,
+                at: base + i,
+            });
         }
     }
     // userinfo: '@' may not appear unescaped anywhere else in a SIP URI.
@@ -373,7 +376,10 @@ mod tests {
         assert_eq!(u.scheme, Scheme::Other("soap.beep"));
         assert_eq!(u.raw, "soap.beep://192.0.2.103:3002");
         assert_eq!(u.host, "");
-        assert!(matches!(Uri::parse("nobodyKnowsThisScheme:x").unwrap().scheme, Scheme::Other(_)));
+        assert!(matches!(
+            Uri::parse("nobodyKnowsThisScheme:x").unwrap().scheme,
+            Scheme::Other(_)
+        ));
         assert_eq!(Uri::parse("SIP:a@b").unwrap().scheme, Scheme::Sip);
         assert_eq!(Uri::parse(""), Err(UriError::Empty));
         assert_eq!(Uri::parse("<sip:a@b>"), Err(UriError::BadScheme));
