@@ -491,28 +491,28 @@ impl Core {
         let trying = self.response(&msg, 100, "Trying").build();
         self.txn.respond(now, txn, 100, trying, Some(Mark { stage: Stage::InviteTo100, since: now }));
 
-        let trunk = match self.profile.trunk_for(peer.addr.ip()) {
-            Some(t) => t.clone(),
-            None => return, // checked before; unreachable in practice
+        // A local handle on the profile, so lookups borrow from it rather than cloning per call.
+        let profile = self.profile.clone();
+        let Some(trunk) = profile.trunk_for(peer.addr.ip()) else {
+            return; // checked before; unreachable in practice
         };
         let number = msg.request_uri().and_then(|u| Uri::parse(u).ok()).and_then(|u| u.number()).unwrap_or_default();
-        let service = self.profile.service_for(&trunk, &number).cloned();
-        let Some(service) = service else {
+        let Some(service) = profile.service_for(trunk, &number) else {
             tracing::info!(%number, trunk = %trunk.name, "no service for the number: 404");
-            self.reject(now, txn, &msg, peer, Some(&trunk), None, 404, "Not Found", Outcome::NotFound);
+            self.reject(now, txn, &msg, peer, Some(trunk), None, 404, "Not Found", Outcome::NotFound);
             return;
         };
         if self.draining {
-            self.reject(now, txn, &msg, peer, Some(&trunk), Some(&service), 503, "Service Unavailable", Outcome::Shutdown);
+            self.reject(now, txn, &msg, peer, Some(trunk), Some(service), 503, "Service Unavailable", Outcome::Shutdown);
             return;
         }
         if self.calls.len() >= self.cfg.max_calls || self.backlogged || !self.admit_cps(now) {
             self.metrics.inc(Counter::Overload503);
-            self.reject(now, txn, &msg, peer, Some(&trunk), Some(&service), 503, "Service Unavailable", Outcome::Busy);
+            self.reject(now, txn, &msg, peer, Some(trunk), Some(service), 503, "Service Unavailable", Outcome::Busy);
             return;
         }
         if msg.max_forwards() == Some(0) && service.bridge_to.is_some() {
-            self.reject(now, txn, &msg, peer, Some(&trunk), Some(&service), 483, "Too Many Hops", Outcome::Failed);
+            self.reject(now, txn, &msg, peer, Some(trunk), Some(service), 483, "Too Many Hops", Outcome::Failed);
             return;
         }
         let key = self.next_key;
@@ -521,7 +521,7 @@ impl Core {
         let a = match Dialog::uas(&msg, peer, &local_tag, self.contact_uri(peer.transport)) {
             Some(d) => d,
             None => {
-                self.reject(now, txn, &msg, peer, Some(&trunk), Some(&service), 400, "Bad Request", Outcome::Failed);
+                self.reject(now, txn, &msg, peer, Some(trunk), Some(service), 400, "Bad Request", Outcome::Failed);
                 return;
             }
         };
@@ -556,10 +556,10 @@ impl Core {
         self.calls.insert(key, call);
         self.metrics.set_active_calls(self.calls.len());
 
-        if let Some(target) = service.bridge_to.clone() {
-            self.start_bridge(now, key, &msg, &target);
+        if let Some(target) = &service.bridge_to {
+            self.start_bridge(now, key, &msg, target);
         } else {
-            self.answer_guidance(now, key, &msg, &trunk, &service);
+            self.answer_guidance(now, key, &msg, trunk, service);
         }
     }
 
