@@ -12,14 +12,24 @@ use std::time::Duration;
 
 use common::*;
 
-fn uac(dir: &std::path::Path, cg: &Callgate, ports: &PortBlock, scenario: &str, number: &str) -> Sipp {
+fn uac(
+    dir: &std::path::Path,
+    cg: &Callgate,
+    ports: &PortBlock,
+    scenario: &str,
+    number: &str,
+) -> Sipp {
     Sipp::uac(dir, "uac", scenario, cg.sip, number)
         .ports(ports, P_UAC, P_UAC_CTRL, P_UAC_MEDIA)
         .key("rtp_port", &ports.port(P_RTP).to_string())
 }
 
 fn first_received_status(run: &SippRun) -> String {
-    run.received().first().and_then(|m| m.lines().next()).unwrap_or("(nothing)").to_string()
+    run.received()
+        .first()
+        .and_then(|m| m.lines().next())
+        .unwrap_or("(nothing)")
+        .to_string()
 }
 
 /// The guidance call, checked from the carrier's side end to end.
@@ -43,13 +53,28 @@ fn announcement_call(name: &str, tcp: bool) {
 
     // 100 Trying at once, before anything else.
     let first = first_received_status(&run);
-    assert!(first.starts_with("SIP/2.0 100 "), "the first answer to the INVITE was {first:?}, expected 100 Trying\n{}", run.explain());
+    assert!(
+        first.starts_with("SIP/2.0 100 "),
+        "the first answer to the INVITE was {first:?}, expected 100 Trying\n{}",
+        run.explain()
+    );
 
     // The announcement's RTP at the address our offer named.
     let (answer_port, pt) = answer_media(&run);
-    assert!(pt == 0 || pt == 8, "answer chose payload type {pt}; we offered 0 8 101");
-    assert_eq!(junk, 0, "{junk} datagrams too short to be RTP arrived at the media port");
-    let report = check_stream(&pkts, pt).unwrap_or_else(|e| panic!("announcement RTP: {e}\n--- callgate stderr:\n{}", cg.stderr()));
+    assert!(
+        pt == 0 || pt == 8,
+        "answer chose payload type {pt}; we offered 0 8 101"
+    );
+    assert_eq!(
+        junk, 0,
+        "{junk} datagrams too short to be RTP arrived at the media port"
+    );
+    let report = check_stream(&pkts, pt).unwrap_or_else(|e| {
+        panic!(
+            "announcement RTP: {e}\n--- callgate stderr:\n{}",
+            cg.stderr()
+        )
+    });
     assert_eq!(
         report.packets, frames,
         "the guidance prompt has {frames} frames of 20 ms; {} RTP packets arrived ({report:?})",
@@ -66,31 +91,60 @@ fn announcement_call(name: &str, tcp: bool) {
     let m = cg.metrics();
     for stage in ["invite_to_100", "invite_to_200"] {
         let n = m.must("callgate_setup_latency_seconds_count", &[("stage", stage)]);
-        assert!(n >= 1.0, "callgate_setup_latency_seconds_count{{stage={stage}}} = {n} after a call\n{}", m.0);
+        assert!(
+            n >= 1.0,
+            "callgate_setup_latency_seconds_count{{stage={stage}}} = {n} after a call\n{}",
+            m.0
+        );
     }
-    assert_eq!(m.must("callgate_calls_total", &[("outcome", "completed")]), 1.0, "{}", m.0);
-    assert!(m.must("callgate_rtp_packets_sent_total", &[]) >= frames as f64, "{}", m.0);
+    assert_eq!(
+        m.must("callgate_calls_total", &[("outcome", "completed")]),
+        1.0,
+        "{}",
+        m.0
+    );
+    assert!(
+        m.must("callgate_rtp_packets_sent_total", &[]) >= frames as f64,
+        "{}",
+        m.0
+    );
     assert_eq!(m.must("callgate_active_calls", &[]), 0.0, "{}", m.0);
 
     // The record, written while callgate runs.
     let recs = cg.wait_records(1);
     let r = assert_one_record(&recs, "completed", 200, "120");
-    assert_eq!(Some(r.text("sip_call_id")), run.call_id(), "sip_call_id is not the carrier's Call-ID");
+    assert_eq!(
+        Some(r.text("sip_call_id")),
+        run.call_id(),
+        "sip_call_id is not the carrier's Call-ID"
+    );
     let transport = r.text("transport").to_ascii_lowercase();
-    assert_eq!(transport, if tcp { "tcp" } else { "udp" }, "transport in {r:#?}");
-    let answered = r.int("answered_ms").expect("a completed call has answered_ms");
+    assert_eq!(
+        transport,
+        if tcp { "tcp" } else { "udp" },
+        "transport in {r:#?}"
+    );
+    let answered = r
+        .int("answered_ms")
+        .expect("a completed call has answered_ms");
     let played = r.int("ended_ms").unwrap() - answered;
     let expect_ms = frames as i64 * 20;
     assert!(
         (expect_ms - 1000..=expect_ms + 2000).contains(&played),
         "answered→ended took {played} ms; the announcement is {expect_ms} ms"
     );
-    assert!(answered - r.int("arrived_ms").unwrap() < 1000, "INVITE→answer took over a second: {r:#?}");
+    assert!(
+        answered - r.int("arrived_ms").unwrap() < 1000,
+        "INVITE→answer took over a second: {r:#?}"
+    );
 
     // A clean stop prints the latency summary.
     let stopped = cg.stop_ok();
     let out = format!("{}{}", stopped.stderr, stopped.stdout);
-    assert!(out.contains("invite_to_100") && out.contains("invite_to_200"), "no latency summary on shutdown:\n{out}");
+    assert!(
+        out.contains("invite_to_100") && out.contains("invite_to_200"),
+        "no latency summary on shutdown:\n{out}"
+    );
 }
 
 #[test]
@@ -117,17 +171,37 @@ fn caller_hangs_up_during_the_announcement() {
     let (_, pt) = answer_media(&run);
     let report = check_stream(&pkts, pt).unwrap_or_else(|e| panic!("RTP before the hang-up: {e}"));
     // The caller hung up 3 s after the ACK: about 150 packets.
-    assert!((110..=200).contains(&report.packets), "{} RTP packets in the 3 s before the caller's BYE", report.packets);
+    assert!(
+        (110..=200).contains(&report.packets),
+        "{} RTP packets in the 3 s before the caller's BYE",
+        report.packets
+    );
     // And the stream stopped with the BYE (SIPp exits right after the 200 to its BYE).
-    let late: Vec<_> = pkts.iter().filter(|p| p.at > run.finished + Duration::from_millis(100)).collect();
-    assert!(late.is_empty(), "{} RTP packets still arrived after the call ended (first: {:?})", late.len(), late.first());
+    let late: Vec<_> = pkts
+        .iter()
+        .filter(|p| p.at > run.finished + Duration::from_millis(100))
+        .collect();
+    assert!(
+        late.is_empty(),
+        "{} RTP packets still arrived after the call ended (first: {:?})",
+        late.len(),
+        late.first()
+    );
 
     let m = cg.metrics();
-    assert_eq!(m.must("callgate_calls_total", &[("outcome", "abandoned")]), 1.0, "{}", m.0);
+    assert_eq!(
+        m.must("callgate_calls_total", &[("outcome", "abandoned")]),
+        1.0,
+        "{}",
+        m.0
+    );
     assert_eq!(m.must("callgate_active_calls", &[]), 0.0, "{}", m.0);
     let recs = cg.wait_records(1);
     let r = assert_one_record(&recs, "abandoned", 200, "120");
-    assert!(r.int("answered_ms").is_some(), "an abandoned call was answered: {r:#?}");
+    assert!(
+        r.int("answered_ms").is_some(),
+        "an abandoned call was answered: {r:#?}"
+    );
     cg.stop_ok();
 }
 
@@ -136,16 +210,30 @@ fn source_outside_the_trunk_acl_is_refused_with_403() {
     let dir = test_dir("source_outside_the_trunk_acl_is_refused_with_403");
     let ports = PortBlock::acquire();
     // The only trunk is 127.0.0.2; SIPp sends from 127.0.0.1.
-    let cg = Callgate::start_with(&dir, &ports, ProfileBuilder::default_profile().trunk_networks(&["127.0.0.2/32"]));
+    let cg = Callgate::start_with(
+        &dir,
+        &ports,
+        ProfileBuilder::default_profile().trunk_networks(&["127.0.0.2/32"]),
+    );
     let run = uac(&dir, &cg, &ports, "uac_forbidden.xml", "120").run();
     run.assert_ok(Some(&cg));
     let m = cg.metrics();
-    assert_eq!(m.must("callgate_sip_rejections_total", &[("code", "403")]), 1.0, "{}", m.0);
+    let sent = m.must("callgate_sip_messages_total", &[("direction", "out")]);
+    let rejected = m.must("callgate_sip_rejections_total", &[("code", "403")]);
+    assert!(
+        sent == 1.0 && rejected == 1.0,
+        "one INVITE from outside the ACL (then its ACK): callgate sent {sent} messages and counts {rejected} 403 \
+         rejections; expected one 403 sent and counted once (an ACK is never answered, so it is not a rejection)\n{}",
+        m.0
+    );
     assert_eq!(m.must("callgate_active_calls", &[]), 0.0, "{}", m.0);
     cg.stop_ok();
     let recs = records(&dir.join("calls.db"));
     let r = assert_one_record(&recs, "rejected", 403, "120");
-    assert!(r.int("answered_ms").is_none(), "a refused call has no answer time: {r:#?}");
+    assert!(
+        r.int("answered_ms").is_none(),
+        "a refused call has no answer time: {r:#?}"
+    );
 }
 
 #[test]
@@ -181,7 +269,10 @@ fn options_ping_is_answered_200() {
     run.assert_ok(Some(&cg));
     cg.stop_ok();
     let recs = records(&dir.join("calls.db"));
-    assert!(recs.is_empty(), "an OPTIONS ping is not a call, yet it left records: {recs:#?}");
+    assert!(
+        recs.is_empty(),
+        "an OPTIONS ping is not a call, yet it left records: {recs:#?}"
+    );
 }
 
 #[test]
@@ -208,7 +299,9 @@ fn malformed_requests_get_400_and_do_not_hurt() {
     let raw = ports.port(P_RAW);
     let sip = cg.sip;
     let req = |n: u32, method: &str, call_id: Option<&str>, cseq: &str, tail: &str| {
-        let cid = call_id.map(|c| format!("Call-ID: {c}\r\n")).unwrap_or_default();
+        let cid = call_id
+            .map(|c| format!("Call-ID: {c}\r\n"))
+            .unwrap_or_default();
         format!(
             "{method} sip:120@{sip} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{raw};branch=z9hG4bK-e2e-raw-{n};rport\r\n\
              From: <sip:{CALLER}@127.0.0.1>;tag=raw{n}\r\nTo: <sip:120@{sip}>\r\n{cid}CSeq: {cseq}\r\n\
@@ -216,10 +309,40 @@ fn malformed_requests_get_400_and_do_not_hurt() {
         )
     };
     let cases = [
-        ("an INVITE without Call-ID", req(1, "INVITE", None, "1 INVITE", "Content-Length: 0\r\n\r\n")),
-        ("a CSeq that is not a number", req(2, "OPTIONS", Some("raw2@e2e"), "one OPTIONS", "Content-Length: 0\r\n\r\n")),
-        ("a CSeq method that is not the request's", req(3, "OPTIONS", Some("raw3@e2e"), "1 INVITE", "Content-Length: 0\r\n\r\n")),
-        ("a Content-Length beyond the datagram", req(4, "OPTIONS", Some("raw4@e2e"), "1 OPTIONS", "Content-Length: 500\r\n\r\nshort")),
+        (
+            "an INVITE without Call-ID",
+            req(1, "INVITE", None, "1 INVITE", "Content-Length: 0\r\n\r\n"),
+        ),
+        (
+            "a CSeq that is not a number",
+            req(
+                2,
+                "OPTIONS",
+                Some("raw2@e2e"),
+                "one OPTIONS",
+                "Content-Length: 0\r\n\r\n",
+            ),
+        ),
+        (
+            "a CSeq method that is not the request's",
+            req(
+                3,
+                "OPTIONS",
+                Some("raw3@e2e"),
+                "1 INVITE",
+                "Content-Length: 0\r\n\r\n",
+            ),
+        ),
+        (
+            "a Content-Length beyond the datagram",
+            req(
+                4,
+                "OPTIONS",
+                Some("raw4@e2e"),
+                "1 OPTIONS",
+                "Content-Length: 500\r\n\r\nshort",
+            ),
+        ),
     ];
     let mut wrong = String::new();
     for (what, msg) in &cases {
@@ -227,15 +350,29 @@ fn malformed_requests_get_400_and_do_not_hurt() {
             None => wrong.push_str(&format!("- {what}: no answer within 2 s\n")),
             Some(ans) => {
                 let status = ans.lines().next().unwrap_or("");
-                if !(status.starts_with("SIP/2.0 400 ") && status.trim_end().len() > "SIP/2.0 400".len()) {
-                    wrong.push_str(&format!("- {what}: answered {status:?}, expected 400 with a reason phrase\n"));
+                if !(status.starts_with("SIP/2.0 400 ")
+                    && status.trim_end().len() > "SIP/2.0 400".len())
+                {
+                    wrong.push_str(&format!(
+                        "- {what}: answered {status:?}, expected 400 with a reason phrase\n"
+                    ));
                 }
             }
         }
     }
-    assert!(wrong.is_empty(), "malformed requests:\n{wrong}--- callgate stderr:\n{}", cg.stderr());
+    assert!(
+        wrong.is_empty(),
+        "malformed requests:\n{wrong}--- callgate stderr:\n{}",
+        cg.stderr()
+    );
 
-    for junk in [&b"\x00\x01\x02garbage"[..], b"\r\n\r\n", b"SIP/2.0 200 OK\r\n\r\n", &[0xffu8; 1400][..], b"INVITE"] {
+    for junk in [
+        &b"\x00\x01\x02garbage"[..],
+        b"\r\n\r\n",
+        b"SIP/2.0 200 OK\r\n\r\n",
+        &[0xffu8; 1400][..],
+        b"INVITE",
+    ] {
         let _ = udp_exchange(raw, sip, junk, Duration::from_millis(200));
     }
 
@@ -245,21 +382,39 @@ fn malformed_requests_get_400_and_do_not_hurt() {
          From: <sip:{CALLER}@127.0.0.1>;tag=raw9\r\nTo: <sip:120@{sip}>\r\nCall-ID: raw9@e2e\r\nCSeq: 1 OPTIONS\r\n\
          Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
     );
-    let ans = udp_exchange(raw, sip, ping.as_bytes(), Duration::from_secs(2))
-        .unwrap_or_else(|| panic!("no answer to OPTIONS after the malformed input\n--- callgate stderr:\n{}", cg.stderr()));
-    assert!(ans.starts_with("SIP/2.0 200 "), "OPTIONS after malformed input: {ans}");
+    let ans =
+        udp_exchange(raw, sip, ping.as_bytes(), Duration::from_secs(2)).unwrap_or_else(|| {
+            panic!(
+                "no answer to OPTIONS after the malformed input\n--- callgate stderr:\n{}",
+                cg.stderr()
+            )
+        });
+    assert!(
+        ans.starts_with("SIP/2.0 200 "),
+        "OPTIONS after malformed input: {ans}"
+    );
     let m = cg.metrics();
-    assert!(m.must("callgate_sip_parse_errors_total", &[]) >= 1.0, "{}", m.0);
+    assert!(
+        m.must("callgate_sip_parse_errors_total", &[]) >= 1.0,
+        "{}",
+        m.0
+    );
     cg.stop_ok();
 }
 
 fn bridge_profile(ports: &PortBlock) -> ProfileBuilder {
     let callee = format!("sip:callee@127.0.0.1:{}", ports.port(P_UAS));
-    ProfileBuilder::default_profile().add_service("200", "Bridge to a fixed destination (e2e)", Some(&callee))
+    ProfileBuilder::default_profile().add_service(
+        "200",
+        "Bridge to a fixed destination (e2e)",
+        Some(&callee),
+    )
 }
 
 fn uas(dir: &std::path::Path, ports: &PortBlock, scenario: &str) -> SippChild {
-    let c = Sipp::uas(dir, "uas", scenario).ports(ports, P_UAS, P_UAS_CTRL, P_UAS_MEDIA).spawn();
+    let c = Sipp::uas(dir, "uas", scenario)
+        .ports(ports, P_UAS, P_UAS_CTRL, P_UAS_MEDIA)
+        .spawn();
     std::thread::sleep(Duration::from_millis(300)); // let it bind
     c
 }
@@ -280,13 +435,31 @@ fn bridged_call_passes_through_the_b2bua() {
     callee.assert_ok(Some(&cg));
 
     // The callee saw callgate's own INVITE (a B2BUA: a new Call-ID), and the caller's BYE.
-    let invite = callee.received().into_iter().find(|m| m.starts_with("INVITE ")).expect("the callee got an INVITE");
+    let invite = callee
+        .received()
+        .into_iter()
+        .find(|m| m.starts_with("INVITE "))
+        .expect("the callee got an INVITE");
     let caller_cid = run.call_id().unwrap();
-    assert!(!invite.contains(&caller_cid), "the B-leg INVITE reuses the caller's Call-ID {caller_cid}:\n{invite}");
-    assert!(callee.received().iter().any(|m| m.starts_with("BYE ")), "the callee never got a BYE\n{}", callee.explain());
+    assert!(
+        !invite.contains(&caller_cid),
+        "the B-leg INVITE reuses the caller's Call-ID {caller_cid}:\n{invite}"
+    );
+    assert!(
+        callee.received().iter().any(|m| m.starts_with("BYE ")),
+        "the callee never got a BYE\n{}",
+        callee.explain()
+    );
 
     let m = cg.metrics();
-    assert!(m.must("callgate_setup_latency_seconds_count", &[("stage", "invite_to_200")]) >= 1.0, "{}", m.0);
+    assert!(
+        m.must(
+            "callgate_setup_latency_seconds_count",
+            &[("stage", "invite_to_200")]
+        ) >= 1.0,
+        "{}",
+        m.0
+    );
     cg.stop_ok();
     let recs = records(&dir.join("calls.db"));
     let r = assert_one_record(&recs, "bridged", 200, "200");
@@ -306,62 +479,141 @@ fn caller_cancels_while_the_callee_rings() {
     cg.stop_ok();
     let recs = records(&dir.join("calls.db"));
     let r = assert_one_record(&recs, "cancelled", 487, "200");
-    assert!(r.int("answered_ms").is_none(), "a cancelled call was never answered: {r:#?}");
+    assert!(
+        r.int("answered_ms").is_none(),
+        "a cancelled call was never answered: {r:#?}"
+    );
 }
 
 #[test]
 fn over_the_call_limit_calls_get_503_with_retry_after() {
     let dir = test_dir("over_the_call_limit_calls_get_503_with_retry_after");
     let ports = PortBlock::acquire();
-    let profile = ProfileBuilder::default_profile().set("limits", "max_calls", 1).set("limits", "retry_after", 7);
+    let profile = ProfileBuilder::default_profile()
+        .set("limits", "max_calls", 1)
+        .set("limits", "retry_after", 7);
     let cg = Callgate::start_with(&dir, &ports, profile);
     let _sink = RtpSink::bind(ports.port(P_RTP));
     let first = uac(&dir, &cg, &ports, "uac_hangup_early.xml", "120").spawn();
-    cg.wait_metrics(Duration::from_secs(3), "the first call to be up", |m| m.get("callgate_active_calls", &[]) == Some(1.0));
+    cg.wait_metrics(Duration::from_secs(3), "the first call to be up", |m| {
+        m.get("callgate_active_calls", &[]) == Some(1.0)
+    });
     let second = Sipp::uac(&dir, "uac2", "uac_busy.xml", cg.sip, "120")
         .ports(&ports, P_UAC2, P_UAC2_CTRL, P_UAC2_MEDIA)
         .key("rtp_port", &ports.port(P_RTP2).to_string())
         .run();
     second.assert_ok(Some(&cg));
-    assert_eq!(second.log_value("retry_after").as_deref(), Some("7"), "Retry-After of the 503\n{}", second.explain());
+    assert_eq!(
+        second.log_value("retry_after").as_deref(),
+        Some("7"),
+        "Retry-After of the 503\n{}",
+        second.explain()
+    );
     let first = first.wait();
     first.assert_ok(Some(&cg));
     let m = cg.metrics();
-    assert_eq!(m.must("callgate_sip_rejections_total", &[("code", "503")]), 1.0, "{}", m.0);
+    assert_eq!(
+        m.must("callgate_sip_rejections_total", &[("code", "503")]),
+        1.0,
+        "{}",
+        m.0
+    );
     cg.stop_ok();
     let recs = records(&dir.join("calls.db"));
     assert_eq!(recs.len(), 2, "{recs:#?}");
-    let busy = recs.iter().find(|r| r.int("sip_status") == Some(503)).unwrap_or_else(|| panic!("no 503 record: {recs:#?}"));
+    let busy = recs
+        .iter()
+        .find(|r| r.int("sip_status") == Some(503))
+        .unwrap_or_else(|| panic!("no 503 record: {recs:#?}"));
     assert_eq!(busy.text("outcome"), "busy", "{busy:#?}");
-    assert!(recs.iter().any(|r| r.text("outcome") == "abandoned"), "{recs:#?}");
+    assert!(
+        recs.iter().any(|r| r.text("outcome") == "abandoned"),
+        "{recs:#?}"
+    );
 }
 
 #[test]
-fn sigterm_ends_calls_with_bye_and_flushes_records() {
-    let dir = test_dir("sigterm_ends_calls_with_bye_and_flushes_records");
+fn sigterm_ends_calls_with_bye_refuses_new_ones_and_flushes_records() {
+    let dir = test_dir("sigterm_ends_calls_with_bye_refuses_new_ones_and_flushes_records");
     let ports = PortBlock::acquire();
     let cg = Callgate::start_default(&dir, &ports);
+    let sip = cg.sip;
     let sink = RtpSink::bind(ports.port(P_RTP));
-    // uac_announcement answers callgate's BYE, whenever it comes.
-    let caller = uac(&dir, &cg, &ports, "uac_announcement.xml", "120").spawn();
-    cg.wait_metrics(Duration::from_secs(3), "the call to be up", |m| m.get("callgate_active_calls", &[]) == Some(1.0));
+    // uac_shutdown answers callgate's BYE 400 ms late: callgate is still draining meanwhile.
+    let caller = uac(&dir, &cg, &ports, "uac_shutdown.xml", "120").spawn();
+    cg.wait_metrics(Duration::from_secs(3), "the call to be up", |m| {
+        m.get("callgate_active_calls", &[]) == Some(1.0)
+    });
     std::thread::sleep(Duration::from_secs(1));
-    let stopped = cg.stop();
+    let t0 = std::time::Instant::now();
+    cg.sigterm();
+    std::thread::sleep(Duration::from_millis(150));
+
+    // A new call while draining: 503 with Retry-After, at once.
+    let raw = ports.port(P_RAW);
+    let (cid, branch) = ("late-call@e2e", "z9hG4bK-e2e-late-1");
+    let invite = raw_invite(raw, sip, "120", cid, branch, ports.port(P_RTP2));
+    let answers = udp_request(raw, sip, invite.as_bytes(), Duration::from_secs(2));
+    let last = answers.last().cloned().unwrap_or_default();
+    if let Some(fin) = answers.iter().find(|a| !a.starts_with("SIP/2.0 1")) {
+        let _ = udp_exchange(
+            raw,
+            sip,
+            raw_ack(raw, sip, "120", cid, branch, fin).as_bytes(),
+            Duration::from_millis(10),
+        );
+    }
+    let stopped = cg.wait_exit(t0);
     let run = caller.wait();
     let (pkts, _) = sink.finish();
+
+    assert!(
+        last.starts_with("SIP/2.0 503 ") && header_value(&last, "Retry-After").is_some(),
+        "an INVITE during the shutdown got {:?}, expected 503 with Retry-After\n--- answers:\n{}\n--- callgate stderr:\n{}",
+        last.lines().next(),
+        answers.join("\n----\n"),
+        stopped.stderr
+    );
     assert!(
         stopped.status.success(),
         "callgate exited {} after SIGTERM\n--- stderr:\n{}",
         stopped.status,
         stopped.stderr
     );
-    assert!(stopped.took < Duration::from_secs(10), "shutdown took {:?}", stopped.took);
+    assert!(
+        stopped.took < Duration::from_secs(10),
+        "shutdown took {:?}",
+        stopped.took
+    );
     if run.code() != Some(0) {
-        panic!("the caller did not get a BYE on shutdown\n{}\n--- callgate stderr:\n{}", run.explain(), stopped.stderr);
+        panic!(
+            "the caller did not get a BYE on shutdown\n{}\n--- callgate stderr:\n{}",
+            run.explain(),
+            stopped.stderr
+        );
     }
-    assert!(pkts.len() >= 40 && pkts.len() < 400, "{} RTP packets before the shutdown", pkts.len());
+    assert!(
+        pkts.len() >= 40 && pkts.len() < 400,
+        "{} RTP packets before the shutdown",
+        pkts.len()
+    );
     let out = format!("{}{}", stopped.stderr, stopped.stdout);
-    assert!(out.contains("invite_to_200"), "no latency summary on shutdown:\n{out}");
+    assert!(
+        out.contains("invite_to_200"),
+        "no latency summary on shutdown:\n{out}"
+    );
+
+    // Both calls recorded: the one ended by the shutdown, and the one refused during it.
     let recs = records(&dir.join("calls.db"));
-    assert_one_record(&recs, "shutdown", 200, "120");
+    assert_eq!(
+        recs.len(),
+        2,
+        "expected the ended call and the refused one: {recs:#?}"
+    );
+    let (ended, refused): (Vec<_>, Vec<_>) =
+        recs.into_iter().partition(|r| r.text("sip_call_id") != cid);
+    let r = assert_one_record(&ended, "shutdown", 200, "120");
+    assert!(r.int("answered_ms").is_some(), "{r:#?}");
+    let r = assert_one_record(&refused, "shutdown", 503, "120");
+    assert!(r.int("answered_ms").is_none(), "{r:#?}");
 }

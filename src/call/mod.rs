@@ -377,13 +377,13 @@ impl Core {
         if msg.is_request() {
             let is_ack = msg.method() == Some(&Method::Ack);
             if self.profile.trunk_for(peer.addr.ip()).is_none() {
-                self.metrics.inc(Counter::Forbidden403);
                 if msg.method() == Some(&Method::Invite) {
                     // No state is kept; the record's id derives from the message, so
                     // retransmissions of the same INVITE write one record.
                     self.record_rejected(now, &msg, peer, None, Outcome::Rejected, 403, "source not allowed");
                 }
                 if !is_ack {
+                    self.metrics.inc(Counter::Forbidden403);
                     tracing::info!(src = %peer.addr, "request from a source no trunk allows: 403");
                     self.respond_stateless(&msg, peer, 403, "Forbidden", None);
                 }
@@ -446,7 +446,8 @@ impl Core {
         self.draining = true;
         let keys: Vec<CallKey> = self.calls.keys().copied().collect();
         for key in keys {
-            self.hang_up(now, key, Outcome::Shutdown, 503, "edge shutting down");
+            // Answered calls end with BYE (status 200 in the record); ringing ones get 503.
+            self.hang_up(now, key, Outcome::Shutdown, 200, "edge shutting down");
         }
     }
 

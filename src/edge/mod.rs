@@ -124,7 +124,7 @@ async fn serve(
     sink: RecordSink,
 ) -> Result<(), EdgeError> {
     let sip_addr = profile.listen.sip;
-    let udp = UdpSocket::bind(sip_addr).await.map_err(|source| EdgeError::Bind { what: "SIP/UDP", addr: sip_addr, source })?;
+    let udp = bind_udp(sip_addr).map_err(|source| EdgeError::Bind { what: "SIP/UDP", addr: sip_addr, source })?;
     let udp = Arc::new(udp);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (tcp_in_tx, tcp_in_rx) = mpsc::channel::<(Bytes, Peer)>(4096);
@@ -161,6 +161,39 @@ async fn serve(
     Ok(())
 }
 
+/// The SIP UDP socket, with large kernel buffers (`SO_RCVBUFFORCE` where allowed, else as much
+/// as `net.core.rmem_max` permits).
+fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    force_buffer(&sock, libc::SO_RCVBUFFORCE, SIP_SOCKET_BUFFER).or_else(|_| sock.set_recv_buffer_size(SIP_SOCKET_BUFFER))?;
+    force_buffer(&sock, libc::SO_SNDBUFFORCE, SIP_SOCKET_BUFFER).or_else(|_| sock.set_send_buffer_size(SIP_SOCKET_BUFFER))?;
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    UdpSocket::from_std(sock.into())
+}
+
+/// `SO_RCVBUFFORCE` / `SO_SNDBUFFORCE`: beyond the sysctl limit, for a privileged process.
+fn force_buffer(sock: &socket2::Socket, opt: libc::c_int, size: usize) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let v = size as libc::c_int;
+    // SAFETY: a valid socket fd and a pointer to an int of the size passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            opt,
+            &v as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 async fn wait_for_signal() {
     #[cfg(unix)]
     {
@@ -194,9 +227,13 @@ struct SipShell {
 
 /// Datagrams read in one go before the core's outputs are flushed.
 const UDP_BATCH: usize = 64;
-/// Consecutive full batches (more than this many × UDP_BATCH datagrams waiting) that count as a
-/// backlog: new calls are then refused with 503 until a batch comes up short.
-const BACKLOG_BATCHES: u32 = 8;
+/// How long receive batches must come back full (the socket never drained) before the input
+/// counts as backlogged: new calls are then refused with 503 until a batch comes up short. Short
+/// bursts do not trip it; an edge that cannot keep up does, within this time.
+const BACKLOG_AFTER: Duration = Duration::from_millis(100);
+/// Socket buffers for the SIP UDP socket: bursts of thousands of datagrams must not be dropped
+/// by the kernel while the sip task is busy.
+const SIP_SOCKET_BUFFER: usize = 8 << 20;
 
 impl SipShell {
     async fn run(
@@ -211,7 +248,7 @@ impl SipShell {
         let sleep = tokio::time::sleep_until(far);
         tokio::pin!(sleep);
         let mut draining_since: Option<Instant> = None;
-        let mut full_batches = 0u32;
+        let mut full_since: Option<Instant> = None;
         loop {
             let deadline = core.poll_timeout().map(tokio::time::Instant::from_std).unwrap_or(far);
             if sleep.deadline() != deadline {
@@ -232,8 +269,13 @@ impl SipShell {
                                 }
                                 got += 1;
                             }
-                            full_batches = if got == UDP_BATCH { full_batches + 1 } else { 0 };
-                            core.set_backlogged(full_batches >= BACKLOG_BATCHES);
+                            if got == UDP_BATCH {
+                                let since = *full_since.get_or_insert(now);
+                                core.set_backlogged(now.duration_since(since) >= BACKLOG_AFTER);
+                            } else {
+                                full_since = None;
+                                core.set_backlogged(false);
+                            }
                         }
                         // ICMP errors from earlier sends surface here on Linux; the socket stays up.
                         Err(e) => tracing::debug!(error = %e, "UDP receive error"),
@@ -242,6 +284,8 @@ impl SipShell {
                 Some((data, peer)) = tcp_in.recv() => core.handle_datagram(Instant::now(), data, peer),
                 Some(ev) = media_events.recv() => core.handle_media(Instant::now(), ev),
                 _ = &mut sleep => core.handle_timeout(Instant::now()),
+                // While draining, wake up to check whether the edge may stop.
+                _ = tokio::time::sleep(Duration::from_millis(100)), if draining_since.is_some() => {}
                 r = shutdown.changed(), if draining_since.is_none() => {
                     if r.is_err() || *shutdown.borrow() {
                         let now = Instant::now();

@@ -79,7 +79,9 @@ pub fn require_sipp() -> PathBuf {
 /// A fresh directory for one test's files, under cargo's per-target temporary directory.
 /// It is kept after the test so that a failure can be inspected.
 pub fn test_dir(name: &str) -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e").join(name);
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("e2e")
+        .join(name);
     let _ = fs::remove_dir_all(&d);
     fs::create_dir_all(&d).unwrap_or_else(|e| panic!("create {}: {e}", d.display()));
     d
@@ -130,7 +132,12 @@ impl PortBlock {
         for i in 0..SLOTS {
             let slot = (start + i) % SLOTS;
             let path = dir.join(format!("slot-{slot}.lock"));
-            let f = OpenOptions::new().create(true).truncate(false).write(true).open(&path).expect("open a port-lock file");
+            let f = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .expect("open a port-lock file");
             // SAFETY: flock on a file descriptor we own.
             let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
             if r != 0 {
@@ -148,7 +155,10 @@ impl PortBlock {
                 return PortBlock { base, _lock: f };
             }
         }
-        panic!("no free block of {BLOCK} loopback ports in {PORT_BASE}..{}", PORT_BASE + SLOTS * BLOCK);
+        panic!(
+            "no free block of {BLOCK} loopback ports in {PORT_BASE}..{}",
+            PORT_BASE + SLOTS * BLOCK
+        );
     }
 
     pub fn port(&self, offset: u16) -> u16 {
@@ -161,7 +171,11 @@ impl PortBlock {
     }
 
     pub fn rtp_range(&self) -> String {
-        format!("{}-{}", self.port(P_CALLGATE_RTP.0), self.port(P_CALLGATE_RTP.1))
+        format!(
+            "{}-{}",
+            self.port(P_CALLGATE_RTP.0),
+            self.port(P_CALLGATE_RTP.1)
+        )
     }
 }
 
@@ -186,7 +200,8 @@ pub struct ProfileBuilder {
 
 fn read_toml(p: &Path) -> toml::Table {
     let s = fs::read_to_string(p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()));
-    s.parse::<toml::Table>().unwrap_or_else(|e| panic!("parse {}: {e}", p.display()))
+    s.parse::<toml::Table>()
+        .unwrap_or_else(|e| panic!("parse {}: {e}", p.display()))
 }
 
 fn table<'a>(t: &'a mut toml::Table, key: &str) -> &'a mut toml::Table {
@@ -197,7 +212,11 @@ fn table<'a>(t: &'a mut toml::Table, key: &str) -> &'a mut toml::Table {
 }
 
 fn strings(v: &[&str]) -> toml::Value {
-    toml::Value::Array(v.iter().map(|s| toml::Value::String(s.to_string())).collect())
+    toml::Value::Array(
+        v.iter()
+            .map(|s| toml::Value::String(s.to_string()))
+            .collect(),
+    )
 }
 
 impl ProfileBuilder {
@@ -205,10 +224,17 @@ impl ProfileBuilder {
         let dir = repo().join("sip-profiles/default");
         let mut edge = read_toml(&dir.join("callgate.toml"));
         // audio_dir is relative to the profile directory: make it absolute for the copy.
-        let audio = edge.get("audio_dir").and_then(|v| v.as_str()).unwrap_or("audio").to_string();
+        let audio = edge
+            .get("audio_dir")
+            .and_then(|v| v.as_str())
+            .unwrap_or("audio")
+            .to_string();
         let audio = dir.join(audio);
         let audio = audio.canonicalize().unwrap_or(audio);
-        edge.insert("audio_dir".into(), toml::Value::String(audio.display().to_string()));
+        edge.insert(
+            "audio_dir".into(),
+            toml::Value::String(audio.display().to_string()),
+        );
         let trunks = read_toml(&dir.join("trunks.toml"));
         let mut tenants = BTreeMap::new();
         if let Ok(rd) = fs::read_dir(dir.join("tenants")) {
@@ -219,7 +245,11 @@ impl ProfileBuilder {
                 }
             }
         }
-        ProfileBuilder { edge, trunks, tenants }
+        ProfileBuilder {
+            edge,
+            trunks,
+            tenants,
+        }
     }
 
     /// Set `[section] key = value` in callgate.toml.
@@ -238,7 +268,9 @@ impl ProfileBuilder {
     /// Replace the source networks of every trunk.
     pub fn trunk_networks(mut self, nets: &[&str]) -> Self {
         for t in self.trunk_list() {
-            t.as_table_mut().unwrap().insert("networks".into(), strings(nets));
+            t.as_table_mut()
+                .unwrap()
+                .insert("networks".into(), strings(nets));
         }
         self
     }
@@ -246,7 +278,9 @@ impl ProfileBuilder {
     /// Replace the codecs of every trunk.
     pub fn trunk_codecs(mut self, codecs: &[&str]) -> Self {
         for t in self.trunk_list() {
-            t.as_table_mut().unwrap().insert("codecs".into(), strings(codecs));
+            t.as_table_mut()
+                .unwrap()
+                .insert("codecs".into(), strings(codecs));
         }
         self
     }
@@ -262,7 +296,11 @@ impl ProfileBuilder {
                 }
             }
         }
-        let (_, tenant) = self.tenants.iter_mut().next().expect("the default profile has a tenant");
+        let (_, tenant) = self
+            .tenants
+            .iter_mut()
+            .next()
+            .expect("the default profile has a tenant");
         let services = tenant
             .entry("service".to_string())
             .or_insert_with(|| toml::Value::Array(vec![]))
@@ -286,11 +324,15 @@ impl ProfileBuilder {
         let media = table(&mut self.edge, "media");
         media.insert("rtp_ports".into(), ports.rtp_range().into());
         let records = table(&mut self.edge, "records");
-        records.insert("database".into(), dir.join("calls.db").display().to_string().into());
+        records.insert(
+            "database".into(),
+            dir.join("calls.db").display().to_string().into(),
+        );
         let p = dir.join("profile");
         fs::create_dir_all(p.join("tenants")).unwrap();
         let w = |f: &Path, t: &toml::Table| {
-            fs::write(f, toml::to_string(t).expect("serialise TOML")).unwrap_or_else(|e| panic!("{}: {e}", f.display()))
+            fs::write(f, toml::to_string(t).expect("serialise TOML"))
+                .unwrap_or_else(|e| panic!("{}: {e}", f.display()))
         };
         w(&p.join("callgate.toml"), &self.edge);
         w(&p.join("trunks.toml"), &self.trunks);
@@ -309,7 +351,10 @@ impl ProfileBuilder {
 struct Captured(Arc<Mutex<String>>);
 
 impl Captured {
-    fn spawn<R: Read + Send + 'static>(r: R, ready: Option<mpsc::Sender<()>>) -> (Captured, JoinHandle<()>) {
+    fn spawn<R: Read + Send + 'static>(
+        r: R,
+        ready: Option<mpsc::Sender<()>>,
+    ) -> (Captured, JoinHandle<()>) {
         let c = Captured::default();
         let c2 = c.clone();
         let h = std::thread::spawn(move || {
@@ -391,7 +436,9 @@ impl Callgate {
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info");
         }
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("start {}: {e}", callgate_bin().display()));
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", callgate_bin().display()));
         let (tx, rx) = mpsc::channel();
         let err: ChildStderr = child.stderr.take().unwrap();
         let out: ChildStdout = child.stdout.take().unwrap();
@@ -443,11 +490,23 @@ impl Callgate {
     }
 
     /// Send SIGTERM and wait (20 s) for the exit; returns the status and the whole output.
-    pub fn stop(mut self) -> Stopped {
-        let mut child = self.child.take().expect("callgate is running");
+    pub fn stop(self) -> Stopped {
         let t0 = Instant::now();
+        self.sigterm();
+        self.wait_exit(t0)
+    }
+
+    /// Send SIGTERM only (see [`Callgate::wait_exit`]).
+    pub fn sigterm(&self) {
+        let pid = self.pid();
         // SAFETY: signalling our own child by its pid.
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+    }
+
+    /// Wait (20 s from `since`) for the exit after [`Callgate::sigterm`].
+    pub fn wait_exit(mut self, since: Instant) -> Stopped {
+        let t0 = since;
+        let mut child = self.child.take().expect("callgate is running");
         let status = loop {
             if let Some(st) = child.try_wait().unwrap() {
                 break st;
@@ -466,7 +525,13 @@ impl Callgate {
         for h in self.readers.drain(..) {
             let _ = h.join();
         }
-        Stopped { status, stderr: self.stderr.text(), stdout: self.stdout.text(), took }
+        self.save_output();
+        Stopped {
+            status,
+            stderr: self.stderr.text(),
+            stdout: self.stdout.text(),
+            took,
+        }
     }
 
     /// SIGTERM, expect exit status 0, and return the output.
@@ -495,7 +560,12 @@ impl Callgate {
     }
 
     /// Poll until `cond(metrics)` holds (up to `timeout`).
-    pub fn wait_metrics(&self, timeout: Duration, what: &str, cond: impl Fn(&Metrics) -> bool) -> Metrics {
+    pub fn wait_metrics(
+        &self,
+        timeout: Duration,
+        what: &str,
+        cond: impl Fn(&Metrics) -> bool,
+    ) -> Metrics {
         let t0 = Instant::now();
         loop {
             let m = self.metrics();
@@ -518,15 +588,32 @@ impl Callgate {
     pub fn wait_records(&self, n: usize) -> Vec<Record> {
         let t0 = Instant::now();
         loop {
-            let r = if self.db.exists() { records(&self.db) } else { vec![] };
+            let r = if self.db.exists() {
+                records(&self.db)
+            } else {
+                vec![]
+            };
             if r.len() >= n {
                 return r;
             }
             if t0.elapsed() > Duration::from_secs(10) {
-                panic!("{} has {} call records after 10 s, expected {n}: {r:#?}\n--- stderr:\n{}", self.db.display(), r.len(), self.stderr());
+                panic!(
+                    "{} has {} call records after 10 s, expected {n}: {r:#?}\n--- stderr:\n{}",
+                    self.db.display(),
+                    r.len(),
+                    self.stderr()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+}
+
+impl Callgate {
+    /// Keep callgate's output next to the test's other files (callgate.stderr, callgate.stdout).
+    fn save_output(&self) {
+        let _ = fs::write(self.dir.join("callgate.stderr"), self.stderr.text());
+        let _ = fs::write(self.dir.join("callgate.stdout"), self.stdout.text());
     }
 }
 
@@ -535,14 +622,20 @@ impl Drop for Callgate {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+            self.save_output();
         }
     }
 }
 
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut buf = Vec::new();
     let _ = s.read_to_end(&mut buf);
     let text = String::from_utf8_lossy(&buf).to_string();
@@ -551,7 +644,10 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or_else(|| panic!("GET {path}: not an HTTP response: {text:?}"));
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, body)
 }
 
@@ -576,7 +672,9 @@ impl Metrics {
             if n != name {
                 continue;
             }
-            let ok = labels.iter().all(|(k, v)| l.split(',').any(|kv| kv.trim() == format!("{k}=\"{v}\"")));
+            let ok = labels
+                .iter()
+                .all(|(k, v)| l.split(',').any(|kv| kv.trim() == format!("{k}=\"{v}\"")));
             if ok {
                 return value.trim().parse().ok();
             }
@@ -585,7 +683,8 @@ impl Metrics {
     }
 
     pub fn must(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        self.get(name, labels).unwrap_or_else(|| panic!("/metrics has no sample {name}{labels:?}:\n{}", self.0))
+        self.get(name, labels)
+            .unwrap_or_else(|| panic!("/metrics has no sample {name}{labels:?}:\n{}", self.0))
     }
 }
 
@@ -646,15 +745,33 @@ impl Sipp {
             "-stf".into(),
             f("stat.csv"),
         ];
-        Sipp { dir: dir.to_path_buf(), name: name.into(), args, calls: 1, timeout_s: 30 }
+        Sipp {
+            dir: dir.to_path_buf(),
+            name: name.into(),
+            args,
+            calls: 1,
+            timeout_s: 30,
+        }
     }
 
     /// A caller: `scenario_file` from tests/sipp/, sending to `target`, dialling `service`.
     /// SIP, control and media ports come from `ports` at the given offsets.
-    pub fn uac(dir: &Path, name: &str, scenario_file: &str, target: SocketAddr, service: &str) -> Sipp {
+    pub fn uac(
+        dir: &Path,
+        name: &str,
+        scenario_file: &str,
+        target: SocketAddr,
+        service: &str,
+    ) -> Sipp {
         let mut s = Sipp::new(dir, name, scenario_file);
         s.args.insert(0, target.to_string());
-        s.args.extend(["-s".into(), service.into(), "-key".into(), "caller".into(), CALLER.into()]);
+        s.args.extend([
+            "-s".into(),
+            service.into(),
+            "-key".into(),
+            "caller".into(),
+            CALLER.into(),
+        ]);
         s
     }
 
@@ -710,7 +827,11 @@ impl Sipp {
             "-timeout_error".into(),
         ]);
         let mut c = Command::new(require_sipp());
-        c.args(&args).current_dir(&self.dir).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        c.args(&args)
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         (c, format!("sipp {}", args.join(" ")))
     }
 
@@ -725,7 +846,14 @@ impl Sipp {
         let mut child = c.spawn().unwrap_or_else(|e| panic!("start sipp: {e}"));
         let (stdout, h1) = Captured::spawn(child.stdout.take().unwrap(), None);
         let (stderr, h2) = Captured::spawn(child.stderr.take().unwrap(), None);
-        SippChild { child: Some(child), sipp: self, cmdline, stdout, stderr, readers: vec![h1, h2] }
+        SippChild {
+            child: Some(child),
+            sipp: self,
+            cmdline,
+            stdout,
+            stderr,
+            readers: vec![h1, h2],
+        }
     }
 }
 
@@ -758,7 +886,10 @@ impl SippChild {
         for h in self.readers.drain(..) {
             let _ = h.join();
         }
-        let rd = |s: &str| fs::read_to_string(self.sipp.dir.join(format!("{}_{s}", self.sipp.name))).unwrap_or_default();
+        let rd = |s: &str| {
+            fs::read_to_string(self.sipp.dir.join(format!("{}_{s}", self.sipp.name)))
+                .unwrap_or_default()
+        };
         SippRun {
             name: self.sipp.name.clone(),
             cmdline: self.cmdline.clone(),
@@ -825,22 +956,32 @@ impl SippRun {
     /// Panic unless every call of the scenario succeeded. `cg` adds callgate's stderr.
     pub fn assert_ok(&self, cg: Option<&Callgate>) {
         if self.code() != Some(0) {
-            let extra = cg.map(|c| format!("\n=== callgate stderr:\n{}", c.stderr())).unwrap_or_default();
-            panic!("SIPp scenario `{}` failed\n{}{extra}", self.name, self.explain());
+            let extra = cg
+                .map(|c| format!("\n=== callgate stderr:\n{}", c.stderr()))
+                .unwrap_or_default();
+            panic!(
+                "SIPp scenario `{}` failed\n{}{extra}",
+                self.name,
+                self.explain()
+            );
         }
     }
 
     /// The value of `key=VALUE` written by the scenario's <log> actions.
     pub fn log_value(&self, key: &str) -> Option<String> {
         let pre = format!("{key}=");
-        self.logs.lines().find_map(|l| l.trim().strip_prefix(&pre).map(|v| v.trim().to_string()))
+        self.logs
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(&pre).map(|v| v.trim().to_string()))
     }
 
     /// The Call-ID of the first message SIPp sent.
     pub fn call_id(&self) -> Option<String> {
-        self.messages
-            .lines()
-            .find_map(|l| l.strip_prefix("Call-ID:").or_else(|| l.strip_prefix("i:")).map(|v| v.trim().to_string()))
+        self.messages.lines().find_map(|l| {
+            l.strip_prefix("Call-ID:")
+                .or_else(|| l.strip_prefix("i:"))
+                .map(|v| v.trim().to_string())
+        })
     }
 
     /// Every message received (as logged by -trace_msg), in order.
@@ -854,7 +995,10 @@ impl SippRun {
 
     fn messages_where(&self, dir: &str) -> Vec<String> {
         let mut out = Vec::new();
-        for block in self.messages.split("----------------------------------------------- ") {
+        for block in self
+            .messages
+            .split("----------------------------------------------- ")
+        {
             let mut lines = block.lines();
             let _stamp = lines.next();
             let head = lines.next().unwrap_or("");
@@ -916,8 +1060,10 @@ pub struct RtpSink {
 
 impl RtpSink {
     pub fn bind(port: u16) -> RtpSink {
-        let sock = UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).unwrap_or_else(|e| panic!("bind RTP port {port}: {e}"));
-        sock.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let sock = UdpSocket::bind((Ipv4Addr::LOCALHOST, port))
+            .unwrap_or_else(|e| panic!("bind RTP port {port}: {e}"));
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
         let handle = std::thread::spawn(move || {
@@ -935,7 +1081,11 @@ impl RtpSink {
             }
             (pkts, junk)
         });
-        RtpSink { port, stop, handle: Some(handle) }
+        RtpSink {
+            port,
+            stop,
+            handle: Some(handle),
+        }
     }
 
     /// Stop listening; returns the packets and the count of datagrams too short to be RTP.
@@ -954,7 +1104,11 @@ impl Drop for RtpSink {
 /// The number of 20 ms G.711 frames in an 8 kHz 16-bit mono WAV (the last one padded).
 pub fn wav_frames(path: &Path) -> usize {
     let b = fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    assert!(b.len() > 12 && &b[0..4] == b"RIFF" && &b[8..12] == b"WAVE", "{} is not a RIFF WAVE file", path.display());
+    assert!(
+        b.len() > 12 && &b[0..4] == b"RIFF" && &b[8..12] == b"WAVE",
+        "{} is not a RIFF WAVE file",
+        path.display()
+    );
     let mut i = 12;
     while i + 8 <= b.len() {
         let id = &b[i..i + 4];
@@ -979,8 +1133,17 @@ pub fn default_guidance_wav() -> PathBuf {
         .iter()
         .find(|s| s.get("number").and_then(|n| n.as_str()) == Some("120"))
         .expect("the default profile has a 120 service");
-    let names: Vec<&str> = svc["guidance"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
-    assert_eq!(names.len(), 1, "the test expects one guidance prompt on 120, found {names:?}");
+    let names: Vec<&str> = svc["guidance"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names.len(),
+        1,
+        "the test expects one guidance prompt on 120, found {names:?}"
+    );
     audio.join(format!("{}.wav", names[0]))
 }
 
@@ -999,7 +1162,9 @@ pub struct StreamReport {
 /// consecutive, timestamps +160, the marker bit on the first packet only, and paced at 20 ms.
 /// Returns the first violation, described.
 pub fn check_stream(pkts: &[RtpPacket], pt: u8) -> Result<StreamReport, String> {
-    let first = pkts.first().ok_or("no RTP packet arrived at the offered address")?;
+    let first = pkts
+        .first()
+        .ok_or("no RTP packet arrived at the offered address")?;
     if !first.marker {
         return Err(format!("the first packet has no marker bit: {first:?}"));
     }
@@ -1010,34 +1175,55 @@ pub fn check_stream(pkts: &[RtpPacket], pt: u8) -> Result<StreamReport, String> 
             return bad("not a plain RTP v2 header (V=2, no P/X/CC)".into());
         }
         if p.len != 172 {
-            return bad(format!("{} bytes, expected 172 (12 header + 160 G.711 for 20 ms)", p.len));
+            return bad(format!(
+                "{} bytes, expected 172 (12 header + 160 G.711 for 20 ms)",
+                p.len
+            ));
         }
         if p.pt != pt {
             return bad(format!("payload type {}, the SDP answer said {pt}", p.pt));
         }
         if p.ssrc != first.ssrc {
-            return bad(format!("SSRC {:#x}, the stream began with {:#x}", p.ssrc, first.ssrc));
+            return bad(format!(
+                "SSRC {:#x}, the stream began with {:#x}",
+                p.ssrc, first.ssrc
+            ));
         }
         if p.from != first.from {
-            return bad(format!("from {}, the stream began from {}", p.from, first.from));
+            return bad(format!(
+                "from {}, the stream began from {}",
+                p.from, first.from
+            ));
         }
         if i > 0 {
             let prev = &pkts[i - 1];
             if p.seq != prev.seq.wrapping_add(1) {
-                return bad(format!("sequence {} after {} (lost, duplicated or reordered)", p.seq, prev.seq));
+                return bad(format!(
+                    "sequence {} after {} (lost, duplicated or reordered)",
+                    p.seq, prev.seq
+                ));
             }
             if p.ts != prev.ts.wrapping_add(160) {
-                return bad(format!("timestamp {} after {} (expected +160)", p.ts, prev.ts));
+                return bad(format!(
+                    "timestamp {} after {} (expected +160)",
+                    p.ts, prev.ts
+                ));
             }
             if p.marker {
-                return bad("marker bit set after the first packet (no silence suppression in a prompt)".into());
+                return bad(
+                    "marker bit set after the first packet (no silence suppression in a prompt)"
+                        .into(),
+                );
             }
             max_gap = max_gap.max(p.at - prev.at);
         }
     }
     let span = pkts.last().unwrap().at - first.at;
     let expected = Duration::from_millis(20) * (pkts.len() as u32 - 1);
-    let (lo, hi) = (expected.mul_f64(0.9), expected.mul_f64(1.1) + Duration::from_millis(200));
+    let (lo, hi) = (
+        expected.mul_f64(0.9),
+        expected.mul_f64(1.1) + Duration::from_millis(200),
+    );
     if pkts.len() > 10 && (span < lo || span > hi) {
         return Err(format!(
             "{} packets arrived over {span:?}; paced at 20 ms they take {expected:?} (allowed {lo:?}..{hi:?})",
@@ -1045,18 +1231,37 @@ pub fn check_stream(pkts: &[RtpPacket], pt: u8) -> Result<StreamReport, String> 
         ));
     }
     if max_gap > Duration::from_millis(300) {
-        return Err(format!("a gap of {max_gap:?} between two packets (paced at 20 ms)"));
+        return Err(format!(
+            "a gap of {max_gap:?} between two packets (paced at 20 ms)"
+        ));
     }
-    Ok(StreamReport { packets: pkts.len(), ssrc: first.ssrc, from: first.from, span, max_gap })
+    Ok(StreamReport {
+        packets: pkts.len(),
+        ssrc: first.ssrc,
+        from: first.from,
+        span,
+        max_gap,
+    })
 }
 
 /// The address and payload type of an SDP answer's first audio line: from the scenario's
 /// `answer_mline=m=audio PORT RTP/AVP PT` log line and the c= line of the 200 received.
 pub fn answer_media(run: &SippRun) -> (u16, u8) {
-    let mline = run.log_value("answer_mline").unwrap_or_else(|| panic!("no answer_mline in SIPp's log\n{}", run.explain()));
-    let parts: Vec<&str> = mline.trim_start_matches("m=audio").split_whitespace().collect();
-    let port = parts.first().and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("bad m= line {mline:?}"));
-    let pt = parts.get(2).and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("bad m= line {mline:?}"));
+    let mline = run
+        .log_value("answer_mline")
+        .unwrap_or_else(|| panic!("no answer_mline in SIPp's log\n{}", run.explain()));
+    let parts: Vec<&str> = mline
+        .trim_start_matches("m=audio")
+        .split_whitespace()
+        .collect();
+    let port = parts
+        .first()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("bad m= line {mline:?}"));
+    let pt = parts
+        .get(2)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("bad m= line {mline:?}"));
     (port, pt)
 }
 
@@ -1087,12 +1292,15 @@ impl Record {
 
 /// Every row of the `calls` table, in arrival order.
 pub fn records(db: &Path) -> Vec<Record> {
-    let conn = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .unwrap_or_else(|e| panic!("open {}: {e}", db.display()));
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap_or_else(|e| panic!("open {}: {e}", db.display()));
     conn.busy_timeout(Duration::from_secs(5)).unwrap();
     let mut st = match conn.prepare("SELECT * FROM calls ORDER BY arrived_ms") {
         Ok(s) => s,
-        Err(rusqlite::Error::SqliteFailure(_, Some(m))) if m.contains("no such table") => return vec![],
+        Err(rusqlite::Error::SqliteFailure(_, Some(m))) if m.contains("no such table") => {
+            return vec![]
+        }
         Err(e) => panic!("query {}: {e}", db.display()),
     };
     let cols: Vec<String> = st.column_names().iter().map(|s| s.to_string()).collect();
@@ -1110,20 +1318,41 @@ pub fn records(db: &Path) -> Vec<Record> {
 
 /// The one record of a test's one call, with the fields every record must have checked.
 pub fn assert_one_record(recs: &[Record], outcome: &str, status: i64, number: &str) -> Record {
-    assert_eq!(recs.len(), 1, "expected exactly one call record, found {}: {recs:#?}", recs.len());
+    assert_eq!(
+        recs.len(),
+        1,
+        "expected exactly one call record, found {}: {recs:#?}",
+        recs.len()
+    );
     let r = recs[0].clone();
     let mut problems = String::new();
     if r.text("outcome") != outcome {
-        let _ = writeln!(problems, "outcome {:?}, expected {outcome:?}", r.text("outcome"));
+        let _ = writeln!(
+            problems,
+            "outcome {:?}, expected {outcome:?}",
+            r.text("outcome")
+        );
     }
     if r.int("sip_status") != Some(status) {
-        let _ = writeln!(problems, "sip_status {:?}, expected {status}", r.int("sip_status"));
+        let _ = writeln!(
+            problems,
+            "sip_status {:?}, expected {status}",
+            r.int("sip_status")
+        );
     }
     if r.text("number") != number {
-        let _ = writeln!(problems, "number {:?}, expected {number:?}", r.text("number"));
+        let _ = writeln!(
+            problems,
+            "number {:?}, expected {number:?}",
+            r.text("number")
+        );
     }
     if !r.text("caller").contains(CALLER) {
-        let _ = writeln!(problems, "caller {:?}, expected the From user {CALLER:?}", r.text("caller"));
+        let _ = writeln!(
+            problems,
+            "caller {:?}, expected the From user {CALLER:?}",
+            r.text("caller")
+        );
     }
     if r.text("call_id").is_empty() || r.text("sip_call_id").is_empty() {
         let _ = writeln!(problems, "empty call_id or sip_call_id");
@@ -1131,14 +1360,23 @@ pub fn assert_one_record(recs: &[Record], outcome: &str, status: i64, number: &s
     let arrived = r.int("arrived_ms").unwrap_or(0);
     let ended = r.int("ended_ms").unwrap_or(0);
     if arrived <= 0 || ended < arrived {
-        let _ = writeln!(problems, "arrived_ms {arrived} / ended_ms {ended} out of order");
+        let _ = writeln!(
+            problems,
+            "arrived_ms {arrived} / ended_ms {ended} out of order"
+        );
     }
     if let Some(a) = r.int("answered_ms") {
         if a < arrived || a > ended {
-            let _ = writeln!(problems, "answered_ms {a} not within arrived_ms {arrived}..ended_ms {ended}");
+            let _ = writeln!(
+                problems,
+                "answered_ms {a} not within arrived_ms {arrived}..ended_ms {ended}"
+            );
         }
     }
-    assert!(problems.is_empty(), "call record is wrong:\n{problems}record: {r:#?}");
+    assert!(
+        problems.is_empty(),
+        "call record is wrong:\n{problems}record: {r:#?}"
+    );
     r
 }
 
@@ -1147,7 +1385,8 @@ pub fn assert_one_record(recs: &[Record], outcome: &str, status: i64, number: &s
 
 /// Send one datagram to `to` from `from` and wait up to `wait` for one answer.
 pub fn udp_exchange(from: u16, to: SocketAddr, data: &[u8], wait: Duration) -> Option<String> {
-    let s = UdpSocket::bind((Ipv4Addr::LOCALHOST, from)).unwrap_or_else(|e| panic!("bind 127.0.0.1:{from}: {e}"));
+    let s = UdpSocket::bind((Ipv4Addr::LOCALHOST, from))
+        .unwrap_or_else(|e| panic!("bind 127.0.0.1:{from}: {e}"));
     s.set_read_timeout(Some(wait)).unwrap();
     s.send_to(data, to).unwrap();
     let mut buf = vec![0u8; 65536];
@@ -1155,4 +1394,87 @@ pub fn udp_exchange(from: u16, to: SocketAddr, data: &[u8], wait: Duration) -> O
         Ok((n, _)) => Some(String::from_utf8_lossy(&buf[..n]).to_string()),
         Err(_) => None,
     }
+}
+
+/// Send one request from 127.0.0.1:`from` and collect the answers until a final one (>= 200)
+/// or `wait` passes. Returns every answer, in order.
+pub fn udp_request(from: u16, to: SocketAddr, data: &[u8], wait: Duration) -> Vec<String> {
+    let s = UdpSocket::bind((Ipv4Addr::LOCALHOST, from))
+        .unwrap_or_else(|e| panic!("bind 127.0.0.1:{from}: {e}"));
+    s.send_to(data, to).unwrap();
+    let deadline = Instant::now() + wait;
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        s.set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .unwrap();
+        match s.recv_from(&mut buf) {
+            Ok((n, _)) => {
+                let m = String::from_utf8_lossy(&buf[..n]).to_string();
+                let code: u16 = m
+                    .split(' ')
+                    .nth(1)
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(0);
+                out.push(m);
+                if code >= 200 {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    out
+}
+
+/// A minimal INVITE with a PCMU offer, as a carrier would send it, from 127.0.0.1:`from`.
+pub fn raw_invite(
+    from: u16,
+    to: SocketAddr,
+    number: &str,
+    call_id: &str,
+    branch: &str,
+    rtp_port: u16,
+) -> String {
+    let sdp = format!(
+        "v=0\r\no=carrier 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=audio {rtp_port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n"
+    );
+    format!(
+        "INVITE sip:{number}@{to} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{from};branch={branch};rport\r\n\
+         From: <sip:{CALLER}@127.0.0.1:{from}>;tag=raw-{branch}\r\nTo: <sip:{number}@{to}>\r\nCall-ID: {call_id}\r\n\
+         CSeq: 1 INVITE\r\nContact: <sip:{CALLER}@127.0.0.1:{from}>\r\nMax-Forwards: 70\r\n\
+         Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    )
+}
+
+/// The ACK for a non-2xx final `response` to [`raw_invite`] (RFC 3261 17.1.1.3).
+pub fn raw_ack(
+    from: u16,
+    to: SocketAddr,
+    number: &str,
+    call_id: &str,
+    branch: &str,
+    response: &str,
+) -> String {
+    let to_hdr = response
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("to:") || l.starts_with("t:"))
+        .map(|l| l.split_once(':').unwrap().1.trim().to_string())
+        .unwrap_or_else(|| format!("<sip:{number}@{to}>"));
+    format!(
+        "ACK sip:{number}@{to} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{from};branch={branch};rport\r\n\
+         From: <sip:{CALLER}@127.0.0.1:{from}>;tag=raw-{branch}\r\nTo: {to_hdr}\r\nCall-ID: {call_id}\r\n\
+         CSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+/// The value of header `name` (case-insensitive) in a message's text.
+pub fn header_value(msg: &str, name: &str) -> Option<String> {
+    let want = name.to_ascii_lowercase();
+    msg.lines().take_while(|l| !l.is_empty()).find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        (n.trim().to_ascii_lowercase() == want).then(|| v.trim().to_string())
+    })
 }
