@@ -617,3 +617,34 @@ fn sigterm_ends_calls_with_bye_refuses_new_ones_and_flushes_records() {
     let r = assert_one_record(&refused, "shutdown", 503, "120");
     assert!(r.int("answered_ms").is_none(), "{r:#?}");
 }
+
+/// The guidance call over IPv6: the carrier on ::1, callgate listening on [::1], the SDP answer in
+/// IP6 and the announcement's RTP at the caller's IPv6 media address.
+#[test]
+fn announcement_call_over_ipv6() {
+    let dir = test_dir("announcement_call_over_ipv6");
+    let ports = PortBlock::acquire();
+    let frames = wav_frames(&default_guidance_wav());
+    let profile = ProfileBuilder::default_profile().write(&dir, &ports);
+    let sip: std::net::SocketAddr = format!("[::1]:{}", ports.port(P_SIP)).parse().unwrap();
+    let cg = Callgate::start_at(&dir, &ports, &profile, sip);
+    let sink = RtpSink::bind_ip("::1".parse().unwrap(), ports.port(P_RTP));
+    let run = uac(&dir, &cg, &ports, "uac_announcement.xml", "120").ipv6().run();
+    std::thread::sleep(Duration::from_millis(300));
+    let (pkts, _) = sink.finish();
+    run.assert_ok(Some(&cg));
+    let answer = run
+        .received()
+        .into_iter()
+        .find(|m| m.starts_with("SIP/2.0 200") && m.contains("application/sdp"))
+        .expect("a 200 with SDP");
+    assert!(answer.contains("c=IN IP6 ::1"), "the answer's connection line is not IPv6:\n{answer}");
+    let (_, pt) = answer_media(&run);
+    let report = check_stream(&pkts, pt).unwrap_or_else(|e| panic!("IPv6 RTP: {e}"));
+    assert_eq!(report.packets, frames);
+    assert!(report.from.is_ipv6(), "RTP came from {}", report.from);
+    let recs = cg.wait_records(1);
+    let r = assert_one_record(&recs, "completed", 200, "120");
+    assert!(r.text("source").starts_with("[::1]:"), "source in {r:#?}");
+    cg.stop_ok();
+}

@@ -417,7 +417,11 @@ impl Callgate {
     }
 
     pub fn start(dir: &Path, ports: &PortBlock, profile: &Path) -> Callgate {
-        let sip = ports.addr(P_SIP);
+        Callgate::start_at(dir, ports, profile, ports.addr(P_SIP))
+    }
+
+    /// As [`Callgate::start`], with SIP (and so media) on `sip` (e.g. `[::1]:PORT`).
+    pub fn start_at(dir: &Path, ports: &PortBlock, profile: &Path, sip: SocketAddr) -> Callgate {
         let http = ports.addr(P_HTTP);
         let db = dir.join("calls.db");
         let mut cmd = Command::new(callgate_bin());
@@ -803,6 +807,16 @@ impl Sipp {
         self
     }
 
+    /// SIPp's SIP and media on `::1` instead of 127.0.0.1 (its control socket is IPv4 only).
+    pub fn ipv6(mut self) -> Sipp {
+        for i in 1..self.args.len() {
+            if (self.args[i - 1] == "-i" || self.args[i - 1] == "-mi") && self.args[i] == "127.0.0.1" {
+                self.args[i] = "::1".into();
+            }
+        }
+        self
+    }
+
     pub fn tcp(self) -> Sipp {
         self.arg("-t").arg("t1")
     }
@@ -1060,8 +1074,12 @@ pub struct RtpSink {
 
 impl RtpSink {
     pub fn bind(port: u16) -> RtpSink {
-        let sock = UdpSocket::bind((Ipv4Addr::LOCALHOST, port))
-            .unwrap_or_else(|e| panic!("bind RTP port {port}: {e}"));
+        RtpSink::bind_ip(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), port)
+    }
+
+    pub fn bind_ip(ip: std::net::IpAddr, port: u16) -> RtpSink {
+        let sock = UdpSocket::bind((ip, port))
+            .unwrap_or_else(|e| panic!("bind RTP port {ip} {port}: {e}"));
         sock.set_read_timeout(Some(Duration::from_millis(50)))
             .unwrap();
         let stop = Arc::new(AtomicBool::new(false));
