@@ -648,3 +648,31 @@ fn announcement_call_over_ipv6() {
     assert!(r.text("source").starts_with("[::1]:"), "source in {r:#?}");
     cg.stop_ok();
 }
+
+/// On TCP a message without Content-Length cannot be framed: callgate answers 400 on the same
+/// connection, closes it, and makes no call of it.
+#[test]
+fn unframeable_tcp_message_gets_400_on_its_connection() {
+    use std::io::{Read, Write};
+    let dir = test_dir("unframeable_tcp_message_gets_400_on_its_connection");
+    let ports = PortBlock::acquire();
+    let cg = Callgate::start_default(&dir, &ports);
+    let mut conn = std::net::TcpStream::connect(cg.sip).expect("connect to callgate over TCP");
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let invite = format!(
+        "INVITE sip:120@{sip} SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:9;branch=z9hG4bKtcp1\r\n\
+         From: <sip:0311112222@127.0.0.1>;tag=t1\r\nTo: <sip:120@{sip}>\r\nCall-ID: tcp-noframe\r\n\
+         CSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Type: application/sdp\r\n\r\nv=0\r\n",
+        sip = cg.sip
+    );
+    conn.write_all(invite.as_bytes()).unwrap();
+    let mut got = Vec::new();
+    let _ = conn.read_to_end(&mut got);
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("SIP/2.0 400 "), "expected a 400 on the connection, got {got:?}");
+    assert!(got.contains("Call-ID: tcp-noframe"), "{got}");
+    let m = cg.metrics();
+    assert_eq!(m.get("callgate_active_calls", &[]), Some(0.0), "{}", m.0);
+    cg.stop_ok();
+    assert!(records(&dir.join("calls.db")).is_empty(), "no call was made of it");
+}

@@ -21,6 +21,9 @@ use crate::sip::{ConnId, Peer, Transport};
 const WRITE_QUEUE: usize = 1024;
 /// A connection that sends nothing (not even a keep-alive) for this long is closed.
 const IDLE: Duration = Duration::from_secs(600);
+/// Connections open at once; beyond it new ones are closed at accept. Each holds a socket, two
+/// tasks and up to `max_message_bytes` of buffer, so strangers must not be able to open unlimited.
+pub const MAX_CONNECTIONS: usize = 4096;
 
 struct Conn {
     addr: SocketAddr,
@@ -87,6 +90,11 @@ impl Conns {
         });
     }
 
+    /// Connections open now.
+    pub fn len(&self) -> usize {
+        self.inner.by_id.len()
+    }
+
     fn register(&self, stream: TcpStream, addr: SocketAddr) -> ConnId {
         let id = self.inner.next.fetch_add(1, Ordering::Relaxed);
         let _ = stream.set_nodelay(true);
@@ -143,11 +151,16 @@ impl Conns {
                     }
                     Ok(None) => break,
                     Err(e) => {
+                        // The stream can no longer be framed (e.g. no Content-Length): answer 400 on
+                        // this connection where a response can be built from what came, then close.
                         self.inner.metrics.inc(Counter::ParseErrors);
                         tracing::info!(%addr, error = %e, "unframeable SIP on TCP: closing the connection");
-                        // Let the core answer 400 if a response can be built from what came.
-                        let data = buf.split().freeze();
-                        let _ = self.inner.to_core.send((data, peer)).await;
+                        if let Some(resp) = crate::sip::build::error_response_raw(&buf, 400, e.reason()) {
+                            self.inner.metrics.inc(Counter::BadRequest400);
+                            if let Some(conn) = self.inner.by_id.get(&id) {
+                                let _ = conn.tx.try_send(resp);
+                            }
+                        }
                         return;
                     }
                 }
@@ -166,7 +179,14 @@ pub async fn accept_loop(listener: TcpListener, conns: Conns, mut shutdown: watc
     loop {
         tokio::select! {
             r = listener.accept() => match r {
-                Ok((stream, addr)) => { conns.register(stream, addr); }
+                Ok((stream, addr)) => {
+                    if conns.len() >= MAX_CONNECTIONS {
+                        tracing::warn!(%addr, "too many SIP/TCP connections: refusing one");
+                        drop(stream);
+                    } else {
+                        conns.register(stream, addr);
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "TCP accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
