@@ -20,6 +20,9 @@
 #             defaults to the debugging q_malloc allocator, which held Kamailio to ~1,000 calls/s
 #             here; with TLSF it carried 8,000)
 #
+# Each step also reports the CPU steal during it (/proc/stat): on a VM whose host is busy, the
+# figures are not comparable with a quiet run's.
+#
 # A step passes when SIPp ends with exit 0, no call failed, every call completed, and SIPp
 # actually reached at least 90% of the target rate (on a saturated machine SIPp falls behind
 # rather than failing calls). Escalation stops at the first failing step.
@@ -130,10 +133,15 @@ start_uas() { # start_uas TAG
 # UDP datagrams the kernel dropped because a receive buffer was full (all sockets).
 udp_drops() { awk '/^Udp:/ { if (!h) { for (i = 1; i <= NF; i++) if ($i == "RcvbufErrors") c = i; h = 1; next } print $c; exit }' /proc/net/snmp; }
 
+# "TOTAL STEAL" jiffies of all CPUs (/proc/stat, user..steal): steal is the time a VM's CPUs
+# were ready to run but the host ran something else.
+cpu_jiffies() { awk '/^cpu / { t = 0; for (i = 2; i <= 9; i++) t += $i; print t, $9; exit }' /proc/stat; }
+
 # One step of calls from the SIPp caller to 127.0.0.1:PORT; sets STEP_* variables.
 run_uac() { # run_uac TAG PORT RATE
-    local tag=$1 port=$2 rate=$3 calls=$(($3 * STEP_S)) rc=0 drops0
+    local tag=$1 port=$2 rate=$3 calls=$(($3 * STEP_S)) rc=0 drops0 cpu0 cpu1
     drops0=$(udp_drops)
+    cpu0=$(cpu_jiffies)
     sipp "127.0.0.1:$port" -sf "$SCEN/uac_b2bua.xml" -i 127.0.0.1 -mi 127.0.0.1 -p "$UAC_PORT" \
         -mp "$UAC_MEDIA" -ci 127.0.0.1 -cp "$UAC_CTRL" -s 200 -key caller 0311112222 \
         -r "$rate" -m "$calls" -d "$HOLD_MS" -l $((rate * 3 + 1000)) \
@@ -143,6 +151,10 @@ run_uac() { # run_uac TAG PORT RATE
         -trace_err -error_file "$OUT/$tag-uac-errors.log" >"$OUT/$tag-uac.out" 2>&1 || rc=$?
     STEP_RC=$rc
     STEP_DROPS=$(($(udp_drops) - drops0))
+    cpu1=$(cpu_jiffies)
+    # Share of the machine's CPU time the host took away during the step (a noisy neighbour).
+    STEP_STEAL=$(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN { split(a, x, " "); split(b, y, " ");
+        t = y[1] - x[1]; printf "%.0f%%", (t > 0) ? 100 * (y[2] - x[2]) / t : 0 }')
     STEP_CALLS=$calls
     STEP_OK=$(stat_col "$OUT/$tag-uac-stat.csv" 'SuccessfulCall(C)')
     STEP_FAILED=$(stat_col "$OUT/$tag-uac-stat.csv" 'FailedCall(C)')
@@ -165,11 +177,11 @@ run_uac() { # run_uac TAG PORT RATE
 
 TABLE=$OUT/results.md
 {
-    echo "| system | target calls/s | achieved calls/s | calls | failed | pass | INVITE→100 p50 / p99 / p99.9 (µs) | INVITE→200 p50 / p99 / p99.9 (µs) | SIPp INVITE→200 avg | UDP drops |"
-    echo "|---|---:|---:|---:|---:|---|---|---|---|---:|"
+    echo "| system | target calls/s | achieved calls/s | calls | failed | pass | INVITE→100 p50 / p99 / p99.9 (µs) | INVITE→200 p50 / p99 / p99.9 (µs) | SIPp INVITE→200 avg | UDP drops | CPU steal |"
+    echo "|---|---:|---:|---:|---:|---|---|---|---|---:|---:|"
 } >"$TABLE"
 
-row() { echo "| $1 | $2 | $STEP_RATE | $STEP_CALLS | ${STEP_FAILED:-?} | $STEP_PASS (sipp exit $STEP_RC) | $3 | $4 | ${STEP_RTD:-?} | $STEP_DROPS |" >>"$TABLE"; }
+row() { echo "| $1 | $2 | $STEP_RATE | $STEP_CALLS | ${STEP_FAILED:-?} | $STEP_PASS (sipp exit $STEP_RC) | $3 | $4 | ${STEP_RTD:-?} | $STEP_DROPS | ${STEP_STEAL:-?} |" >>"$TABLE"; }
 
 CG_MAX=0
 CG_LAT_100="-" CG_LAT_200="-"

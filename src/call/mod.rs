@@ -50,7 +50,7 @@ use crate::metrics::{Counter, Mark, Metrics, Stage};
 use crate::records::{CallRecord, Outcome};
 use crate::sip::build::{RequestBuilder, ResponseBuilder};
 use crate::sip::msg::{Message, Method};
-use crate::sip::txn::{Incoming, TxnConfig, TxnEvent, TxnId, TxnLayer};
+use crate::sip::txn::{IdMap, Incoming, TxnConfig, TxnEvent, TxnId, TxnLayer};
 use crate::sip::uri::Uri;
 use crate::sip::{Peer, Rng, Transmit, Transport};
 
@@ -207,15 +207,15 @@ pub struct Core {
     txn: TxnLayer,
     rng: Rng,
     ports: PortPool,
-    calls: HashMap<CallKey, Call>,
-    /// (Call-ID, our tag) → call and side.
+    calls: IdMap<CallKey, Call>,
+    /// (Call-ID, our tag) → call and side; looked up through [`dkey`] without allocating.
     dialogs: HashMap<(String, String), (CallKey, Side)>,
     /// The caller's INVITE server transaction → call.
-    a_invites: HashMap<TxnId, CallKey>,
+    a_invites: IdMap<TxnId, CallKey>,
     /// Our client transactions → call and purpose.
-    clients: HashMap<TxnId, (CallKey, Purpose)>,
+    clients: IdMap<TxnId, (CallKey, Purpose)>,
     /// Our CANCEL transactions → the INVITE transaction they cancel.
-    cancelled: HashMap<TxnId, TxnId>,
+    cancelled: IdMap<TxnId, TxnId>,
     timers: BinaryHeap<Reverse<(Instant, CallKey, TimerKind)>>,
     prompt_durations: HashMap<String, Duration>,
     outputs: VecDeque<Output>,
@@ -227,6 +227,8 @@ pub struct Core {
     cps_bucket: (f64, Instant),
     /// Instant ↔ wall clock, fixed at construction (records carry Unix milliseconds).
     epoch: (Instant, SystemTime),
+    /// Every service's bridge target → where and how to send its INVITEs (parsed once).
+    bridge_targets: HashMap<String, (SocketAddr, Transport)>,
 }
 
 impl Core {
@@ -239,12 +241,14 @@ impl Core {
         now: Instant,
         wall: SystemTime,
     ) -> Result<Core, CoreError> {
+        let mut bridge_targets = HashMap::new();
         for t in &profile.tenants {
             for s in &t.services {
                 if let Some(target) = &s.bridge_to {
-                    if dialog::uri_socket_addr(target).is_none() {
+                    let Some(dst) = dialog::uri_socket_addr(target) else {
                         return Err(CoreError::BadBridgeTarget { service: s.name.clone(), target: target.clone() });
-                    }
+                    };
+                    bridge_targets.insert(target.clone(), (dst, bridge_transport(target)));
                 }
             }
         }
@@ -257,11 +261,11 @@ impl Core {
             profile,
             metrics,
             rng: Rng::seeded(seed),
-            calls: HashMap::new(),
+            calls: IdMap::default(),
             dialogs: HashMap::new(),
-            a_invites: HashMap::new(),
-            clients: HashMap::new(),
-            cancelled: HashMap::new(),
+            a_invites: IdMap::default(),
+            clients: IdMap::default(),
+            cancelled: IdMap::default(),
             timers: BinaryHeap::new(),
             prompt_durations,
             outputs: VecDeque::new(),
@@ -270,6 +274,7 @@ impl Core {
             backlogged: false,
             cps_bucket: (f64::from(cfg_max_cps), now),
             epoch: (now, wall),
+            bridge_targets,
         })
     }
 
@@ -473,7 +478,7 @@ impl Core {
                     .build();
                 self.txn.respond(now, txn, 200, resp, None);
             }
-            (Method::Info, Some(tag)) if self.dialogs.contains_key(&dialog_key(&msg, &tag)) => {
+            (Method::Info, Some(tag)) if self.dialogs.contains_key(dkey(&dialog_key(&msg, &tag))) => {
                 let resp = self.response(&msg, 200, "OK").build();
                 self.txn.respond(now, txn, 200, resp, None);
             }
@@ -630,7 +635,7 @@ impl Core {
 
     fn on_ack(&mut self, now: Instant, msg: Message, _peer: Peer) {
         let Some(tag) = msg.to_hdr().ok().and_then(|t| t.tag().map(str::to_owned)) else { return };
-        let Some(&(key, side)) = self.dialogs.get(&dialog_key(&msg, &tag)) else { return };
+        let Some(&(key, side)) = self.dialogs.get(dkey(&dialog_key(&msg, &tag))) else { return };
         if side != Side::A {
             return;
         }
@@ -687,7 +692,7 @@ impl Core {
     }
 
     fn on_reinvite(&mut self, now: Instant, txn: TxnId, msg: Message, tag: String) {
-        let found = self.dialogs.get(&dialog_key(&msg, &tag)).copied();
+        let found = self.dialogs.get(dkey(&dialog_key(&msg, &tag))).copied();
         let sdp = found.and_then(|(key, side)| {
             let call = self.calls.get(&key)?;
             (side == Side::A).then(|| call.local_sdp.clone()).flatten().map(|s| (s, call.a.local_contact.clone()))
@@ -733,7 +738,7 @@ impl Core {
     }
 
     fn on_bye(&mut self, now: Instant, txn: TxnId, msg: Message, tag: String) {
-        let Some(&(key, side)) = self.dialogs.get(&dialog_key(&msg, &tag)) else {
+        let Some(&(key, side)) = self.dialogs.get(dkey(&dialog_key(&msg, &tag))) else {
             let resp = self.response(&msg, 481, "Call/Transaction Does Not Exist").build();
             self.txn.respond(now, txn, 481, resp, None);
             return;
@@ -753,10 +758,12 @@ impl Core {
     // ---- bridging (B2BUA) --------------------------------------------------------------------
 
     fn start_bridge(&mut self, now: Instant, key: CallKey, msg: &Message, target: &str) {
-        let Some(dst) = dialog::uri_socket_addr(target) else { return };
-        let transport = match Uri::parse(target).ok().and_then(|u| u.param("transport").flatten().map(str::to_ascii_lowercase)) {
-            Some(t) if t == "tcp" => Transport::Tcp,
-            _ => Transport::Udp,
+        let (dst, transport) = match self.bridge_targets.get(target) {
+            Some(&t) => t,
+            None => match dialog::uri_socket_addr(target) {
+                Some(dst) => (dst, bridge_transport(target)),
+                None => return,
+            },
         };
         let peer = Peer { transport, addr: dst, conn: None };
         let call_id = format!("{}@{}", self.rng.token(20), self.cfg.local_sip.ip());
@@ -908,7 +915,7 @@ impl Core {
         if msg.status().is_some_and(|c| (200..300).contains(&c)) && msg.cseq().is_ok_and(|c| c.method == Method::Invite) {
             let tag = msg.from_hdr().ok().and_then(|f| f.tag().map(str::to_owned));
             if let (Some(tag), Some(cid)) = (tag, msg.call_id()) {
-                if let Some(&(key, Side::B)) = self.dialogs.get(&(cid.to_owned(), tag)) {
+                if let Some(&(key, Side::B)) = self.dialogs.get(dkey(&(cid, tag.as_str()))) {
                     if let Some(b) = self.calls.get(&key).and_then(|c| c.b.as_ref()) {
                         let (peer, ack) = b.ack(&msg, &mut self.rng, &self.cfg);
                         self.send(peer, ack, None);
@@ -950,14 +957,14 @@ impl Core {
     fn end_call(&mut self, now: Instant, key: CallKey, outcome: Outcome, status: u16, reason: &str, except: Option<Side>) {
         let Some(mut call) = self.calls.remove(&key) else { return };
         self.a_invites.remove(&call.a_invite);
-        self.dialogs.remove(&(call.a.call_id.clone(), call.a.local_tag.clone()));
+        self.dialogs.remove(dkey(&(call.a.call_id.as_str(), call.a.local_tag.as_str())));
         if except != Some(Side::A) {
             let (peer, branch, bye) = call.a.bye(&mut self.rng, &self.cfg, reason);
             let t = self.txn.request(now, Method::Bye, &branch, bye, peer);
             self.clients.insert(t, (key, Purpose::Bye));
         }
         if let Some(b) = call.b.as_mut() {
-            self.dialogs.remove(&(b.call_id.clone(), b.local_tag.clone()));
+            self.dialogs.remove(dkey(&(b.call_id.as_str(), b.local_tag.as_str())));
             if except != Some(Side::B) && b.confirmed() {
                 let (peer, branch, bye) = b.bye(&mut self.rng, &self.cfg, reason);
                 let t = self.txn.request(now, Method::Bye, &branch, bye, peer);
@@ -975,9 +982,9 @@ impl Core {
     fn fail_unanswered(&mut self, now: Instant, key: CallKey, code: u16, reason: &str, outcome: Outcome) {
         let Some(mut call) = self.calls.remove(&key) else { return };
         self.a_invites.remove(&call.a_invite);
-        self.dialogs.remove(&(call.a.call_id.clone(), call.a.local_tag.clone()));
+        self.dialogs.remove(dkey(&(call.a.call_id.as_str(), call.a.local_tag.as_str())));
         if let Some(b) = &call.b {
-            self.dialogs.remove(&(b.call_id.clone(), b.local_tag.clone()));
+            self.dialogs.remove(dkey(&(b.call_id.as_str(), b.local_tag.as_str())));
         }
         let mut rb = ResponseBuilder::new(&call.a_invite_msg, code, reason).to_tag(&call.a.local_tag);
         if code == 503 {
@@ -1170,12 +1177,68 @@ const ACCEPTED: &[&str] = &["application/sdp", "application/dtmf-relay", "applic
 /// The To tag of stateless answers: a constant, so that every retransmission gets the same answer.
 const TAG_STATELESS: &str = "cg-sl";
 
-fn dialog_key(msg: &Message, to_tag: &str) -> (String, String) {
-    (msg.call_id().unwrap_or("").to_owned(), to_tag.to_owned())
+/// The key of `dialogs` for a message in a dialog: its Call-ID and the To tag (ours).
+fn dialog_key<'a>(msg: &'a Message, to_tag: &'a str) -> (&'a str, &'a str) {
+    (msg.call_id().unwrap_or(""), to_tag)
+}
+
+/// A `(Call-ID, tag)` of `dialogs`, owned or borrowed: lookups take `(&str, &str)` and build no
+/// owned strings (the usual borrowed-tuple pattern: both forms hash and compare alike, so the
+/// map keeps std's keyed SipHash against peer-chosen Call-IDs).
+trait DialogKey {
+    fn parts(&self) -> (&str, &str);
+}
+
+impl DialogKey for (String, String) {
+    fn parts(&self) -> (&str, &str) {
+        (&self.0, &self.1)
+    }
+}
+
+impl DialogKey for (&str, &str) {
+    fn parts(&self) -> (&str, &str) {
+        (self.0, self.1)
+    }
+}
+
+impl<'a> std::borrow::Borrow<dyn DialogKey + 'a> for (String, String) {
+    fn borrow(&self) -> &(dyn DialogKey + 'a) {
+        self
+    }
+}
+
+impl std::hash::Hash for dyn DialogKey + '_ {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        // Exactly what the derived Hash of (String, String) feeds the hasher.
+        let (a, b) = self.parts();
+        a.hash(h);
+        b.hash(h);
+    }
+}
+
+impl PartialEq for dyn DialogKey + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn DialogKey + '_ {}
+
+/// A `(Call-ID, tag)` pair of `&str` as the map's borrowed key.
+fn dkey<'a>(k: &'a (&'a str, &'a str)) -> &'a (dyn DialogKey + 'a) {
+    k
 }
 
 fn top_branch(data: &Bytes) -> Option<String> {
     Message::parse(data.clone()).ok()?.top_via().ok()?.branch.map(str::to_owned)
+}
+
+/// The transport a bridge target's `transport` parameter names (UDP unless it says TCP).
+fn bridge_transport(target: &str) -> Transport {
+    match Uri::parse(target).ok().and_then(|u| u.param("transport").flatten().map(str::to_ascii_lowercase)) {
+        Some(t) if t == "tcp" => Transport::Tcp,
+        _ => Transport::Udp,
+    }
 }
 
 /// Where a response to `msg` goes (RFC 3261 18.2.2 with RFC 3581): back on the connection for

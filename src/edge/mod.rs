@@ -1,14 +1,18 @@
 //! The runtime shell: the one module that owns sockets, tasks, threads and timers.
 //!
 //! ```text
-//!               ┌──────────── tokio runtime ────────────┐
-//!  UDP :5060 ──▶│ sip task: owns the call Core          │──▶ UDP / TCP writes
-//!  TCP :5060 ──▶│  (one timer: Core::poll_timeout)       │──▶ records ──▶ writer thread ──▶ SQLite
-//!  (reader per  │                                        │──▶ media commands ─┐
-//!   connection) │ http task: /metrics, /healthz          │                    ▼
-//!               └────────────────────────────────────────┘     media thread: the Pacer (one
-//!                         ▲ media events (prompt finished) ◀──── slot ring for every stream)
+//!               ┌── sip thread: current-thread runtime ──┐
+//!  UDP :5060 ──▶│ sip task: owns the call Core           │──▶ UDP (sendmmsg per flush) / TCP writes
+//!  (recvmmsg)   │  (one timer: Core::poll_timeout)       │──▶ records ──▶ writer thread ──▶ SQLite
+//!               └────────────────────────────────────────┘──▶ media commands ─┐
+//!               ┌── tokio runtime (1 worker) ────────────┐                    ▼
+//!  TCP :5060 ──▶│ reader/writer per connection ─channel─▶│ sip task    media thread: the Pacer (one
+//!               │ http task: /metrics, /healthz; signals │             slot ring for every stream)
+//!               └────────────────────────────────────────┘
+//!                         ▲ media events (prompt finished) ◀──── media thread
 //! ```
+//! The sip task polls its own UDP socket and timers on its own thread, so no datagram's
+//! readiness is handed between threads; everything else talks to it over channels.
 //! Shutdown (SIGTERM/Ctrl-C): the core answers new calls 503 and ends calls in progress with
 //! BYE; when no call and no transaction is left (or after a grace period) the tasks stop, the
 //! media thread ends, the record writer drains into SQLite, and the latency summary is printed.
@@ -16,6 +20,7 @@
 pub mod http;
 mod media;
 mod tcp;
+mod udp;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -96,24 +101,34 @@ pub fn run(opts: Options) -> Result<(), EdgeError> {
         SystemTime::now(),
     )?;
 
+    // Two runtimes. The sip task runs alone on a current-thread runtime on this thread: it
+    // polls its own UDP socket and timers, so a datagram's readiness never has to be handed
+    // from a worker thread to another one. TCP connections, HTTP and signals run on a
+    // multi-thread runtime beside it, and talk to the sip task over channels.
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(AUX_WORKERS)
         .enable_all()
         .thread_name("callgate")
         .build()
         .map_err(EdgeError::Runtime)?;
+    let sip_rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(EdgeError::Runtime)?;
 
     let (media_tx, media_thread, media_events) = media::spawn(prompts, profile.media.address, metrics.clone());
     let sink = writer.sink();
-    let result = rt.block_on(serve(profile.clone(), core, metrics.clone(), media_tx, media_events, sink));
+    let aux = rt.handle().clone();
+    let result = sip_rt.block_on(serve(profile.clone(), core, metrics.clone(), media_tx, media_events, sink, aux));
     // The sip task has ended: every command has been sent; the media thread ends when its queue closes.
     let _ = media_thread.join();
+    sip_rt.shutdown_timeout(Duration::from_secs(1));
     rt.shutdown_timeout(Duration::from_secs(1));
     let written = writer.close()?;
     tracing::info!(records = written, "call records flushed");
     eprintln!("{}", metrics.summary());
     result
 }
+
+/// Workers of the runtime beside the sip task's (TCP connections, HTTP, signals).
+const AUX_WORKERS: usize = 1;
 
 async fn serve(
     profile: Arc<Profile>,
@@ -122,39 +137,48 @@ async fn serve(
     media_tx: std::sync::mpsc::Sender<MediaCommand>,
     media_events: mpsc::UnboundedReceiver<MediaEvent>,
     sink: RecordSink,
+    aux: tokio::runtime::Handle,
 ) -> Result<(), EdgeError> {
     let sip_addr = profile.listen.sip;
+    // Registered with this (the sip task's) runtime.
     let udp = bind_udp(sip_addr).map_err(|source| EdgeError::Bind { what: "SIP/UDP", addr: sip_addr, source })?;
-    let udp = Arc::new(udp);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (tcp_in_tx, tcp_in_rx) = mpsc::channel::<(Bytes, Peer)>(4096);
     let conns = tcp::Conns::new(tcp_in_tx.clone(), profile.limits.max_message_bytes, metrics.clone());
-    if profile.listen.transports.contains(&Transport::Tcp) {
-        let listener = tokio::net::TcpListener::bind(sip_addr)
-            .await
-            .map_err(|source| EdgeError::Bind { what: "SIP/TCP", addr: sip_addr, source })?;
-        tokio::spawn(tcp::accept_loop(listener, conns.clone(), shutdown_rx.clone()));
-    }
-    let http_addr = profile.listen.http;
-    let http = tokio::net::TcpListener::bind(http_addr)
+    // Everything else is bound and runs on the other runtime.
+    let http_task = {
+        let (profile, conns, metrics, shutdown_rx) = (profile.clone(), conns.clone(), metrics.clone(), shutdown_rx.clone());
+        aux.spawn(async move {
+            if profile.listen.transports.contains(&Transport::Tcp) {
+                let listener = tokio::net::TcpListener::bind(sip_addr)
+                    .await
+                    .map_err(|source| EdgeError::Bind { what: "SIP/TCP", addr: sip_addr, source })?;
+                tokio::spawn(tcp::accept_loop(listener, conns, shutdown_rx.clone()));
+            }
+            let http_addr = profile.listen.http;
+            let http = tokio::net::TcpListener::bind(http_addr)
+                .await
+                .map_err(|source| EdgeError::Bind { what: "HTTP", addr: http_addr, source })?;
+            let http_task = tokio::spawn(http::serve(http, metrics, shutdown_rx));
+            tokio::spawn(async move {
+                wait_for_signal().await;
+                tracing::info!("shutdown requested: refusing new calls, ending calls in progress");
+                let _ = shutdown_tx.send(true);
+            });
+            Ok::<_, EdgeError>(http_task)
+        })
         .await
-        .map_err(|source| EdgeError::Bind { what: "HTTP", addr: http_addr, source })?;
-    let http_task = tokio::spawn(http::serve(http, metrics.clone(), shutdown_rx.clone()));
-
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("shutdown requested: refusing new calls, ending calls in progress");
-        let _ = shutdown_tx.send(true);
-    });
+        .map_err(|e| EdgeError::Runtime(std::io::Error::other(e)))??
+    };
 
     eprintln!(
         "callgate ready sip={} ({}) http={} profile={}",
         sip_addr,
         profile.listen.transports.iter().map(|t| t.as_via()).collect::<Vec<_>>().join(","),
-        http_addr,
+        profile.listen.http,
         profile.dir.display()
     );
-    let shell = SipShell { udp, conns, media_tx, sink, metrics };
+    let shell = SipShell { udp, conns, media_tx, sink, metrics, aux };
     shell.run(core, tcp_in_rx, media_events, shutdown_rx).await;
     drop(tcp_in_tx);
     let _ = http_task.await;
@@ -218,15 +242,17 @@ async fn wait_for_signal() {
 
 /// The sip task's I/O side: where the core's outputs go.
 struct SipShell {
-    udp: Arc<UdpSocket>,
+    udp: UdpSocket,
     conns: tcp::Conns,
     media_tx: std::sync::mpsc::Sender<MediaCommand>,
     sink: RecordSink,
     metrics: Arc<Metrics>,
+    /// The runtime of the TCP connections: new outgoing ones are started there.
+    aux: tokio::runtime::Handle,
 }
 
 /// Datagrams read in one go before the core's outputs are flushed.
-const UDP_BATCH: usize = 64;
+const UDP_BATCH: usize = udp::BATCH;
 /// How long receive batches must come back full (the socket never drained) before the input
 /// counts as backlogged: new calls are then refused with 503 until a batch comes up short. Short
 /// bursts do not trip it; an edge that cannot keep up does, within this time.
@@ -243,7 +269,8 @@ impl SipShell {
         mut media_events: mpsc::UnboundedReceiver<MediaEvent>,
         mut shutdown: watch::Receiver<bool>,
     ) {
-        let mut buf = vec![0u8; 65_536];
+        let mut rx = udp::RecvBatch::new();
+        let mut tx = Flush::default();
         let far = tokio::time::Instant::now() + Duration::from_secs(86_400);
         let sleep = tokio::time::sleep_until(far);
         tokio::pin!(sleep);
@@ -255,19 +282,14 @@ impl SipShell {
                 sleep.as_mut().reset(deadline);
             }
             tokio::select! {
-                r = self.udp.recv_from(&mut buf) => {
+                r = udp::recv_batch(&self.udp, &mut rx) => {
                     match r {
-                        Ok((n, from)) => {
+                        Ok(got) => {
                             let now = Instant::now();
-                            core.handle_datagram(now, Bytes::copy_from_slice(&buf[..n]), Peer::udp(from));
-                            // Take whatever else is already queued before flushing.
-                            let mut got = 1;
-                            while got < UDP_BATCH {
-                                match self.udp.try_recv_from(&mut buf) {
-                                    Ok((n, from)) => core.handle_datagram(Instant::now(), Bytes::copy_from_slice(&buf[..n]), Peer::udp(from)),
-                                    Err(_) => break,
-                                }
-                                got += 1;
+                            // Each datagram's arrival instant is taken when the core gets it, as
+                            // when they were read one by one (the latency marks start there).
+                            for (data, from) in rx.datagrams() {
+                                core.handle_datagram(Instant::now(), data, Peer::udp(from));
                             }
                             if got == UDP_BATCH {
                                 let since = *full_since.get_or_insert(now);
@@ -294,7 +316,7 @@ impl SipShell {
                     }
                 }
             }
-            self.flush(&mut core).await;
+            self.flush(&mut core, &mut tx).await;
             if let Some(since) = draining_since {
                 let idle = core.active_calls() == 0;
                 // Wait for the BYEs' answers unless the grace period is over.
@@ -305,35 +327,52 @@ impl SipShell {
         }
     }
 
-    async fn flush(&self, core: &mut Core) {
+    /// Drains the core's outputs: UDP datagrams are collected and sent in batches at the end
+    /// (one `sendmmsg` per [`udp::BATCH`] on Linux); their latency marks are recorded once sent.
+    async fn flush(&self, core: &mut Core, f: &mut Flush) {
+        f.udp.clear();
         while let Some(out) = core.poll_output() {
             match out {
-                Output::Transmit(t) => self.transmit(t).await,
+                Output::Transmit(t) => {
+                    self.metrics.inc(Counter::SipOut);
+                    match t.peer.transport {
+                        Transport::Udp => f.udp.push(t),
+                        Transport::Tcp => {
+                            {
+                                // A new connection's tasks belong on the TCP runtime.
+                                let _rt = self.aux.enter();
+                                self.conns.send(t.peer, t.data);
+                            }
+                            if let Some(mark) = t.mark {
+                                self.metrics.record(mark.stage, mark.since.elapsed());
+                            }
+                        }
+                    }
+                }
                 Output::Media(cmd) => {
                     let _ = self.media_tx.send(cmd);
                 }
                 Output::Record(rec) => self.sink.submit(rec),
             }
         }
-    }
-
-    async fn transmit(&self, t: Transmit) {
-        self.metrics.inc(Counter::SipOut);
-        match t.peer.transport {
-            Transport::Udp => {
-                let sent = match self.udp.try_send_to(&t.data, t.peer.addr) {
-                    Ok(_) => Ok(()),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => self.udp.send_to(&t.data, t.peer.addr).await.map(|_| ()),
-                    Err(e) => Err(e),
-                };
-                if let Err(e) = sent {
-                    tracing::debug!(dst = %t.peer.addr, error = %e, "UDP send failed");
-                }
+        if f.udp.is_empty() {
+            return;
+        }
+        {
+            let out: Vec<(&[u8], SocketAddr)> = f.udp.iter().map(|t| (&t.data[..], t.peer.addr)).collect();
+            udp::send_all(&self.udp, &mut f.scratch, &out).await;
+        }
+        for t in f.udp.drain(..) {
+            if let Some(mark) = t.mark {
+                self.metrics.record(mark.stage, mark.since.elapsed());
             }
-            Transport::Tcp => self.conns.send(t.peer, t.data),
-        }
-        if let Some(mark) = t.mark {
-            self.metrics.record(mark.stage, mark.since.elapsed());
         }
     }
+}
+
+/// The sip task's per-flush scratch space, reused.
+#[derive(Default)]
+struct Flush {
+    udp: Vec<Transmit>,
+    scratch: udp::SendBatch,
 }

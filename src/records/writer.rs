@@ -3,6 +3,7 @@
 //! ```text
 //!   SIP thread(s) ──submit()──▶ unbounded mpsc ──▶ writer thread
 //!                                                 │ recv() one, try_recv() up to batch_max more
+//!                                                 │ (a short batch: linger, then try_recv() again)
 //!                                                 │ BEGIN IMMEDIATE; INSERT OR IGNORE ×n; COMMIT
 //!                                                 │ on error: keep the batch, back off, retry
 //!   close() ──closing flag + Close msg──────────▶ │ drain until the channel is empty, commit, exit
@@ -34,6 +35,11 @@ pub struct WriterConfig {
     pub retry_max: Duration,
     /// Attempts at writing what is left once close() was called, before giving up.
     pub close_attempts: u32,
+    /// After waking for a record, how long the writer lets more records gather before it
+    /// commits a batch that is not full (unless a flush or close is waiting). Under load this
+    /// turns one SQLite transaction and one thread wake-up per record into one per batch; the
+    /// submitting side does not pay for a wake-up while the writer lingers.
+    pub linger: Duration,
 }
 
 impl Default for WriterConfig {
@@ -43,6 +49,7 @@ impl Default for WriterConfig {
             retry_initial: Duration::from_millis(50),
             retry_max: Duration::from_secs(5),
             close_attempts: 3,
+            linger: Duration::from_millis(50),
         }
     }
 }
@@ -320,6 +327,17 @@ impl Worker {
                 match self.rx.try_recv() {
                     Ok(m) => closing |= take(m, &mut pending, &mut waiters),
                     Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => break,
+                }
+            }
+            // A short batch, nobody waiting on it: let more records gather, then take them too.
+            if pending.len() < batch_max && !pending.is_empty() && waiters.is_empty() && !closing && !self.cfg.linger.is_zero() {
+                std::thread::sleep(self.cfg.linger);
+                closing |= self.shared.closing.load(Ordering::SeqCst);
+                while pending.len() < batch_max {
+                    match self.rx.try_recv() {
+                        Ok(m) => closing |= take(m, &mut pending, &mut waiters),
+                        Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => break,
+                    }
                 }
             }
             if pending.len() >= batch_max {

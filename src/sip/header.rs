@@ -178,6 +178,12 @@ fn is_gen_value_char(b: u8) -> bool {
 /// Validates a raw parameter list: LWS, then zero or more `; name [= value]` with a token name and a
 /// token / host / quoted-string value.
 pub fn check_params(s: &str) -> Result<(), HeaderError> {
+    check_params_with(s, |_, _| {})
+}
+
+/// [`check_params`], handing every parameter (trimmed name, trimmed value with its quotes) to
+/// `visit` as it goes, so that a caller can pick parameters out in the same pass.
+fn check_params_with<'a>(s: &'a str, mut visit: impl FnMut(&'a str, Option<&'a str>)) -> Result<(), HeaderError> {
     let t = trim_lws(s);
     if t.is_empty() {
         return Ok(());
@@ -200,8 +206,18 @@ pub fn check_params(s: &str) -> Result<(), HeaderError> {
                 return Err(HeaderError::BadParam);
             }
         }
+        visit(name, value);
     }
     Ok(())
+}
+
+/// A parameter value as [`param`] returns it: without the quotes of a quoted value.
+fn unquote(v: &str) -> &str {
+    if v.len() >= 2 && v.starts_with('"') && v.ends_with('"') {
+        &v[1..v.len() - 1]
+    } else {
+        v
+    }
 }
 
 /// Iterates `(name, value)` pairs of a raw parameter list (LWS trimmed, quotes kept on quoted values).
@@ -215,13 +231,7 @@ pub fn param<'a>(params: &'a str, n: &str) -> Option<Option<&'a str>> {
     for p in split_semis(params) {
         let (name, value) = split_param(p);
         if name.eq_ignore_ascii_case(n) {
-            return Some(value.map(|v| {
-                if v.len() >= 2 && v.starts_with('"') && v.ends_with('"') {
-                    &v[1..v.len() - 1]
-                } else {
-                    v
-                }
-            }));
+            return Some(value.map(unquote));
         }
     }
     None
@@ -367,8 +377,24 @@ impl<'a> Via<'a> {
             c.skip_lws();
         }
         let params = &v[c.i..];
-        check_params(params)?;
-        let rport = match param(params, "rport") {
+        // One pass validates the list and picks out the first rport, branch and received (what
+        // `param` would find).
+        let (mut rport, mut branch, mut received) = (None, None, None);
+        check_params_with(params, |name, value| {
+            let slot = if name.eq_ignore_ascii_case("branch") {
+                &mut branch
+            } else if name.eq_ignore_ascii_case("rport") {
+                &mut rport
+            } else if name.eq_ignore_ascii_case("received") {
+                &mut received
+            } else {
+                return;
+            };
+            if slot.is_none() {
+                *slot = Some(value.map(unquote));
+            }
+        })?;
+        let rport = match rport {
             None => None,
             Some(None) => Some(None),
             Some(Some(p)) => Some(Some(p.parse::<u16>().map_err(|_| HeaderError::BadPort)?)),
@@ -377,8 +403,8 @@ impl<'a> Via<'a> {
             transport: &v[ts..te],
             host,
             port,
-            branch: param(params, "branch").flatten(),
-            received: param(params, "received").flatten(),
+            branch: branch.flatten(),
+            received: received.flatten(),
             rport,
             params,
         })

@@ -267,6 +267,31 @@ impl TxnConfig {
     }
 }
 
+/// A hasher for maps keyed by ids callgate allocates itself (transaction ids, call keys): a
+/// multiply-and-fold of the one integer. Not for keys a peer chooses (Call-ID, branch, tags):
+/// those maps keep std's randomly keyed SipHash, which resists hash flooding.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        let h = self.0.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        h ^ (h >> 29)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only integers are hashed with this hasher; bytes still work, just not fast.
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+/// A `HashMap` keyed by an id callgate allocated (see [`IdHasher`]).
+pub(crate) type IdMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<IdHasher>>;
+
 /// Identifies one transaction of a [`TxnLayer`]. Never reused within one layer.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
 pub struct TxnId(pub u64);
@@ -510,7 +535,7 @@ enum Step {
 pub struct TxnLayer {
     cfg: TxnConfig,
     next_id: u64,
-    txns: HashMap<u64, Txn>,
+    txns: IdMap<u64, Txn>,
     server: HashMap<ServerKey, TxnId>,
     legacy: HashMap<LegacyKey, Vec<TxnId>>,
     client: HashMap<ClientKey, TxnId>,
@@ -528,7 +553,7 @@ impl TxnLayer {
         TxnLayer {
             cfg,
             next_id: 1,
-            txns: HashMap::new(),
+            txns: IdMap::default(),
             server: HashMap::new(),
             legacy: HashMap::new(),
             client: HashMap::new(),
