@@ -20,6 +20,8 @@ pub struct Dialog {
     pub local_party: String,
     /// The far party as written in To of our requests, with its tag once known.
     pub remote_party: String,
+    /// The far party's tag, once known.
+    pub remote_tag: Option<String>,
     /// The Request-URI of requests inside the dialog.
     pub remote_target: String,
     /// Route header values for requests inside the dialog, in order.
@@ -50,6 +52,7 @@ impl Dialog {
             call_id,
             local_tag: local_tag.to_owned(),
             local_party: to,
+            remote_tag: invite.from_hdr().ok().and_then(|f| f.tag().map(str::to_owned)),
             remote_party: from,
             remote_target: target,
             route_set,
@@ -75,6 +78,7 @@ impl Dialog {
             local_tag,
             local_party,
             remote_party,
+            remote_tag: None,
             remote_target: target,
             route_set: Vec::new(),
             local_cseq: 1,
@@ -93,6 +97,7 @@ impl Dialog {
         if let Some(to) = resp.header(HeaderName::To) {
             self.remote_party = to.to_owned();
         }
+        self.remote_tag = resp.to_hdr().ok().and_then(|t| t.tag().map(str::to_owned));
         if let Some(c) = resp.contacts().next().and_then(|c| c.ok()) {
             self.remote_target = c.uri.to_owned();
         }
@@ -105,6 +110,11 @@ impl Dialog {
 
     /// The ACK for a 2xx to our INVITE (RFC 3261 13.2.2.4): a new transaction of its own.
     pub fn ack(&self, resp: &Message, rng: &mut Rng, cfg: &CoreConfig) -> (Peer, Bytes) {
+        self.ack_with(resp, rng, cfg, None)
+    }
+
+    /// The ACK for a 2xx, carrying the answer when the 2xx held the offer (a delayed offer).
+    pub fn ack_with(&self, resp: &Message, rng: &mut Rng, cfg: &CoreConfig, body: Option<(&str, &[u8])>) -> (Peer, Bytes) {
         let seq = resp.cseq().map(|c| c.seq).unwrap_or(1);
         let branch = format!("z9hG4bK{}", rng.token(16));
         let sent_by = host_port(cfg.local_sip);
@@ -117,6 +127,9 @@ impl Dialog {
             .max_forwards(70);
         for r in &self.route_set {
             rb = rb.route(r);
+        }
+        if let Some((ctype, body)) = body {
+            rb = rb.body(ctype, body);
         }
         (self.peer, rb.build())
     }

@@ -49,7 +49,7 @@ use crate::media::{sdp, Codec};
 use crate::metrics::{Counter, Mark, Metrics, Stage};
 use crate::records::{CallRecord, Outcome};
 use crate::sip::build::{RequestBuilder, ResponseBuilder};
-use crate::sip::msg::{Message, Method};
+use crate::sip::msg::{HeaderName, Message, Method};
 use crate::sip::txn::{Incoming, TxnConfig, TxnEvent, TxnId, TxnLayer};
 use crate::sip::uri::Uri;
 use crate::sip::{Peer, Rng, Transmit, Transport};
@@ -171,6 +171,9 @@ enum TimerKind {
     RingTimeout,
 }
 
+/// Records a second for INVITEs refused before any transaction exists (see `record_refused_invite`).
+pub const REFUSED_RECORDS_PER_S: u32 = 50;
+
 /// How long a bridge target may ring before callgate gives up (RFC 3261 leaves it to the UA).
 pub const RING_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -197,6 +200,27 @@ struct Call {
     pending_play: Option<MediaCommand>,
     /// Our SDP on the caller's leg (guidance calls): the answer to session refreshes.
     local_sdp: Option<Bytes>,
+    /// The caller's (Call-ID, From tag): its entry in `Core::origins`.
+    origin: Option<(String, String)>,
+    /// Bridge with a delayed offer: the callee's 2xx held the offer, so its ACK waits for the
+    /// caller's answer (in the caller's ACK). `Waiting` until then; `Sent` keeps the answer for
+    /// re-ACKing retransmitted 2xx.
+    b_ack: BAck,
+    /// What the guidance call negotiated: codec and where we send (None: the caller takes nothing).
+    negotiated: Option<(Codec, Option<SocketAddr>)>,
+    /// Shutdown came before the caller's ACK: BYE once it arrives (RFC 3261 15).
+    bye_on_ack: bool,
+    /// The bridge target's 2xx, kept while its ACK waits for the caller's answer.
+    b_2xx: Option<Message>,
+}
+
+/// The state of the ACK callgate owes the bridge target.
+#[derive(Clone, Debug, Default)]
+enum BAck {
+    #[default]
+    Immediate,
+    Waiting,
+    Sent(Option<(String, Bytes)>),
 }
 
 /// The call core. See the module docs for the state diagram.
@@ -214,6 +238,10 @@ pub struct Core {
     a_invites: HashMap<TxnId, CallKey>,
     /// Our client transactions → call and purpose.
     clients: HashMap<TxnId, (CallKey, Purpose)>,
+    /// The budget of records for statelessly refused INVITEs: tokens, and when last filled.
+    refused_budget: (f64, Instant),
+    /// (Call-ID, From tag) of each caller's INVITE → call and CSeq, to spot merged requests.
+    origins: HashMap<(String, String), (CallKey, u32)>,
     /// Our CANCEL transactions → the INVITE transaction they cancel.
     cancelled: HashMap<TxnId, TxnId>,
     timers: BinaryHeap<Reverse<(Instant, CallKey, TimerKind)>>,
@@ -262,6 +290,8 @@ impl Core {
             a_invites: HashMap::new(),
             clients: HashMap::new(),
             cancelled: HashMap::new(),
+            origins: HashMap::new(),
+            refused_budget: (f64::from(REFUSED_RECORDS_PER_S), now),
             timers: BinaryHeap::new(),
             prompt_durations,
             outputs: VecDeque::new(),
@@ -298,6 +328,18 @@ impl Core {
             self.cps_bucket = (tokens, now);
             false
         }
+    }
+
+    /// True when `msg` carries a To tag of a dialog callgate holds.
+    fn in_known_dialog(&self, msg: &Message) -> bool {
+        let (Some(cid), Ok(to)) = (msg.call_id(), msg.to_hdr()) else { return false };
+        to.tag().is_some_and(|tag| self.dialogs.contains_key(&(cid.to_owned(), tag.to_owned())))
+    }
+
+    /// Requests callgate sent and still awaits a final answer to (BYE, CANCEL, INVITE to a bridge
+    /// target). A draining edge stops when this and [`Core::active_calls`] are zero.
+    pub fn awaiting_answers(&self) -> usize {
+        self.clients.len()
     }
 
     /// Calls in progress.
@@ -373,15 +415,14 @@ impl Core {
         }
     }
 
-    pub fn handle_message(&mut self, now: Instant, msg: Message, peer: Peer) {
+    pub fn handle_message(&mut self, now: Instant, mut msg: Message, peer: Peer) {
         if msg.is_request() {
+            msg.set_source(peer.addr);
             let is_ack = msg.method() == Some(&Method::Ack);
-            if self.profile.trunk_for(peer.addr.ip()).is_none() {
-                if msg.method() == Some(&Method::Invite) {
-                    // No state is kept; the record's id derives from the message, so
-                    // retransmissions of the same INVITE write one record.
-                    self.record_rejected(now, &msg, peer, None, Outcome::Rejected, 403, "source not allowed");
-                }
+            // Trunks admit new calls; requests inside a dialog callgate holds (e.g. the bridge
+            // target's BYE) come from whoever the dialog is with.
+            if self.profile.trunk_for(peer.addr.ip()).is_none() && !self.in_known_dialog(&msg) {
+                self.record_refused_invite(now, &msg, peer, 403, "source not allowed");
                 if !is_ack {
                     self.metrics.inc(Counter::Forbidden403);
                     tracing::info!(src = %peer.addr, "request from a source no trunk allows: 403");
@@ -395,6 +436,7 @@ impl Core {
                     if rej.code == 400 {
                         self.metrics.inc(Counter::BadRequest400);
                     }
+                    self.record_refused_invite(now, &msg, peer, rej.code, rej.reason);
                     self.respond_stateless(&msg, peer, rej.code, rej.reason, None);
                 }
                 return;
@@ -406,6 +448,7 @@ impl Core {
                     let unsupported = (rej.code == 420).then(|| msg.unsupported_required(SUPPORTED).join(", "));
                     let accept = (rej.code == 415 || rej.code == 406).then(|| ACCEPTED.join(", "));
                     let extra = unsupported.map(|v| ("Unsupported", v)).or(accept.map(|v| ("Accept", v)));
+                    self.record_refused_invite(now, &msg, peer, rej.code, rej.reason);
                     self.respond_stateless(&msg, peer, rej.code, rej.reason, extra);
                     return;
                 }
@@ -446,7 +489,14 @@ impl Core {
         self.draining = true;
         let keys: Vec<CallKey> = self.calls.keys().copied().collect();
         for key in keys {
-            // Answered calls end with BYE (status 200 in the record); ringing ones get 503.
+            // Answered calls end with BYE (status 200 in the record); ringing ones get 503. A call
+            // whose caller has not ACKed our 200 yet gets its BYE when the ACK comes (RFC 3261 15).
+            if let Some(call) = self.calls.get_mut(&key) {
+                if call.state == State::Answered {
+                    call.bye_on_ack = true;
+                    continue;
+                }
+            }
             self.hang_up(now, key, Outcome::Shutdown, 200, "edge shutting down");
         }
     }
@@ -477,6 +527,11 @@ impl Core {
                 let resp = self.response(&msg, 200, "OK").build();
                 self.txn.respond(now, txn, 200, resp, None);
             }
+            // Known to callgate but not served inside its dialogs (RFC 3261 8.2.1: 405 with Allow).
+            (Method::Update | Method::Prack, Some(tag)) if self.dialogs.contains_key(&dialog_key(&msg, &tag)) => {
+                let resp = self.response(&msg, 405, "Method Not Allowed").header("Allow", ALLOW).build();
+                self.txn.respond(now, txn, 405, resp, None);
+            }
             (Method::Bye | Method::Info | Method::Update | Method::Prack, _) => {
                 let resp = self.response(&msg, 481, "Call/Transaction Does Not Exist").build();
                 self.txn.respond(now, txn, 481, resp, None);
@@ -489,6 +544,15 @@ impl Core {
     }
 
     fn on_invite(&mut self, now: Instant, txn: TxnId, msg: Message, peer: Peer) {
+        // The same request arriving again along another path (another branch): RFC 3261 8.2.2.2.
+        let origin = origin_key(&msg);
+        if let Some(&(key, seq)) = origin.as_ref().and_then(|o| self.origins.get(o)) {
+            if self.calls.contains_key(&key) && msg.cseq().is_ok_and(|c| c.seq == seq) {
+                let resp = self.response(&msg, 482, "Loop Detected").build();
+                self.txn.respond(now, txn, 482, resp, None);
+                return;
+            }
+        }
         let trying = self.response(&msg, 100, "Trying").build();
         self.txn.respond(now, txn, 100, trying, Some(Mark { stage: Stage::InviteTo100, since: now }));
 
@@ -551,8 +615,16 @@ impl Core {
             media_port: None,
             pending_play: None,
             local_sdp: None,
+            origin: origin.clone(),
+            b_ack: BAck::Immediate,
+            negotiated: None,
+            bye_on_ack: false,
+            b_2xx: None,
         };
         self.dialogs.insert((call.a.call_id.clone(), local_tag), (key, Side::A));
+        if let (Some(o), Ok(cseq)) = (origin, msg.cseq()) {
+            self.origins.insert(o, (key, cseq.seq));
+        }
         self.a_invites.insert(txn, key);
         self.calls.insert(key, call);
         self.metrics.set_active_calls(self.calls.len());
@@ -574,10 +646,12 @@ impl Core {
         let sess_id = self.rng.next_u64() >> 2;
         let offer = msg.body();
         let has_offer = msg.content_type().is_some_and(|t| t.eq_ignore_ascii_case("application/sdp")) && !offer.is_empty();
+        let mut negotiated = None;
         let (sdp_body, play) = if has_offer {
             match sdp::answer(&offer, &trunk.codecs, self.cfg.media_ip, port, sess_id) {
                 Ok(n) => {
                     let play = n.send_to().map(|dst| (dst, n.codec, n.pt));
+                    negotiated = Some((n.codec, n.send_to()));
                     (n.sdp, play)
                 }
                 Err(e) => {
@@ -604,6 +678,7 @@ impl Core {
         let Some(call) = self.calls.get_mut(&key) else { return };
         call.media_port = Some(port);
         call.answered = Some(now);
+        call.negotiated = negotiated;
         call.local_sdp = Some(sdp_body.clone());
         call.pending_play = play.map(|(dst, codec, pt)| MediaCommand::Play {
             call: key,
@@ -637,6 +712,21 @@ impl Core {
         let guidance = self.profile_guidance(key);
         let Some(call) = self.calls.get_mut(&key) else { return };
         self.txn.ack_received(now, call.a_invite);
+        if matches!(call.b_ack, BAck::Waiting) {
+            // Delayed offer across the bridge: the caller's answer goes to the callee in its ACK.
+            let body = msg.body();
+            let answer = (!body.is_empty()).then(|| (msg.content_type().unwrap_or("application/sdp").to_owned(), body));
+            if let (Some(b), Some(b2xx)) = (call.b.as_ref(), call.b_2xx.take()) {
+                let (peer, data) = b.ack_with(&b2xx, &mut self.rng, &self.cfg, answer.as_ref().map(|(c, b)| (c.as_str(), &b[..])));
+                self.outputs.push_back(Output::Transmit(Transmit { peer, data, mark: None }));
+            }
+            call.b_ack = BAck::Sent(answer);
+            return;
+        }
+        if call.bye_on_ack {
+            self.end_call(now, key, Outcome::Shutdown, 200, "edge shutting down", None);
+            return;
+        }
         if call.state != State::Answered {
             return;
         }
@@ -646,6 +736,7 @@ impl Core {
             let body = msg.body();
             if !body.is_empty() {
                 if let (Ok(n), Some(port)) = (sdp::parse_answer(&body), call.media_port) {
+                    call.negotiated = Some((n.codec, n.send_to()));
                     if let Some(dst) = n.send_to() {
                         call.pending_play = Some(MediaCommand::Play {
                             call: key,
@@ -688,9 +779,21 @@ impl Core {
 
     fn on_reinvite(&mut self, now: Instant, txn: TxnId, msg: Message, tag: String) {
         let found = self.dialogs.get(&dialog_key(&msg, &tag)).copied();
+        let offer = msg.body();
         let sdp = found.and_then(|(key, side)| {
             let call = self.calls.get(&key)?;
-            (side == Side::A).then(|| call.local_sdp.clone()).flatten().map(|s| (s, call.a.local_contact.clone()))
+            let sdp = (side == Side::A).then(|| call.local_sdp.clone()).flatten()?;
+            // A session refresh re-offers what was agreed; a re-offer that would change the codec,
+            // the address or the direction cannot be honoured until the media engine can follow.
+            if !offer.is_empty() {
+                let (codec, dst) = call.negotiated?;
+                let port = call.media_port?;
+                let n = sdp::answer(&offer, &[codec], self.cfg.media_ip, port, 0).ok()?;
+                if n.codec != codec || n.send_to() != dst {
+                    return None;
+                }
+            }
+            Some((sdp, call.a.local_contact.clone()))
         });
         let (code, resp) = match (found, sdp) {
             (None, _) => (481, self.response(&msg, 481, "Call/Transaction Does Not Exist").build()),
@@ -703,11 +806,12 @@ impl Core {
                     .body("application/sdp", &sdp)
                     .build(),
             ),
-            // Re-offers across a bridge are relayed by the media engine (not yet).
+            // Re-offers that change the media, and re-INVITEs across a bridge, wait for the media
+            // engine; refusing one leaves the session as it was (RFC 3264 8).
             (Some(_), None) => (
                 488,
                 self.response(&msg, 488, "Not Acceptable Here")
-                    .header("Warning", "399 callgate \"re-INVITE across a bridge is not supported yet\"")
+                    .header("Warning", "399 callgate \"this change of media is not supported yet\"")
                     .build(),
             ),
         };
@@ -718,8 +822,11 @@ impl Core {
         let target = self.txn.cancel_target(&msg);
         let key = target.and_then(|t| self.a_invites.get(&t).copied());
         let Some(key) = key else {
-            let resp = self.response(&msg, 481, "Call/Transaction Does Not Exist").build();
-            self.txn.respond(now, txn, 481, resp, None);
+            // The INVITE transaction still exists but has had its final answer: the CANCEL has
+            // no effect and is answered 200 (RFC 3261 9.2); with no such transaction, 481.
+            let (code, reason) = if target.is_some() { (200, "OK") } else { (481, "Call/Transaction Does Not Exist") };
+            let resp = self.response(&msg, code, reason).build();
+            self.txn.respond(now, txn, code, resp, None);
             return;
         };
         let resp = self.response(&msg, 200, "OK").build();
@@ -741,6 +848,12 @@ impl Core {
         let resp = self.response(&msg, 200, "OK").build();
         self.txn.respond(now, txn, 200, resp, None);
         let Some(call) = self.calls.get(&key) else { return };
+        if call.state == State::Ringing && side == Side::A {
+            // A BYE in the early dialog (RFC 3261 15): the caller gives up like with CANCEL.
+            self.cancel_b(now, key);
+            self.fail_unanswered(now, key, 487, "Request Terminated", Outcome::Cancelled);
+            return;
+        }
         let outcome = match call.state {
             State::Answered | State::Playing => Outcome::Abandoned,
             State::Connected | State::Ringing => Outcome::Bridged,
@@ -854,18 +967,36 @@ impl Core {
             200..=299 => {
                 let Some(call) = self.calls.get_mut(&key) else { return };
                 let first = call.state == State::Ringing;
-                if let Some(b) = call.b.as_mut() {
-                    if first {
-                        b.confirm_uac(&msg);
-                    }
-                }
-                // ACK every 2xx, the retransmissions too (RFC 3261 13.2.2.4).
-                let ack = call.b.as_ref().map(|b| b.ack(&msg, &mut self.rng, &self.cfg));
-                if let Some((peer, data)) = ack {
-                    self.outputs.push_back(Output::Transmit(Transmit { peer, data, mark: None }));
-                }
                 if !first {
+                    let theirs = msg.to_hdr().ok().and_then(|t| t.tag().map(str::to_owned));
+                    let ours = call.b.as_ref().and_then(|b| b.remote_tag.clone());
+                    if theirs != ours {
+                        // Another fork answered too (RFC 3261 13.2.2.4): ACK it and end it.
+                        self.ack_and_bye_orphan(now, &msg);
+                        return;
+                    }
+                    // A retransmission: our ACK was lost. ACK again, unless the answer is pending.
+                    let body = match &call.b_ack {
+                        BAck::Waiting => return,
+                        BAck::Sent(body) => body.clone(),
+                        BAck::Immediate => None,
+                    };
+                    if let Some(b) = call.b.as_ref() {
+                        let (peer, data) = b.ack_with(&msg, &mut self.rng, &self.cfg, body.as_ref().map(|(c, b)| (c.as_str(), &b[..])));
+                        self.outputs.push_back(Output::Transmit(Transmit { peer, data, mark: None }));
+                    }
                     return;
+                }
+                if let Some(b) = call.b.as_mut() {
+                    b.confirm_uac(&msg);
+                }
+                let delayed_offer = call.a_invite_msg.body().is_empty() && !msg.body().is_empty();
+                if delayed_offer {
+                    call.b_ack = BAck::Waiting;
+                    call.b_2xx = Some(msg.clone());
+                } else if let Some(b) = call.b.as_ref() {
+                    let (peer, data) = b.ack(&msg, &mut self.rng, &self.cfg);
+                    self.outputs.push_back(Output::Transmit(Transmit { peer, data, mark: None }));
                 }
                 call.state = State::Connected;
                 call.answered = Some(now);
@@ -898,7 +1029,11 @@ impl Core {
                 if let Some(call) = self.calls.get_mut(&key) {
                     call.b = None;
                 }
-                self.fail_unanswered(now, key, fwd, &fwd_reason, outcome);
+                // A redirect is useful to the caller only with where to go.
+                let contacts: Vec<&str> =
+                    if (300..400).contains(&code) { msg.header_values(HeaderName::Contact).collect() } else { Vec::new() };
+                let extra = (!contacts.is_empty()).then(|| ("Contact", contacts.join(", ")));
+                self.fail_unanswered_with(now, key, fwd, &fwd_reason, outcome, extra);
             }
         }
     }
@@ -958,6 +1093,11 @@ impl Core {
         }
         if let Some(b) = call.b.as_mut() {
             self.dialogs.remove(&(b.call_id.clone(), b.local_tag.clone()));
+            if let Some(b2xx) = call.b_2xx.take() {
+                // Its 2xx is still unacknowledged (delayed offer): ACK before BYE (RFC 3261 15).
+                let (peer, data) = b.ack(&b2xx, &mut self.rng, &self.cfg);
+                self.outputs.push_back(Output::Transmit(Transmit { peer, data, mark: None }));
+            }
             if except != Some(Side::B) && b.confirmed() {
                 let (peer, branch, bye) = b.bye(&mut self.rng, &self.cfg, reason);
                 let t = self.txn.request(now, Method::Bye, &branch, bye, peer);
@@ -973,6 +1113,18 @@ impl Core {
 
     /// Ends a call whose caller has had no final answer: the final answer is `code`.
     fn fail_unanswered(&mut self, now: Instant, key: CallKey, code: u16, reason: &str, outcome: Outcome) {
+        self.fail_unanswered_with(now, key, code, reason, outcome, None);
+    }
+
+    fn fail_unanswered_with(
+        &mut self,
+        now: Instant,
+        key: CallKey,
+        code: u16,
+        reason: &str,
+        outcome: Outcome,
+        extra: Option<(&str, String)>,
+    ) {
         let Some(mut call) = self.calls.remove(&key) else { return };
         self.a_invites.remove(&call.a_invite);
         self.dialogs.remove(&(call.a.call_id.clone(), call.a.local_tag.clone()));
@@ -982,6 +1134,9 @@ impl Core {
         let mut rb = ResponseBuilder::new(&call.a_invite_msg, code, reason).to_tag(&call.a.local_tag);
         if code == 503 {
             rb = rb.header("Retry-After", &self.cfg.retry_after_s.to_string());
+        }
+        if let Some((name, value)) = &extra {
+            rb = rb.header(name, value);
         }
         let resp = rb.build();
         self.txn.respond(now, call.a_invite, code, resp, None);
@@ -993,6 +1148,9 @@ impl Core {
     }
 
     fn finish(&mut self, now: Instant, call: &Call, outcome: Outcome, status: u16, reason: &str) {
+        if let Some(o) = &call.origin {
+            self.origins.remove(o);
+        }
         self.metrics.outcome(outcome);
         self.metrics.set_active_calls(self.calls.len());
         let rec = CallRecord {
@@ -1038,6 +1196,29 @@ impl Core {
         let (trunk, service) = (trunk.map(|t| t.name.clone()), service.map(|s| (s.tenant.clone(), s.name.clone())));
         let cg_id = format!("cg-{}", self.rng.token(16));
         self.record_rejected_with(now, msg, peer, trunk, service, cg_id, outcome, code, reason);
+    }
+
+    /// The record of an INVITE refused before any transaction exists (403 to a stranger, 400,
+    /// 415 ...). No call state is kept: the record's id derives from the message, so the INVITE's
+    /// retransmissions map onto one record. A budget of [`REFUSED_RECORDS_PER_S`] such records a
+    /// second (and as many in a burst) keeps a flood of spoofable datagrams from filling the disk;
+    /// what is over it is counted in `callgate_records_suppressed_total`.
+    fn record_refused_invite(&mut self, now: Instant, msg: &Message, peer: Peer, code: u16, reason: &str) {
+        if msg.method() != Some(&Method::Invite) {
+            return;
+        }
+        let (tokens, last) = self.refused_budget;
+        let rate = f64::from(REFUSED_RECORDS_PER_S);
+        let tokens = (tokens + now.saturating_duration_since(last).as_secs_f64() * rate).min(rate);
+        if tokens < 1.0 {
+            self.refused_budget = (tokens, now);
+            self.metrics.inc(Counter::RecordsSuppressed);
+            return;
+        }
+        self.refused_budget = (tokens - 1.0, now);
+        let profile = self.profile.clone();
+        let trunk = profile.trunk_for(peer.addr.ip());
+        self.record_rejected(now, msg, peer, trunk, Outcome::Rejected, code, reason);
     }
 
     fn record_rejected(&mut self, now: Instant, msg: &Message, peer: Peer, trunk: Option<&Trunk>, outcome: Outcome, code: u16, reason: &str) {
@@ -1111,7 +1292,8 @@ impl Core {
                 TxnEvent::AckTimeout { txn } => {
                     if let Some(&key) = self.a_invites.get(&txn) {
                         tracing::info!(call = key, "caller never ACKed our 200: hanging up");
-                        self.end_call(now, key, Outcome::Failed, 408, "no ACK from the caller", None);
+                        let outcome = if self.draining { Outcome::Shutdown } else { Outcome::Failed };
+                        self.end_call(now, key, outcome, 408, "no ACK from the caller", None);
                     }
                 }
                 TxnEvent::Terminated { txn } => {
@@ -1140,7 +1322,7 @@ impl Core {
             rb = rb.header(name, value);
         }
         let data = rb.header("Server", &self.cfg.user_agent).build();
-        let dst = response_destination(msg, peer);
+        let dst = crate::sip::response_destination(msg, peer);
         self.send(dst, data, None);
     }
 
@@ -1170,27 +1352,18 @@ const ACCEPTED: &[&str] = &["application/sdp", "application/dtmf-relay", "applic
 /// The To tag of stateless answers: a constant, so that every retransmission gets the same answer.
 const TAG_STATELESS: &str = "cg-sl";
 
+/// (Call-ID, From tag) of a request: with the CSeq, what identifies it across paths.
+fn origin_key(msg: &Message) -> Option<(String, String)> {
+    let tag = msg.from_hdr().ok()?.tag()?.to_owned();
+    Some((msg.call_id()?.to_owned(), tag))
+}
+
 fn dialog_key(msg: &Message, to_tag: &str) -> (String, String) {
     (msg.call_id().unwrap_or("").to_owned(), to_tag.to_owned())
 }
 
 fn top_branch(data: &Bytes) -> Option<String> {
     Message::parse(data.clone()).ok()?.top_via().ok()?.branch.map(str::to_owned)
-}
-
-/// Where a response to `msg` goes (RFC 3261 18.2.2 with RFC 3581): back on the connection for
-/// streams; for UDP to the source address and the `rport` / Via port.
-pub fn response_destination(msg: &Message, peer: Peer) -> Peer {
-    if peer.transport.is_reliable() {
-        return peer;
-    }
-    let Ok(via) = msg.top_via() else { return peer };
-    if via.rport.is_some() {
-        return peer;
-    }
-    // No rport: the Via's port at the source address (received is implied by the source).
-    let port = via.port.unwrap_or(5060);
-    Peer { addr: SocketAddr::new(peer.addr.ip(), port), ..peer }
 }
 
 pub(crate) fn host_port(a: SocketAddr) -> String {
