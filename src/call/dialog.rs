@@ -1,5 +1,15 @@
 //! A SIP dialog as one of callgate's legs sees it (RFC 3261 section 12): what is needed to send
 //! requests inside it (ACK for a 2xx, BYE).
+//!
+//! ```text
+//!  caller's leg (callgate is UAS):   INVITE received ──▶ [confirmed]  (our tag is in the 200;
+//!                                                                      the ACK is the call core's)
+//!  bridge leg (callgate is UAC):     INVITE sent ──▶ [early] ──first 2xx──▶ [confirmed]
+//!                                                      (remote tag, target and route set from it;
+//!                                                       a 2xx with another tag is another fork)
+//! ```
+//! A confirmed dialog sends BYE with the next local CSeq to the remote target, through the route
+//! set (loose routing), on the leg's connection for stream transports.
 
 use std::net::{IpAddr, SocketAddr};
 

@@ -10,26 +10,36 @@
 //! ```text
 //!  datagram ──parse──▶ error ─────────────────────────────▶ 400 (stateless, when a response can be built)
 //!     │
-//!     ├── source in no trunk's networks ──────────────────▶ 403 (stateless: no state kept)
-//!     ├── validate_request fails ─────────────────────────▶ 400 / 505 / 416 ... (stateless)
+//!     ├── source in no trunk's networks, and not inside
+//!     │   a dialog callgate holds ─────────────────────────▶ 403 (stateless; the record budget bounds floods)
+//!     ├── validate_request / UAS checks fail ──────────────▶ 400 / 505 / 416 / 420 / 415 / 406 (stateless)
 //!     └── transaction layer ──▶ new request ──▶ INVITE / BYE / CANCEL / OPTIONS / others
 //! ```
+//! Every response goes where RFC 3261 18.2.2 / RFC 3581 say (the source with `rport`, else the Via
+//! port) and carries `received`/`rport` on its top Via.
 //!
 //! # An inbound call (the caller's leg, "A")
 //! ```text
 //!   INVITE ─▶ 100 Trying
+//!     ├─ same Call-ID/From tag/CSeq as a live call ─▶ 482 (a merged request)
 //!     ├─ number unknown ─────────────▶ 404                       (record: not_found)
-//!     ├─ edge full / shutting down ──▶ 503 + Retry-After         (record: busy / shutdown)
+//!     ├─ edge full / calls/s / backlog / shutting down ─▶ 503 + Retry-After (record: busy / shutdown)
 //!     ├─ no codec in common ─────────▶ 488                       (record: not_acceptable)
 //!     ├─ guidance service:
 //!     │     200 OK + SDP ─▶ [Answered] ──ACK──▶ [Playing] ──prompts end──▶ BYE (record: completed)
 //!     │                        │  no ACK in 64*T1 ──▶ BYE     (record: failed)
+//!     │                        │  shutdown ──▶ BYE once the ACK comes (RFC 3261 15)
 //!     │                        └─ caller BYE ──▶ 200          (record: abandoned)
+//!     │     re-INVITE: same media ─▶ 200 (same SDP); changed media ─▶ 488, session unchanged
 //!     └─ bridge service (B2BUA):
 //!           INVITE ─▶ B  [Ringing]  B 1xx ─▶ A 1xx
-//!             B 2xx ─▶ ACK B, 200 ─▶ A  [Connected] ──BYE either side──▶ 200, BYE other (record: bridged)
-//!             B 3xx-6xx / timeout ─▶ same code / 408 ─▶ A  (record: failed or busy)
-//!             A CANCEL ─▶ 200, 487 ─▶ A, CANCEL ─▶ B          (record: cancelled)
+//!             B 2xx ─▶ ACK B (delayed offer: after A's ACK, with A's answer), 200 ─▶ A  [Connected]
+//!                ──BYE either side──▶ 200, BYE other                       (record: bridged)
+//!             another fork's 2xx ─▶ ACK + BYE to that fork
+//!             B 3xx-6xx / timeout ─▶ same code (3xx with Contact) / 408 ─▶ A  (record: failed or busy)
+//!             ringing 60 s ─▶ CANCEL B, 480 ─▶ A                           (record: failed)
+//!             A CANCEL or early BYE ─▶ 200, 487 ─▶ A, CANCEL ─▶ B          (record: cancelled)
+//!             B 2xx after A left ─▶ ACK + BYE to B
 //! ```
 
 mod dialog;
@@ -84,8 +94,19 @@ pub enum MediaCommand {
 pub enum MediaEvent {
     /// The playlist ran to its end.
     Finished { call: CallKey },
-    /// The media for the call could not be set up (e.g. its RTP port could not be bound).
-    Failed { call: CallKey, reason: String },
+    /// The media for the call could not be set up.
+    Failed { call: CallKey, failure: MediaFailure },
+}
+
+/// Why the media engine could not serve a call.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum MediaFailure {
+    /// The call's RTP port could not be bound (another process holds it, or the address is gone).
+    #[error("cannot bind RTP port {addr}: {kind}")]
+    Bind { addr: SocketAddr, kind: std::io::ErrorKind },
+    /// A prompt of the playlist was not loaded at start.
+    #[error("prompt {name:?} is not loaded")]
+    UnknownPrompt { name: String },
 }
 
 /// An output of the core for the shell.
@@ -196,8 +217,10 @@ struct Call {
     arrived: Instant,
     answered: Option<Instant>,
     media_port: Option<u16>,
-    /// What to stream once the ACK arrives.
-    pending_play: Option<MediaCommand>,
+    /// What to stream once the ACK arrives: to where, in which codec and payload type.
+    pending_play: Option<(SocketAddr, Codec, u8)>,
+    /// The service's guidance playlist (prompt names).
+    guidance: Vec<String>,
     /// Our SDP on the caller's leg (guidance calls): the answer to session refreshes.
     local_sdp: Option<Bytes>,
     /// The caller's (Call-ID, From tag): its entry in `Core::origins`.
@@ -461,7 +484,7 @@ impl Core {
             Incoming::Request { txn, msg, peer } => self.on_request(now, txn, msg, peer),
             Incoming::Ack2xx { msg, peer } => self.on_ack(now, msg, peer),
             Incoming::Response { txn, msg } => self.on_response(now, txn, msg),
-            Incoming::Stray { msg } => self.on_stray_response(now, msg),
+            Incoming::Stray { msg } => self.on_stray_response(msg),
             Incoming::Absorbed => {}
         }
         self.drain_txn_events(now);
@@ -475,8 +498,8 @@ impl Core {
                     self.hang_up(now, call, Outcome::Completed, 200, "announcement completed");
                 }
             }
-            MediaEvent::Failed { call, reason } => {
-                tracing::warn!(call, %reason, "media failed");
+            MediaEvent::Failed { call, failure } => {
+                tracing::warn!(call, %failure, "media failed");
                 if self.calls.contains_key(&call) {
                     self.hang_up(now, call, Outcome::Failed, 500, "media failed");
                 }
@@ -576,9 +599,12 @@ impl Core {
             self.reject(now, txn, &msg, peer, Some(trunk), Some(service), 503, "Service Unavailable", Outcome::Busy);
             return;
         }
-        if msg.max_forwards() == Some(0) && service.bridge_to.is_some() {
-            self.reject(now, txn, &msg, peer, Some(trunk), Some(service), 483, "Too Many Hops", Outcome::Failed);
-            return;
+        if service.bridge_to.is_some() {
+            // Forwarding to a bridge target: a request out of hops stops here (RFC 3261 16.3).
+            if let Err(rej) = msg.forward_check() {
+                self.reject(now, txn, &msg, peer, Some(trunk), Some(service), rej.code, rej.reason, Outcome::Failed);
+                return;
+            }
         }
         let key = self.next_key;
         self.next_key += 1;
@@ -614,6 +640,7 @@ impl Core {
             answered: None,
             media_port: None,
             pending_play: None,
+            guidance: service.guidance.clone(),
             local_sdp: None,
             origin: origin.clone(),
             b_ack: BAck::Immediate,
@@ -632,11 +659,11 @@ impl Core {
         if let Some(target) = &service.bridge_to {
             self.start_bridge(now, key, &msg, target);
         } else {
-            self.answer_guidance(now, key, &msg, trunk, service);
+            self.answer_guidance(now, key, &msg, trunk);
         }
     }
 
-    fn answer_guidance(&mut self, now: Instant, key: CallKey, msg: &Message, trunk: &Trunk, service: &Service) {
+    fn answer_guidance(&mut self, now: Instant, key: CallKey, msg: &Message, trunk: &Trunk) {
         let Some(port) = self.ports.allocate() else {
             tracing::warn!("RTP port range exhausted: 503");
             self.metrics.inc(Counter::Overload503);
@@ -671,26 +698,12 @@ impl Core {
             // Delayed offer: we offer, the ACK answers. Until the ACK comes, nothing to stream.
             (sdp::offer(&trunk.codecs, self.cfg.media_ip, port, sess_id), None)
         };
-        let ssrc = self.rng.next_u32();
-        let seq = (self.rng.next_u32() & 0x7fff) as u16;
-        let ts = self.rng.next_u32();
-        let playlist = service.guidance.clone();
         let Some(call) = self.calls.get_mut(&key) else { return };
         call.media_port = Some(port);
         call.answered = Some(now);
         call.negotiated = negotiated;
         call.local_sdp = Some(sdp_body.clone());
-        call.pending_play = play.map(|(dst, codec, pt)| MediaCommand::Play {
-            call: key,
-            local_port: port,
-            dst,
-            codec,
-            pt,
-            ssrc,
-            seq,
-            ts,
-            playlist: playlist.clone(),
-        });
+        call.pending_play = play;
         let resp = ResponseBuilder::new(msg, 200, "OK")
             .to_tag(&call.a.local_tag)
             .header("Contact", &format!("<{}>", call.a.local_contact))
@@ -709,7 +722,6 @@ impl Core {
         if side != Side::A {
             return;
         }
-        let guidance = self.profile_guidance(key);
         let Some(call) = self.calls.get_mut(&key) else { return };
         self.txn.ack_received(now, call.a_invite);
         if matches!(call.b_ack, BAck::Waiting) {
@@ -733,48 +745,32 @@ impl Core {
         call.state = State::Playing;
         if call.pending_play.is_none() {
             // Delayed offer: the ACK carries the answer.
-            let body = msg.body();
-            if !body.is_empty() {
-                if let (Ok(n), Some(port)) = (sdp::parse_answer(&body), call.media_port) {
-                    call.negotiated = Some((n.codec, n.send_to()));
-                    if let Some(dst) = n.send_to() {
-                        call.pending_play = Some(MediaCommand::Play {
-                            call: key,
-                            local_port: port,
-                            dst,
-                            codec: n.codec,
-                            pt: n.pt,
-                            ssrc: self.rng.next_u32(),
-                            seq: (self.rng.next_u32() & 0x7fff) as u16,
-                            ts: self.rng.next_u32(),
-                            playlist: guidance.clone(),
-                        });
-                    }
-                }
+            if let Ok(n) = sdp::parse_answer(&msg.body()) {
+                call.negotiated = Some((n.codec, n.send_to()));
+                call.pending_play = n.send_to().map(|dst| (dst, n.codec, n.pt));
             }
         }
-        let Some(call) = self.calls.get_mut(&key) else { return };
-        match call.pending_play.take() {
-            Some(play) => self.outputs.push_back(Output::Media(play)),
-            None => {
-                let total: Duration = guidance
-                    .iter()
-                    .filter_map(|p| self.prompt_durations.get(p))
-                    .sum();
+        match (call.pending_play.take(), call.media_port) {
+            (Some((dst, codec, pt)), Some(local_port)) => {
+                let play = MediaCommand::Play {
+                    call: key,
+                    local_port,
+                    dst,
+                    codec,
+                    pt,
+                    ssrc: self.rng.next_u32(),
+                    seq: (self.rng.next_u32() & 0x7fff) as u16,
+                    ts: self.rng.next_u32(),
+                    playlist: call.guidance.clone(),
+                };
+                self.outputs.push_back(Output::Media(play));
+            }
+            _ => {
+                // Nowhere to send (c=0.0.0.0, recvonly, or no answer): end when the guidance would.
+                let total: Duration = call.guidance.iter().filter_map(|p| self.prompt_durations.get(p)).sum();
                 self.timers.push(Reverse((now + total, key, TimerKind::PlaybackEnd)));
             }
         }
-    }
-
-    fn profile_guidance(&self, key: CallKey) -> Vec<String> {
-        let Some(call) = self.calls.get(&key) else { return Vec::new() };
-        self.profile
-            .tenants
-            .iter()
-            .flat_map(|t| t.services.iter())
-            .find(|s| s.name == call.service && s.tenant == call.tenant)
-            .map(|s| s.guidance.clone())
-            .unwrap_or_default()
     }
 
     fn on_reinvite(&mut self, now: Instant, txn: TxnId, msg: Message, tag: String) {
@@ -1038,20 +1034,18 @@ impl Core {
         }
     }
 
-    fn on_stray_response(&mut self, now: Instant, msg: Message) {
+    fn on_stray_response(&mut self, msg: Message) {
         // A 2xx retransmission to an INVITE whose transaction is gone: ACK it if it belongs to a call.
-        if msg.status().is_some_and(|c| (200..300).contains(&c)) && msg.cseq().is_ok_and(|c| c.method == Method::Invite) {
-            let tag = msg.from_hdr().ok().and_then(|f| f.tag().map(str::to_owned));
-            if let (Some(tag), Some(cid)) = (tag, msg.call_id()) {
-                if let Some(&(key, Side::B)) = self.dialogs.get(&(cid.to_owned(), tag)) {
-                    if let Some(b) = self.calls.get(&key).and_then(|c| c.b.as_ref()) {
-                        let (peer, ack) = b.ack(&msg, &mut self.rng, &self.cfg);
-                        self.send(peer, ack, None);
-                    }
-                    return;
-                }
+        if !(msg.status().is_some_and(|c| (200..300).contains(&c)) && msg.cseq().is_ok_and(|c| c.method == Method::Invite)) {
+            return;
+        }
+        let tag = msg.from_hdr().ok().and_then(|f| f.tag().map(str::to_owned));
+        let (Some(tag), Some(cid)) = (tag, msg.call_id()) else { return };
+        if let Some(&(key, Side::B)) = self.dialogs.get(&(cid.to_owned(), tag)) {
+            if let Some(b) = self.calls.get(&key).and_then(|c| c.b.as_ref()) {
+                let (peer, ack) = b.ack(&msg, &mut self.rng, &self.cfg);
+                self.send(peer, ack, None);
             }
-            let _ = now;
         }
     }
 
