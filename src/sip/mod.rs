@@ -103,16 +103,6 @@ impl Rng {
         Rng { s: [next(), next(), next(), next()] }
     }
 
-    /// Seeded from the clock and the process id: for production use only.
-    pub fn from_entropy() -> Rng {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
-        let here = &t as *const u64 as u64;
-        Rng::seeded(t ^ (u64::from(std::process::id()) << 32) ^ here.rotate_left(17))
-    }
-
     pub fn next_u64(&mut self) -> u64 {
         let result = self.s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
         let t = self.s[1] << 17;
