@@ -845,3 +845,36 @@ fn a_flood_from_a_stranger_writes_a_bounded_number_of_records() {
     assert!(h.records.len() <= 100, "{} records written within one second for one stranger", h.records.len());
     assert!(!h.records.is_empty());
 }
+
+#[test]
+fn a_tel_uri_and_compact_headers_reach_the_service() {
+    let mut h = Harness::new();
+    let body = sdp("0", 40000);
+    // Compact forms (v f t i m c l), a tel: Request-URI with visual separators, lower-case names.
+    let inv = format!(
+        "INVITE tel:1-2-0;phone-context=+82 SIP/2.0\r\n\
+         v: SIP/2.0/UDP {CARRIER};branch=z9hG4bKtel1;rport\r\n\
+         max-forwards: 70\r\n\
+         f: <tel:+82-31-909-9000>;tag=t1\r\n\
+         t: <tel:120>\r\n\
+         i: tel-call-1\r\n\
+         CSeq: 1 INVITE\r\n\
+         m: <sip:carrier@{CARRIER}>\r\n\
+         c: application/sdp\r\n\
+         l: {}\r\n\r\n{body}",
+        body.len()
+    );
+    h.input(CARRIER, inv);
+    let sent = h.take();
+    assert_eq!(Harness::summary(&sent), ["100", "200"]);
+    assert_eq!(sent[1].1.call_id(), Some("tel-call-1"));
+    let tag = to_tag(&sent[1].1);
+    let ack = in_dialog("ACK", "tel-call-1", &tag, 1, "telack").replace("tag=caller1", "tag=t1");
+    h.input(CARRIER, ack);
+    assert!(matches!(h.media.last(), Some(MediaCommand::Play { .. })), "the guidance starts after the ACK");
+    h.core.shutdown(h.now);
+    h.drain();
+    let rec = &h.records[0];
+    assert_eq!(rec.number, "120");
+    assert_eq!(rec.caller, "+82319099000");
+}
