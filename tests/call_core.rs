@@ -16,7 +16,7 @@ use callgate::sip::msg::{HeaderName, Message, Method};
 use callgate::sip::{Peer, Transport};
 
 const CARRIER: &str = "127.0.0.1:5070";
-const DEPT: &str = "127.0.0.1:5092";
+const DEPT: &str = "127.0.0.9:5092";
 
 struct Harness {
     core: Core,
@@ -431,7 +431,7 @@ fn bridged_call_setup(h: &mut Harness, call_id: &str) -> (Message, String) {
     assert_eq!(Harness::summary(&sent), ["100", "INVITE"]);
     let (peer, b_inv) = sent[1].clone();
     assert_eq!(peer.addr, DEPT.parse::<SocketAddr>().unwrap());
-    assert_eq!(b_inv.request_uri(), Some("sip:dept@127.0.0.1:5092"));
+    assert_eq!(b_inv.request_uri(), Some("sip:dept@127.0.0.9:5092"));
     assert_ne!(b_inv.call_id(), Some(call_id), "a B2BUA leg has its own Call-ID");
     assert!(String::from_utf8_lossy(&b_inv.body()).contains("m=audio 40000"), "the offer passes through");
     assert_eq!(b_inv.max_forwards(), Some(69));
@@ -447,7 +447,7 @@ fn bridge_connects_both_legs_and_bye_passes_through() {
     h.input(DEPT, answer(&b_inv, 200, "OK", Some("dept1"), &sdp("0", 41000)));
     let sent = h.take();
     assert_eq!(Harness::summary(&sent), ["ACK", "200"]);
-    assert_eq!(sent[0].1.request_uri(), Some("sip:dept@127.0.0.1:5092"));
+    assert_eq!(sent[0].1.request_uri(), Some("sip:dept@127.0.0.9:5092"));
     let ok = &sent[1].1;
     assert!(String::from_utf8_lossy(&ok.body()).contains("m=audio 41000"));
     let tag = to_tag(ok);
@@ -613,4 +613,268 @@ fn a_body_of_an_unknown_type_gets_415_and_an_unknown_scheme_416() {
     let inv = invite("120", "e3", "inv2", &sdp("0", 40000)).replace("INVITE sip:120@127.0.0.1:5060", "INVITE im:120@127.0.0.1");
     h.input(CARRIER, inv);
     assert_eq!(Harness::summary(&h.take()), ["416"]);
+}
+
+// ---- findings of the review: routing, dialogs, refusals --------------------------------------
+
+/// A request the bridge target sends inside its dialog with callgate (e.g. its BYE).
+fn from_b(method: &str, b_inv: &Message, cseq: u32, branch: &str) -> String {
+    let our = b_inv.header(HeaderName::From).unwrap();
+    let theirs = b_inv.header(HeaderName::To).unwrap();
+    format!(
+        "{method} sip:callgate@127.0.0.1:5060 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {DEPT};branch=z9hG4bK{branch};rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: {theirs};tag=dept1\r\n\
+         To: {our}\r\n\
+         Call-ID: {}\r\n\
+         CSeq: {cseq} {method}\r\n\
+         Content-Length: 0\r\n\r\n",
+        b_inv.call_id().unwrap()
+    )
+}
+
+#[test]
+fn the_bridge_targets_bye_is_served_although_it_is_no_trunk() {
+    let mut h = Harness::new();
+    let (b_inv, _) = bridged_call_setup(&mut h, "bb1");
+    h.input(DEPT, answer(&b_inv, 200, "OK", Some("dept1"), &sdp("0", 41000)));
+    let tag = to_tag(&h.take()[1].1);
+    h.input(CARRIER, in_dialog("ACK", "bb1", &tag, 1, "ack1"));
+    h.input(DEPT, from_b("BYE", &b_inv, 2, "byeb"));
+    let sent = h.take();
+    assert_eq!(Harness::summary(&sent), ["200", "BYE"], "the callee's BYE is answered and passed on");
+    assert_eq!(sent[1].0.addr, CARRIER.parse::<SocketAddr>().unwrap());
+    assert_eq!(h.records[0].outcome, Outcome::Bridged);
+}
+
+#[test]
+fn responses_go_to_the_via_port_when_there_is_no_rport() {
+    let mut h = Harness::new();
+    // Sent from port 5071; the Via says 5070 and asks for no rport (RFC 3261 18.2.2).
+    let inv = invite("120", "v1", "inv1", &sdp("0", 40000)).replace(";rport", "");
+    h.input("127.0.0.1:5071", inv);
+    let sent = h.take();
+    assert_eq!(Harness::summary(&sent), ["100", "200"]);
+    for (peer, m) in &sent {
+        assert_eq!(peer.addr, "127.0.0.1:5070".parse::<SocketAddr>().unwrap(), "{:?}", m.status());
+    }
+}
+
+#[test]
+fn responses_carry_received_and_rport_for_a_caller_behind_nat() {
+    let mut h = Harness::new();
+    // The carrier's SBC writes its private address; the packet comes from 127.0.0.1:40001.
+    let inv = invite("120", "v2", "inv1", &sdp("0", 40000)).replace(&format!("SIP/2.0/UDP {CARRIER}"), "SIP/2.0/UDP 10.0.0.5:5070");
+    h.input("127.0.0.1:40001", inv);
+    let sent = h.take();
+    assert_eq!(Harness::summary(&sent), ["100", "200"]);
+    for (peer, m) in &sent {
+        assert_eq!(peer.addr, "127.0.0.1:40001".parse::<SocketAddr>().unwrap());
+        let via = m.header(HeaderName::Via).unwrap();
+        assert!(via.contains("received=127.0.0.1") && via.contains("rport=40001"), "{via}");
+    }
+}
+
+#[test]
+fn delayed_offer_across_the_bridge_waits_for_the_callers_answer_in_its_ack() {
+    let mut h = Harness::new();
+    let inv = invite("200", "d1", "inv1", "");
+    h.input(CARRIER, inv);
+    let sent = h.take();
+    assert_eq!(Harness::summary(&sent), ["100", "INVITE"]);
+    let b_inv = sent[1].1.clone();
+    assert!(b_inv.body().is_empty(), "no offer to pass on");
+    // The callee offers in its 200: the caller must answer before the callee is ACKed.
+    h.input(DEPT, answer(&b_inv, 200, "OK", Some("dept1"), &sdp("0 8", 41000)));
+    let sent = h.take();
+    assert_eq!(Harness::summary(&sent), ["200"], "no ACK to the callee before the caller answers");
+    let tag = to_tag(&sent[0].1);
+    assert!(String::from_utf8_lossy(&sent[0].1.body()).contains("m=audio 41000"));
+    let answer_sdp = sdp("8", 40000);
+    let ack = in_dialog("ACK", "d1", &tag, 1, "ack1")
+        .replace("Content-Length: 0\r\n\r\n", &format!("Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{answer_sdp}", answer_sdp.len()));
+    h.input(CARRIER, ack);
+    let sent = h.take();
+    assert_eq!(Harness::summary(&sent), ["ACK"]);
+    assert_eq!(sent[0].0.addr, DEPT.parse::<SocketAddr>().unwrap());
+    assert_eq!(String::from_utf8_lossy(&sent[0].1.body()), answer_sdp, "the caller's answer reaches the callee");
+}
+
+#[test]
+fn caller_bye_in_the_early_dialog_cancels_the_ringing_callee() {
+    let mut hh = Harness::new();
+    hh.input(CARRIER, invite("200", "eb2", "inv1", &sdp("0", 40000)));
+    let b_inv = hh.take()[1].1.clone();
+    hh.input(DEPT, answer(&b_inv, 180, "Ringing", Some("dept1"), ""));
+    let ringing = hh.take();
+    let tag = to_tag(&ringing[0].1);
+    hh.input(CARRIER, in_dialog("BYE", "eb2", &tag, 2, "bye1"));
+    let s = Harness::summary(&hh.take());
+    for want in ["200", "487", "CANCEL"] {
+        assert!(s.contains(&want.to_owned()), "{want} missing from {s:?}");
+    }
+    assert_eq!(hh.records.len(), 1);
+    assert_eq!(hh.records[0].outcome, Outcome::Cancelled);
+    hh.advance(Duration::from_secs(120));
+    assert_eq!(hh.core.live_transactions(), 0, "nothing is left behind");
+}
+
+#[test]
+fn shutdown_before_the_ack_waits_for_it_before_sending_bye() {
+    let mut h = Harness::new();
+    let tag = answered_guidance_call(&mut h, "sa1");
+    h.core.shutdown(h.now);
+    h.drain();
+    assert!(Harness::summary(&h.take()).iter().all(|s| s != "BYE"), "no BYE before the ACK (RFC 3261 15)");
+    assert!(h.core.awaiting_answers() > 0 || h.core.active_calls() > 0, "the edge is not done yet");
+    h.input(CARRIER, in_dialog("ACK", "sa1", &tag, 1, "ack1"));
+    assert_eq!(Harness::summary(&h.take()), ["BYE"]);
+    assert_eq!(h.records[0].outcome, Outcome::Shutdown);
+}
+
+#[test]
+fn the_edge_is_done_draining_only_when_its_byes_are_answered() {
+    let mut h = Harness::new();
+    let tag = answered_guidance_call(&mut h, "sd1");
+    h.input(CARRIER, in_dialog("ACK", "sd1", &tag, 1, "ack1"));
+    h.core.shutdown(h.now);
+    h.drain();
+    let bye = h.take().pop().unwrap().1;
+    assert_eq!(h.core.active_calls(), 0);
+    assert_eq!(h.core.awaiting_answers(), 1, "the BYE is not answered yet");
+    h.input(CARRIER, answer(&bye, 200, "OK", None, ""));
+    assert_eq!(h.core.awaiting_answers(), 0);
+}
+
+#[test]
+fn a_reoffer_that_changes_the_media_is_refused_and_the_call_goes_on() {
+    let mut h = Harness::new();
+    let tag = answered_guidance_call(&mut h, "ro1");
+    h.input(CARRIER, in_dialog("ACK", "ro1", &tag, 1, "ack1"));
+    let re = invite("120", "ro1", "inv2", &sdp("8", 41000).replace("a=ptime:20", "a=ptime:20\r\na=sendonly"))
+        .replace("To: <sip:120@127.0.0.1>", &format!("To: <sip:120@127.0.0.1>;tag={tag}"))
+        .replace("CSeq: 1 INVITE", "CSeq: 2 INVITE");
+    h.input(CARRIER, re);
+    let sent = h.take();
+    assert_eq!(Harness::summary(&sent), ["488"], "an answer we cannot honour is refused (RFC 3264: session unchanged)");
+    assert_eq!(h.core.active_calls(), 1);
+}
+
+#[test]
+fn a_merged_request_gets_482_and_makes_no_second_call() {
+    let mut h = Harness::new();
+    h.input(CARRIER, invite("120", "mg1", "m1", &sdp("0", 40000)));
+    h.take();
+    // The same request again through another path: another branch (RFC 3261 8.2.2.2).
+    h.input(CARRIER, invite("120", "mg1", "m2", &sdp("0", 40000)));
+    assert_eq!(Harness::summary(&h.take()), ["482"]);
+    assert_eq!(h.core.active_calls(), 1);
+}
+
+#[test]
+fn a_second_forked_2xx_is_acked_on_its_own_dialog_and_ended() {
+    let mut h = Harness::new();
+    let (b_inv, _) = bridged_call_setup(&mut h, "fk1");
+    h.input(DEPT, answer(&b_inv, 200, "OK", Some("fork1"), &sdp("0", 41000)));
+    h.take();
+    h.input(DEPT, answer(&b_inv, 200, "OK", Some("fork2"), &sdp("0", 41002)));
+    let sent = h.take();
+    assert_eq!(Harness::summary(&sent), ["ACK", "BYE"]);
+    for (_, m) in &sent {
+        assert_eq!(m.to_hdr().unwrap().tag(), Some("fork2"));
+    }
+    assert_eq!(h.core.active_calls(), 1, "the first dialog stays up");
+}
+
+#[test]
+fn invites_refused_before_the_transaction_layer_still_leave_a_record() {
+    let mut h = Harness::new();
+    let inv = invite("120", "rr1", "inv1", &sdp("0", 40000)).replace("Content-Type: application/sdp", "Content-Type: text/plain");
+    h.input(CARRIER, inv);
+    assert_eq!(Harness::summary(&h.take()), ["415"]);
+    assert_eq!(h.records.len(), 1);
+    assert_eq!(h.records[0].sip_status, 415);
+    assert_eq!(h.records[0].outcome, Outcome::Rejected);
+    let bad = invite("120", "rr2", "inv2", "").replace("CSeq: 1 INVITE", "CSeq: 1 BYE");
+    h.input(CARRIER, bad);
+    assert_eq!(Harness::summary(&h.take()), ["400"]);
+    assert_eq!(h.records.len(), 2);
+    assert_eq!(h.records[1].sip_status, 400);
+}
+
+#[test]
+fn cancel_after_a_final_answer_gets_200_and_update_gets_405() {
+    let mut h = Harness::new();
+    h.input(CARRIER, invite("999", "ca1", "inv1", &sdp("0", 40000)));
+    assert_eq!(Harness::summary(&h.take()), ["100", "404"]);
+    let cancel = invite("999", "ca1", "inv1", "")
+        .replace("INVITE sip:999", "CANCEL sip:999")
+        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL")
+        .replace("Content-Type: application/sdp\r\n", "");
+    h.input(CARRIER, cancel);
+    assert_eq!(Harness::summary(&h.take()), ["200"], "the INVITE transaction exists: CANCEL is answered 200 (RFC 3261 9.2)");
+
+    let mut h = Harness::new();
+    let tag = answered_guidance_call(&mut h, "up1");
+    h.input(CARRIER, in_dialog("UPDATE", "up1", &tag, 2, "up1"));
+    let sent = h.take();
+    assert_eq!(Harness::summary(&sent), ["405"]);
+    assert!(sent[0].1.header(HeaderName::Allow).is_some());
+}
+
+#[test]
+fn a_redirect_from_the_bridge_target_reaches_the_caller_with_its_contact() {
+    let mut h = Harness::new();
+    let (b_inv, _) = bridged_call_setup(&mut h, "rd1");
+    let resp = answer(&b_inv, 302, "Moved Temporarily", Some("dept1"), "")
+        .replace("Content-Length: 0", "Contact: <sip:other@127.0.0.9:5099>\r\nContent-Length: 0");
+    h.input(DEPT, resp);
+    let sent = h.take();
+    let fwd = sent.iter().find(|(_, m)| m.status() == Some(302)).expect("302 relayed");
+    assert_eq!(fwd.1.header(HeaderName::Contact), Some("<sip:other@127.0.0.9:5099>"));
+}
+
+#[test]
+fn a_flood_from_a_stranger_writes_a_bounded_number_of_records() {
+    let mut h = Harness::new();
+    for i in 0..2_000 {
+        h.input("10.9.8.7:5060", invite("120", &format!("fl{i}"), &format!("f{i}"), ""));
+    }
+    assert_eq!(h.take().len(), 2_000, "every one is answered 403");
+    assert!(h.records.len() <= 100, "{} records written within one second for one stranger", h.records.len());
+    assert!(!h.records.is_empty());
+}
+
+#[test]
+fn a_tel_uri_and_compact_headers_reach_the_service() {
+    let mut h = Harness::new();
+    let body = sdp("0", 40000);
+    // Compact forms (v f t i m c l), a tel: Request-URI with visual separators, lower-case names.
+    let inv = format!(
+        "INVITE tel:1-2-0;phone-context=+82 SIP/2.0\r\n\
+         v: SIP/2.0/UDP {CARRIER};branch=z9hG4bKtel1;rport\r\n\
+         max-forwards: 70\r\n\
+         f: <tel:+82-31-909-9000>;tag=t1\r\n\
+         t: <tel:120>\r\n\
+         i: tel-call-1\r\n\
+         CSeq: 1 INVITE\r\n\
+         m: <sip:carrier@{CARRIER}>\r\n\
+         c: application/sdp\r\n\
+         l: {}\r\n\r\n{body}",
+        body.len()
+    );
+    h.input(CARRIER, inv);
+    let sent = h.take();
+    assert_eq!(Harness::summary(&sent), ["100", "200"]);
+    assert_eq!(sent[1].1.call_id(), Some("tel-call-1"));
+    let tag = to_tag(&sent[1].1);
+    let ack = in_dialog("ACK", "tel-call-1", &tag, 1, "telack").replace("tag=caller1", "tag=t1");
+    h.input(CARRIER, ack);
+    assert!(matches!(h.media.last(), Some(MediaCommand::Play { .. })), "the guidance starts after the ACK");
+    h.core.shutdown(h.now);
+    h.drain();
+    let rec = &h.records[0];
+    assert_eq!(rec.number, "120");
+    assert_eq!(rec.caller, "+82319099000");
 }

@@ -1,5 +1,15 @@
 //! A SIP dialog as one of callgate's legs sees it (RFC 3261 section 12): what is needed to send
 //! requests inside it (ACK for a 2xx, BYE).
+//!
+//! ```text
+//!  caller's leg (callgate is UAS):   INVITE received ──▶ [confirmed]  (our tag is in the 200;
+//!                                                                      the ACK is the call core's)
+//!  bridge leg (callgate is UAC):     INVITE sent ──▶ [early] ──first 2xx──▶ [confirmed]
+//!                                                      (remote tag, target and route set from it;
+//!                                                       a 2xx with another tag is another fork)
+//! ```
+//! A confirmed dialog sends BYE with the next local CSeq to the remote target, through the route
+//! set (loose routing), on the leg's connection for stream transports.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -20,6 +30,8 @@ pub struct Dialog {
     pub local_party: String,
     /// The far party as written in To of our requests, with its tag once known.
     pub remote_party: String,
+    /// The far party's tag, once known.
+    pub remote_tag: Option<String>,
     /// The Request-URI of requests inside the dialog.
     pub remote_target: String,
     /// Route header values for requests inside the dialog, in order.
@@ -50,6 +62,7 @@ impl Dialog {
             call_id,
             local_tag: local_tag.to_owned(),
             local_party: to,
+            remote_tag: invite.from_hdr().ok().and_then(|f| f.tag().map(str::to_owned)),
             remote_party: from,
             remote_target: target,
             route_set,
@@ -75,6 +88,7 @@ impl Dialog {
             local_tag,
             local_party,
             remote_party,
+            remote_tag: None,
             remote_target: target,
             route_set: Vec::new(),
             local_cseq: 1,
@@ -93,6 +107,7 @@ impl Dialog {
         if let Some(to) = resp.header(HeaderName::To) {
             self.remote_party = to.to_owned();
         }
+        self.remote_tag = resp.to_hdr().ok().and_then(|t| t.tag().map(str::to_owned));
         if let Some(c) = resp.contacts().next().and_then(|c| c.ok()) {
             self.remote_target = c.uri.to_owned();
         }
@@ -105,6 +120,11 @@ impl Dialog {
 
     /// The ACK for a 2xx to our INVITE (RFC 3261 13.2.2.4): a new transaction of its own.
     pub fn ack(&self, resp: &Message, rng: &mut Rng, cfg: &CoreConfig) -> (Peer, Bytes) {
+        self.ack_with(resp, rng, cfg, None)
+    }
+
+    /// The ACK for a 2xx, carrying the answer when the 2xx held the offer (a delayed offer).
+    pub fn ack_with(&self, resp: &Message, rng: &mut Rng, cfg: &CoreConfig, body: Option<(&str, &[u8])>) -> (Peer, Bytes) {
         let seq = resp.cseq().map(|c| c.seq).unwrap_or(1);
         let branch = format!("z9hG4bK{}", rng.token(16));
         let sent_by = host_port(cfg.local_sip);
@@ -117,6 +137,9 @@ impl Dialog {
             .max_forwards(70);
         for r in &self.route_set {
             rb = rb.route(r);
+        }
+        if let Some((ctype, body)) = body {
+            rb = rb.body(ctype, body);
         }
         (self.peer, rb.build())
     }

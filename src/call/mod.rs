@@ -10,26 +10,36 @@
 //! ```text
 //!  datagram ──parse──▶ error ─────────────────────────────▶ 400 (stateless, when a response can be built)
 //!     │
-//!     ├── source in no trunk's networks ──────────────────▶ 403 (stateless: no state kept)
-//!     ├── validate_request fails ─────────────────────────▶ 400 / 505 / 416 ... (stateless)
+//!     ├── source in no trunk's networks, and not inside
+//!     │   a dialog callgate holds ─────────────────────────▶ 403 (stateless; the record budget bounds floods)
+//!     ├── validate_request / UAS checks fail ──────────────▶ 400 / 505 / 416 / 420 / 415 / 406 (stateless)
 //!     └── transaction layer ──▶ new request ──▶ INVITE / BYE / CANCEL / OPTIONS / others
 //! ```
+//! Every response goes where RFC 3261 18.2.2 / RFC 3581 say (the source with `rport`, else the Via
+//! port) and carries `received`/`rport` on its top Via.
 //!
 //! # An inbound call (the caller's leg, "A")
 //! ```text
 //!   INVITE ─▶ 100 Trying
+//!     ├─ same Call-ID/From tag/CSeq as a live call ─▶ 482 (a merged request)
 //!     ├─ number unknown ─────────────▶ 404                       (record: not_found)
-//!     ├─ edge full / shutting down ──▶ 503 + Retry-After         (record: busy / shutdown)
+//!     ├─ edge full / calls/s / backlog / shutting down ─▶ 503 + Retry-After (record: busy / shutdown)
 //!     ├─ no codec in common ─────────▶ 488                       (record: not_acceptable)
 //!     ├─ guidance service:
 //!     │     200 OK + SDP ─▶ [Answered] ──ACK──▶ [Playing] ──prompts end──▶ BYE (record: completed)
 //!     │                        │  no ACK in 64*T1 ──▶ BYE     (record: failed)
+//!     │                        │  shutdown ──▶ BYE once the ACK comes (RFC 3261 15)
 //!     │                        └─ caller BYE ──▶ 200          (record: abandoned)
+//!     │     re-INVITE: same media ─▶ 200 (same SDP); changed media ─▶ 488, session unchanged
 //!     └─ bridge service (B2BUA):
 //!           INVITE ─▶ B  [Ringing]  B 1xx ─▶ A 1xx
-//!             B 2xx ─▶ ACK B, 200 ─▶ A  [Connected] ──BYE either side──▶ 200, BYE other (record: bridged)
-//!             B 3xx-6xx / timeout ─▶ same code / 408 ─▶ A  (record: failed or busy)
-//!             A CANCEL ─▶ 200, 487 ─▶ A, CANCEL ─▶ B          (record: cancelled)
+//!             B 2xx ─▶ ACK B (delayed offer: after A's ACK, with A's answer), 200 ─▶ A  [Connected]
+//!                ──BYE either side──▶ 200, BYE other                       (record: bridged)
+//!             another fork's 2xx ─▶ ACK + BYE to that fork
+//!             B 3xx-6xx / timeout ─▶ same code (3xx with Contact) / 408 ─▶ A  (record: failed or busy)
+//!             ringing 60 s ─▶ CANCEL B, 480 ─▶ A                           (record: failed)
+//!             A CANCEL or early BYE ─▶ 200, 487 ─▶ A, CANCEL ─▶ B          (record: cancelled)
+//!             B 2xx after A left ─▶ ACK + BYE to B
 //! ```
 
 mod dialog;
@@ -49,7 +59,7 @@ use crate::media::{sdp, Codec};
 use crate::metrics::{Counter, Mark, Metrics, Stage};
 use crate::records::{CallRecord, Outcome};
 use crate::sip::build::{RequestBuilder, ResponseBuilder};
-use crate::sip::msg::{Message, Method};
+use crate::sip::msg::{HeaderName, Message, Method};
 use crate::sip::txn::{IdMap, Incoming, TxnConfig, TxnEvent, TxnId, TxnLayer};
 use crate::sip::uri::Uri;
 use crate::sip::{Peer, Rng, Transmit, Transport};
@@ -84,8 +94,19 @@ pub enum MediaCommand {
 pub enum MediaEvent {
     /// The playlist ran to its end.
     Finished { call: CallKey },
-    /// The media for the call could not be set up (e.g. its RTP port could not be bound).
-    Failed { call: CallKey, reason: String },
+    /// The media for the call could not be set up.
+    Failed { call: CallKey, failure: MediaFailure },
+}
+
+/// Why the media engine could not serve a call.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum MediaFailure {
+    /// The call's RTP port could not be bound (another process holds it, or the address is gone).
+    #[error("cannot bind RTP port {addr}: {kind}")]
+    Bind { addr: SocketAddr, kind: std::io::ErrorKind },
+    /// A prompt of the playlist was not loaded at start.
+    #[error("prompt {name:?} is not loaded")]
+    UnknownPrompt { name: String },
 }
 
 /// An output of the core for the shell.
@@ -171,6 +192,9 @@ enum TimerKind {
     RingTimeout,
 }
 
+/// Records a second for INVITEs refused before any transaction exists (see `record_refused_invite`).
+pub const REFUSED_RECORDS_PER_S: u32 = 50;
+
 /// How long a bridge target may ring before callgate gives up (RFC 3261 leaves it to the UA).
 pub const RING_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -193,10 +217,33 @@ struct Call {
     arrived: Instant,
     answered: Option<Instant>,
     media_port: Option<u16>,
-    /// What to stream once the ACK arrives.
-    pending_play: Option<MediaCommand>,
+    /// What to stream once the ACK arrives: to where, in which codec and payload type.
+    pending_play: Option<(SocketAddr, Codec, u8)>,
+    /// The service's guidance playlist (prompt names).
+    guidance: Vec<String>,
     /// Our SDP on the caller's leg (guidance calls): the answer to session refreshes.
     local_sdp: Option<Bytes>,
+    /// The caller's (Call-ID, From tag): its entry in `Core::origins`.
+    origin: Option<(String, String)>,
+    /// Bridge with a delayed offer: the callee's 2xx held the offer, so its ACK waits for the
+    /// caller's answer (in the caller's ACK). `Waiting` until then; `Sent` keeps the answer for
+    /// re-ACKing retransmitted 2xx.
+    b_ack: BAck,
+    /// What the guidance call negotiated: codec and where we send (None: the caller takes nothing).
+    negotiated: Option<(Codec, Option<SocketAddr>)>,
+    /// Shutdown came before the caller's ACK: BYE once it arrives (RFC 3261 15).
+    bye_on_ack: bool,
+    /// The bridge target's 2xx, kept while its ACK waits for the caller's answer.
+    b_2xx: Option<Message>,
+}
+
+/// The state of the ACK callgate owes the bridge target.
+#[derive(Clone, Debug, Default)]
+enum BAck {
+    #[default]
+    Immediate,
+    Waiting,
+    Sent(Option<(String, Bytes)>),
 }
 
 /// The call core. See the module docs for the state diagram.
@@ -214,6 +261,10 @@ pub struct Core {
     a_invites: IdMap<TxnId, CallKey>,
     /// Our client transactions → call and purpose.
     clients: IdMap<TxnId, (CallKey, Purpose)>,
+    /// The budget of records for statelessly refused INVITEs: tokens, and when last filled.
+    refused_budget: (f64, Instant),
+    /// (Call-ID, From tag) of each caller's INVITE → call and CSeq, to spot merged requests.
+    origins: HashMap<(String, String), (CallKey, u32)>,
     /// Our CANCEL transactions → the INVITE transaction they cancel.
     cancelled: IdMap<TxnId, TxnId>,
     timers: BinaryHeap<Reverse<(Instant, CallKey, TimerKind)>>,
@@ -266,6 +317,8 @@ impl Core {
             a_invites: IdMap::default(),
             clients: IdMap::default(),
             cancelled: IdMap::default(),
+            origins: HashMap::new(),
+            refused_budget: (f64::from(REFUSED_RECORDS_PER_S), now),
             timers: BinaryHeap::new(),
             prompt_durations,
             outputs: VecDeque::new(),
@@ -303,6 +356,18 @@ impl Core {
             self.cps_bucket = (tokens, now);
             false
         }
+    }
+
+    /// True when `msg` carries a To tag of a dialog callgate holds.
+    fn in_known_dialog(&self, msg: &Message) -> bool {
+        let (Some(cid), Ok(to)) = (msg.call_id(), msg.to_hdr()) else { return false };
+        to.tag().is_some_and(|tag| self.dialogs.contains_key(dkey(&(cid, tag))))
+    }
+
+    /// Requests callgate sent and still awaits a final answer to (BYE, CANCEL, INVITE to a bridge
+    /// target). A draining edge stops when this and [`Core::active_calls`] are zero.
+    pub fn awaiting_answers(&self) -> usize {
+        self.clients.len()
     }
 
     /// Calls in progress.
@@ -378,15 +443,14 @@ impl Core {
         }
     }
 
-    pub fn handle_message(&mut self, now: Instant, msg: Message, peer: Peer) {
+    pub fn handle_message(&mut self, now: Instant, mut msg: Message, peer: Peer) {
         if msg.is_request() {
+            msg.set_source(peer.addr);
             let is_ack = msg.method() == Some(&Method::Ack);
-            if self.profile.trunk_for(peer.addr.ip()).is_none() {
-                if msg.method() == Some(&Method::Invite) {
-                    // No state is kept; the record's id derives from the message, so
-                    // retransmissions of the same INVITE write one record.
-                    self.record_rejected(now, &msg, peer, None, Outcome::Rejected, 403, "source not allowed");
-                }
+            // Trunks admit new calls; requests inside a dialog callgate holds (e.g. the bridge
+            // target's BYE) come from whoever the dialog is with.
+            if self.profile.trunk_for(peer.addr.ip()).is_none() && !self.in_known_dialog(&msg) {
+                self.record_refused_invite(now, &msg, peer, 403, "source not allowed");
                 if !is_ack {
                     self.metrics.inc(Counter::Forbidden403);
                     tracing::info!(src = %peer.addr, "request from a source no trunk allows: 403");
@@ -400,6 +464,7 @@ impl Core {
                     if rej.code == 400 {
                         self.metrics.inc(Counter::BadRequest400);
                     }
+                    self.record_refused_invite(now, &msg, peer, rej.code, rej.reason);
                     self.respond_stateless(&msg, peer, rej.code, rej.reason, None);
                 }
                 return;
@@ -411,6 +476,7 @@ impl Core {
                     let unsupported = (rej.code == 420).then(|| msg.unsupported_required(SUPPORTED).join(", "));
                     let accept = (rej.code == 415 || rej.code == 406).then(|| ACCEPTED.join(", "));
                     let extra = unsupported.map(|v| ("Unsupported", v)).or(accept.map(|v| ("Accept", v)));
+                    self.record_refused_invite(now, &msg, peer, rej.code, rej.reason);
                     self.respond_stateless(&msg, peer, rej.code, rej.reason, extra);
                     return;
                 }
@@ -423,7 +489,7 @@ impl Core {
             Incoming::Request { txn, msg, peer } => self.on_request(now, txn, msg, peer),
             Incoming::Ack2xx { msg, peer } => self.on_ack(now, msg, peer),
             Incoming::Response { txn, msg } => self.on_response(now, txn, msg),
-            Incoming::Stray { msg } => self.on_stray_response(now, msg),
+            Incoming::Stray { msg } => self.on_stray_response(msg),
             Incoming::Absorbed => {}
         }
         self.drain_txn_events(now);
@@ -437,8 +503,8 @@ impl Core {
                     self.hang_up(now, call, Outcome::Completed, 200, "announcement completed");
                 }
             }
-            MediaEvent::Failed { call, reason } => {
-                tracing::warn!(call, %reason, "media failed");
+            MediaEvent::Failed { call, failure } => {
+                tracing::warn!(call, %failure, "media failed");
                 if self.calls.contains_key(&call) {
                     self.hang_up(now, call, Outcome::Failed, 500, "media failed");
                 }
@@ -451,7 +517,14 @@ impl Core {
         self.draining = true;
         let keys: Vec<CallKey> = self.calls.keys().copied().collect();
         for key in keys {
-            // Answered calls end with BYE (status 200 in the record); ringing ones get 503.
+            // Answered calls end with BYE (status 200 in the record); ringing ones get 503. A call
+            // whose caller has not ACKed our 200 yet gets its BYE when the ACK comes (RFC 3261 15).
+            if let Some(call) = self.calls.get_mut(&key) {
+                if call.state == State::Answered {
+                    call.bye_on_ack = true;
+                    continue;
+                }
+            }
             self.hang_up(now, key, Outcome::Shutdown, 200, "edge shutting down");
         }
     }
@@ -482,6 +555,11 @@ impl Core {
                 let resp = self.response(&msg, 200, "OK").build();
                 self.txn.respond(now, txn, 200, resp, None);
             }
+            // Known to callgate but not served inside its dialogs (RFC 3261 8.2.1: 405 with Allow).
+            (Method::Update | Method::Prack, Some(tag)) if self.dialogs.contains_key(dkey(&dialog_key(&msg, &tag))) => {
+                let resp = self.response(&msg, 405, "Method Not Allowed").header("Allow", ALLOW).build();
+                self.txn.respond(now, txn, 405, resp, None);
+            }
             (Method::Bye | Method::Info | Method::Update | Method::Prack, _) => {
                 let resp = self.response(&msg, 481, "Call/Transaction Does Not Exist").build();
                 self.txn.respond(now, txn, 481, resp, None);
@@ -494,6 +572,15 @@ impl Core {
     }
 
     fn on_invite(&mut self, now: Instant, txn: TxnId, msg: Message, peer: Peer) {
+        // The same request arriving again along another path (another branch): RFC 3261 8.2.2.2.
+        let origin = origin_key(&msg);
+        if let Some(&(key, seq)) = origin.as_ref().and_then(|o| self.origins.get(o)) {
+            if self.calls.contains_key(&key) && msg.cseq().is_ok_and(|c| c.seq == seq) {
+                let resp = self.response(&msg, 482, "Loop Detected").build();
+                self.txn.respond(now, txn, 482, resp, None);
+                return;
+            }
+        }
         let trying = self.response(&msg, 100, "Trying").build();
         self.txn.respond(now, txn, 100, trying, Some(Mark { stage: Stage::InviteTo100, since: now }));
 
@@ -517,9 +604,12 @@ impl Core {
             self.reject(now, txn, &msg, peer, Some(trunk), Some(service), 503, "Service Unavailable", Outcome::Busy);
             return;
         }
-        if msg.max_forwards() == Some(0) && service.bridge_to.is_some() {
-            self.reject(now, txn, &msg, peer, Some(trunk), Some(service), 483, "Too Many Hops", Outcome::Failed);
-            return;
+        if service.bridge_to.is_some() {
+            // Forwarding to a bridge target: a request out of hops stops here (RFC 3261 16.3).
+            if let Err(rej) = msg.forward_check() {
+                self.reject(now, txn, &msg, peer, Some(trunk), Some(service), rej.code, rej.reason, Outcome::Failed);
+                return;
+            }
         }
         let key = self.next_key;
         self.next_key += 1;
@@ -555,9 +645,18 @@ impl Core {
             answered: None,
             media_port: None,
             pending_play: None,
+            guidance: service.guidance.clone(),
             local_sdp: None,
+            origin: origin.clone(),
+            b_ack: BAck::Immediate,
+            negotiated: None,
+            bye_on_ack: false,
+            b_2xx: None,
         };
         self.dialogs.insert((call.a.call_id.clone(), local_tag), (key, Side::A));
+        if let (Some(o), Ok(cseq)) = (origin, msg.cseq()) {
+            self.origins.insert(o, (key, cseq.seq));
+        }
         self.a_invites.insert(txn, key);
         self.calls.insert(key, call);
         self.metrics.set_active_calls(self.calls.len());
@@ -565,11 +664,11 @@ impl Core {
         if let Some(target) = &service.bridge_to {
             self.start_bridge(now, key, &msg, target);
         } else {
-            self.answer_guidance(now, key, &msg, trunk, service);
+            self.answer_guidance(now, key, &msg, trunk);
         }
     }
 
-    fn answer_guidance(&mut self, now: Instant, key: CallKey, msg: &Message, trunk: &Trunk, service: &Service) {
+    fn answer_guidance(&mut self, now: Instant, key: CallKey, msg: &Message, trunk: &Trunk) {
         let Some(port) = self.ports.allocate() else {
             tracing::warn!("RTP port range exhausted: 503");
             self.metrics.inc(Counter::Overload503);
@@ -579,10 +678,12 @@ impl Core {
         let sess_id = self.rng.next_u64() >> 2;
         let offer = msg.body();
         let has_offer = msg.content_type().is_some_and(|t| t.eq_ignore_ascii_case("application/sdp")) && !offer.is_empty();
+        let mut negotiated = None;
         let (sdp_body, play) = if has_offer {
             match sdp::answer(&offer, &trunk.codecs, self.cfg.media_ip, port, sess_id) {
                 Ok(n) => {
                     let play = n.send_to().map(|dst| (dst, n.codec, n.pt));
+                    negotiated = Some((n.codec, n.send_to()));
                     (n.sdp, play)
                 }
                 Err(e) => {
@@ -602,25 +703,12 @@ impl Core {
             // Delayed offer: we offer, the ACK answers. Until the ACK comes, nothing to stream.
             (sdp::offer(&trunk.codecs, self.cfg.media_ip, port, sess_id), None)
         };
-        let ssrc = self.rng.next_u32();
-        let seq = (self.rng.next_u32() & 0x7fff) as u16;
-        let ts = self.rng.next_u32();
-        let playlist = service.guidance.clone();
         let Some(call) = self.calls.get_mut(&key) else { return };
         call.media_port = Some(port);
         call.answered = Some(now);
+        call.negotiated = negotiated;
         call.local_sdp = Some(sdp_body.clone());
-        call.pending_play = play.map(|(dst, codec, pt)| MediaCommand::Play {
-            call: key,
-            local_port: port,
-            dst,
-            codec,
-            pt,
-            ssrc,
-            seq,
-            ts,
-            playlist: playlist.clone(),
-        });
+        call.pending_play = play;
         let resp = ResponseBuilder::new(msg, 200, "OK")
             .to_tag(&call.a.local_tag)
             .header("Contact", &format!("<{}>", call.a.local_contact))
@@ -639,63 +727,74 @@ impl Core {
         if side != Side::A {
             return;
         }
-        let guidance = self.profile_guidance(key);
         let Some(call) = self.calls.get_mut(&key) else { return };
         self.txn.ack_received(now, call.a_invite);
+        if matches!(call.b_ack, BAck::Waiting) {
+            // Delayed offer across the bridge: the caller's answer goes to the callee in its ACK.
+            let body = msg.body();
+            let answer = (!body.is_empty()).then(|| (msg.content_type().unwrap_or("application/sdp").to_owned(), body));
+            if let (Some(b), Some(b2xx)) = (call.b.as_ref(), call.b_2xx.take()) {
+                let (peer, data) = b.ack_with(&b2xx, &mut self.rng, &self.cfg, answer.as_ref().map(|(c, b)| (c.as_str(), &b[..])));
+                self.outputs.push_back(Output::Transmit(Transmit { peer, data, mark: None }));
+            }
+            call.b_ack = BAck::Sent(answer);
+            return;
+        }
+        if call.bye_on_ack {
+            self.end_call(now, key, Outcome::Shutdown, 200, "edge shutting down", None);
+            return;
+        }
         if call.state != State::Answered {
             return;
         }
         call.state = State::Playing;
         if call.pending_play.is_none() {
             // Delayed offer: the ACK carries the answer.
-            let body = msg.body();
-            if !body.is_empty() {
-                if let (Ok(n), Some(port)) = (sdp::parse_answer(&body), call.media_port) {
-                    if let Some(dst) = n.send_to() {
-                        call.pending_play = Some(MediaCommand::Play {
-                            call: key,
-                            local_port: port,
-                            dst,
-                            codec: n.codec,
-                            pt: n.pt,
-                            ssrc: self.rng.next_u32(),
-                            seq: (self.rng.next_u32() & 0x7fff) as u16,
-                            ts: self.rng.next_u32(),
-                            playlist: guidance.clone(),
-                        });
-                    }
-                }
+            if let Ok(n) = sdp::parse_answer(&msg.body()) {
+                call.negotiated = Some((n.codec, n.send_to()));
+                call.pending_play = n.send_to().map(|dst| (dst, n.codec, n.pt));
             }
         }
-        let Some(call) = self.calls.get_mut(&key) else { return };
-        match call.pending_play.take() {
-            Some(play) => self.outputs.push_back(Output::Media(play)),
-            None => {
-                let total: Duration = guidance
-                    .iter()
-                    .filter_map(|p| self.prompt_durations.get(p))
-                    .sum();
+        match (call.pending_play.take(), call.media_port) {
+            (Some((dst, codec, pt)), Some(local_port)) => {
+                let play = MediaCommand::Play {
+                    call: key,
+                    local_port,
+                    dst,
+                    codec,
+                    pt,
+                    ssrc: self.rng.next_u32(),
+                    seq: (self.rng.next_u32() & 0x7fff) as u16,
+                    ts: self.rng.next_u32(),
+                    playlist: call.guidance.clone(),
+                };
+                self.outputs.push_back(Output::Media(play));
+            }
+            _ => {
+                // Nowhere to send (c=0.0.0.0, recvonly, or no answer): end when the guidance would.
+                let total: Duration = call.guidance.iter().filter_map(|p| self.prompt_durations.get(p)).sum();
                 self.timers.push(Reverse((now + total, key, TimerKind::PlaybackEnd)));
             }
         }
     }
 
-    fn profile_guidance(&self, key: CallKey) -> Vec<String> {
-        let Some(call) = self.calls.get(&key) else { return Vec::new() };
-        self.profile
-            .tenants
-            .iter()
-            .flat_map(|t| t.services.iter())
-            .find(|s| s.name == call.service && s.tenant == call.tenant)
-            .map(|s| s.guidance.clone())
-            .unwrap_or_default()
-    }
-
     fn on_reinvite(&mut self, now: Instant, txn: TxnId, msg: Message, tag: String) {
         let found = self.dialogs.get(dkey(&dialog_key(&msg, &tag))).copied();
+        let offer = msg.body();
         let sdp = found.and_then(|(key, side)| {
             let call = self.calls.get(&key)?;
-            (side == Side::A).then(|| call.local_sdp.clone()).flatten().map(|s| (s, call.a.local_contact.clone()))
+            let sdp = (side == Side::A).then(|| call.local_sdp.clone()).flatten()?;
+            // A session refresh re-offers what was agreed; a re-offer that would change the codec,
+            // the address or the direction cannot be honoured until the media engine can follow.
+            if !offer.is_empty() {
+                let (codec, dst) = call.negotiated?;
+                let port = call.media_port?;
+                let n = sdp::answer(&offer, &[codec], self.cfg.media_ip, port, 0).ok()?;
+                if n.codec != codec || n.send_to() != dst {
+                    return None;
+                }
+            }
+            Some((sdp, call.a.local_contact.clone()))
         });
         let (code, resp) = match (found, sdp) {
             (None, _) => (481, self.response(&msg, 481, "Call/Transaction Does Not Exist").build()),
@@ -708,11 +807,12 @@ impl Core {
                     .body("application/sdp", &sdp)
                     .build(),
             ),
-            // Re-offers across a bridge are relayed by the media engine (not yet).
+            // Re-offers that change the media, and re-INVITEs across a bridge, wait for the media
+            // engine; refusing one leaves the session as it was (RFC 3264 8).
             (Some(_), None) => (
                 488,
                 self.response(&msg, 488, "Not Acceptable Here")
-                    .header("Warning", "399 callgate \"re-INVITE across a bridge is not supported yet\"")
+                    .header("Warning", "399 callgate \"this change of media is not supported yet\"")
                     .build(),
             ),
         };
@@ -723,8 +823,11 @@ impl Core {
         let target = self.txn.cancel_target(&msg);
         let key = target.and_then(|t| self.a_invites.get(&t).copied());
         let Some(key) = key else {
-            let resp = self.response(&msg, 481, "Call/Transaction Does Not Exist").build();
-            self.txn.respond(now, txn, 481, resp, None);
+            // The INVITE transaction still exists but has had its final answer: the CANCEL has
+            // no effect and is answered 200 (RFC 3261 9.2); with no such transaction, 481.
+            let (code, reason) = if target.is_some() { (200, "OK") } else { (481, "Call/Transaction Does Not Exist") };
+            let resp = self.response(&msg, code, reason).build();
+            self.txn.respond(now, txn, code, resp, None);
             return;
         };
         let resp = self.response(&msg, 200, "OK").build();
@@ -746,6 +849,12 @@ impl Core {
         let resp = self.response(&msg, 200, "OK").build();
         self.txn.respond(now, txn, 200, resp, None);
         let Some(call) = self.calls.get(&key) else { return };
+        if call.state == State::Ringing && side == Side::A {
+            // A BYE in the early dialog (RFC 3261 15): the caller gives up like with CANCEL.
+            self.cancel_b(now, key);
+            self.fail_unanswered(now, key, 487, "Request Terminated", Outcome::Cancelled);
+            return;
+        }
         let outcome = match call.state {
             State::Answered | State::Playing => Outcome::Abandoned,
             State::Connected | State::Ringing => Outcome::Bridged,
@@ -861,18 +970,36 @@ impl Core {
             200..=299 => {
                 let Some(call) = self.calls.get_mut(&key) else { return };
                 let first = call.state == State::Ringing;
-                if let Some(b) = call.b.as_mut() {
-                    if first {
-                        b.confirm_uac(&msg);
-                    }
-                }
-                // ACK every 2xx, the retransmissions too (RFC 3261 13.2.2.4).
-                let ack = call.b.as_ref().map(|b| b.ack(&msg, &mut self.rng, &self.cfg));
-                if let Some((peer, data)) = ack {
-                    self.outputs.push_back(Output::Transmit(Transmit { peer, data, mark: None }));
-                }
                 if !first {
+                    let theirs = msg.to_hdr().ok().and_then(|t| t.tag().map(str::to_owned));
+                    let ours = call.b.as_ref().and_then(|b| b.remote_tag.clone());
+                    if theirs != ours {
+                        // Another fork answered too (RFC 3261 13.2.2.4): ACK it and end it.
+                        self.ack_and_bye_orphan(now, &msg);
+                        return;
+                    }
+                    // A retransmission: our ACK was lost. ACK again, unless the answer is pending.
+                    let body = match &call.b_ack {
+                        BAck::Waiting => return,
+                        BAck::Sent(body) => body.clone(),
+                        BAck::Immediate => None,
+                    };
+                    if let Some(b) = call.b.as_ref() {
+                        let (peer, data) = b.ack_with(&msg, &mut self.rng, &self.cfg, body.as_ref().map(|(c, b)| (c.as_str(), &b[..])));
+                        self.outputs.push_back(Output::Transmit(Transmit { peer, data, mark: None }));
+                    }
                     return;
+                }
+                if let Some(b) = call.b.as_mut() {
+                    b.confirm_uac(&msg);
+                }
+                let delayed_offer = call.a_invite_msg.body().is_empty() && !msg.body().is_empty();
+                if delayed_offer {
+                    call.b_ack = BAck::Waiting;
+                    call.b_2xx = Some(msg.clone());
+                } else if let Some(b) = call.b.as_ref() {
+                    let (peer, data) = b.ack(&msg, &mut self.rng, &self.cfg);
+                    self.outputs.push_back(Output::Transmit(Transmit { peer, data, mark: None }));
                 }
                 call.state = State::Connected;
                 call.answered = Some(now);
@@ -905,25 +1032,27 @@ impl Core {
                 if let Some(call) = self.calls.get_mut(&key) {
                     call.b = None;
                 }
-                self.fail_unanswered(now, key, fwd, &fwd_reason, outcome);
+                // A redirect is useful to the caller only with where to go.
+                let contacts: Vec<&str> =
+                    if (300..400).contains(&code) { msg.header_values(HeaderName::Contact).collect() } else { Vec::new() };
+                let extra = (!contacts.is_empty()).then(|| ("Contact", contacts.join(", ")));
+                self.fail_unanswered_with(now, key, fwd, &fwd_reason, outcome, extra);
             }
         }
     }
 
-    fn on_stray_response(&mut self, now: Instant, msg: Message) {
+    fn on_stray_response(&mut self, msg: Message) {
         // A 2xx retransmission to an INVITE whose transaction is gone: ACK it if it belongs to a call.
-        if msg.status().is_some_and(|c| (200..300).contains(&c)) && msg.cseq().is_ok_and(|c| c.method == Method::Invite) {
-            let tag = msg.from_hdr().ok().and_then(|f| f.tag().map(str::to_owned));
-            if let (Some(tag), Some(cid)) = (tag, msg.call_id()) {
-                if let Some(&(key, Side::B)) = self.dialogs.get(dkey(&(cid, tag.as_str()))) {
-                    if let Some(b) = self.calls.get(&key).and_then(|c| c.b.as_ref()) {
-                        let (peer, ack) = b.ack(&msg, &mut self.rng, &self.cfg);
-                        self.send(peer, ack, None);
-                    }
-                    return;
-                }
+        if !(msg.status().is_some_and(|c| (200..300).contains(&c)) && msg.cseq().is_ok_and(|c| c.method == Method::Invite)) {
+            return;
+        }
+        let tag = msg.from_hdr().ok().and_then(|f| f.tag().map(str::to_owned));
+        let (Some(tag), Some(cid)) = (tag, msg.call_id()) else { return };
+        if let Some(&(key, Side::B)) = self.dialogs.get(dkey(&(cid, tag.as_str()))) {
+            if let Some(b) = self.calls.get(&key).and_then(|c| c.b.as_ref()) {
+                let (peer, ack) = b.ack(&msg, &mut self.rng, &self.cfg);
+                self.send(peer, ack, None);
             }
-            let _ = now;
         }
     }
 
@@ -965,6 +1094,11 @@ impl Core {
         }
         if let Some(b) = call.b.as_mut() {
             self.dialogs.remove(dkey(&(b.call_id.as_str(), b.local_tag.as_str())));
+            if let Some(b2xx) = call.b_2xx.take() {
+                // Its 2xx is still unacknowledged (delayed offer): ACK before BYE (RFC 3261 15).
+                let (peer, data) = b.ack(&b2xx, &mut self.rng, &self.cfg);
+                self.outputs.push_back(Output::Transmit(Transmit { peer, data, mark: None }));
+            }
             if except != Some(Side::B) && b.confirmed() {
                 let (peer, branch, bye) = b.bye(&mut self.rng, &self.cfg, reason);
                 let t = self.txn.request(now, Method::Bye, &branch, bye, peer);
@@ -980,6 +1114,18 @@ impl Core {
 
     /// Ends a call whose caller has had no final answer: the final answer is `code`.
     fn fail_unanswered(&mut self, now: Instant, key: CallKey, code: u16, reason: &str, outcome: Outcome) {
+        self.fail_unanswered_with(now, key, code, reason, outcome, None);
+    }
+
+    fn fail_unanswered_with(
+        &mut self,
+        now: Instant,
+        key: CallKey,
+        code: u16,
+        reason: &str,
+        outcome: Outcome,
+        extra: Option<(&str, String)>,
+    ) {
         let Some(mut call) = self.calls.remove(&key) else { return };
         self.a_invites.remove(&call.a_invite);
         self.dialogs.remove(dkey(&(call.a.call_id.as_str(), call.a.local_tag.as_str())));
@@ -989,6 +1135,9 @@ impl Core {
         let mut rb = ResponseBuilder::new(&call.a_invite_msg, code, reason).to_tag(&call.a.local_tag);
         if code == 503 {
             rb = rb.header("Retry-After", &self.cfg.retry_after_s.to_string());
+        }
+        if let Some((name, value)) = &extra {
+            rb = rb.header(name, value);
         }
         let resp = rb.build();
         self.txn.respond(now, call.a_invite, code, resp, None);
@@ -1000,6 +1149,9 @@ impl Core {
     }
 
     fn finish(&mut self, now: Instant, call: &Call, outcome: Outcome, status: u16, reason: &str) {
+        if let Some(o) = &call.origin {
+            self.origins.remove(o);
+        }
         self.metrics.outcome(outcome);
         self.metrics.set_active_calls(self.calls.len());
         let rec = CallRecord {
@@ -1045,6 +1197,29 @@ impl Core {
         let (trunk, service) = (trunk.map(|t| t.name.clone()), service.map(|s| (s.tenant.clone(), s.name.clone())));
         let cg_id = format!("cg-{}", self.rng.token(16));
         self.record_rejected_with(now, msg, peer, trunk, service, cg_id, outcome, code, reason);
+    }
+
+    /// The record of an INVITE refused before any transaction exists (403 to a stranger, 400,
+    /// 415 ...). No call state is kept: the record's id derives from the message, so the INVITE's
+    /// retransmissions map onto one record. A budget of [`REFUSED_RECORDS_PER_S`] such records a
+    /// second (and as many in a burst) keeps a flood of spoofable datagrams from filling the disk;
+    /// what is over it is counted in `callgate_records_suppressed_total`.
+    fn record_refused_invite(&mut self, now: Instant, msg: &Message, peer: Peer, code: u16, reason: &str) {
+        if msg.method() != Some(&Method::Invite) {
+            return;
+        }
+        let (tokens, last) = self.refused_budget;
+        let rate = f64::from(REFUSED_RECORDS_PER_S);
+        let tokens = (tokens + now.saturating_duration_since(last).as_secs_f64() * rate).min(rate);
+        if tokens < 1.0 {
+            self.refused_budget = (tokens, now);
+            self.metrics.inc(Counter::RecordsSuppressed);
+            return;
+        }
+        self.refused_budget = (tokens - 1.0, now);
+        let profile = self.profile.clone();
+        let trunk = profile.trunk_for(peer.addr.ip());
+        self.record_rejected(now, msg, peer, trunk, Outcome::Rejected, code, reason);
     }
 
     fn record_rejected(&mut self, now: Instant, msg: &Message, peer: Peer, trunk: Option<&Trunk>, outcome: Outcome, code: u16, reason: &str) {
@@ -1118,7 +1293,8 @@ impl Core {
                 TxnEvent::AckTimeout { txn } => {
                     if let Some(&key) = self.a_invites.get(&txn) {
                         tracing::info!(call = key, "caller never ACKed our 200: hanging up");
-                        self.end_call(now, key, Outcome::Failed, 408, "no ACK from the caller", None);
+                        let outcome = if self.draining { Outcome::Shutdown } else { Outcome::Failed };
+                        self.end_call(now, key, outcome, 408, "no ACK from the caller", None);
                     }
                 }
                 TxnEvent::Terminated { txn } => {
@@ -1147,7 +1323,7 @@ impl Core {
             rb = rb.header(name, value);
         }
         let data = rb.header("Server", &self.cfg.user_agent).build();
-        let dst = response_destination(msg, peer);
+        let dst = crate::sip::response_destination(msg, peer);
         self.send(dst, data, None);
     }
 
@@ -1229,6 +1405,12 @@ fn dkey<'a>(k: &'a (&'a str, &'a str)) -> &'a (dyn DialogKey + 'a) {
     k
 }
 
+/// (Call-ID, From tag) of a request: with the CSeq, what identifies it across paths.
+fn origin_key(msg: &Message) -> Option<(String, String)> {
+    let tag = msg.from_hdr().ok()?.tag()?.to_owned();
+    Some((msg.call_id()?.to_owned(), tag))
+}
+
 fn top_branch(data: &Bytes) -> Option<String> {
     Message::parse(data.clone()).ok()?.top_via().ok()?.branch.map(str::to_owned)
 }
@@ -1239,21 +1421,6 @@ fn bridge_transport(target: &str) -> Transport {
         Some(t) if t == "tcp" => Transport::Tcp,
         _ => Transport::Udp,
     }
-}
-
-/// Where a response to `msg` goes (RFC 3261 18.2.2 with RFC 3581): back on the connection for
-/// streams; for UDP to the source address and the `rport` / Via port.
-pub fn response_destination(msg: &Message, peer: Peer) -> Peer {
-    if peer.transport.is_reliable() {
-        return peer;
-    }
-    let Ok(via) = msg.top_via() else { return peer };
-    if via.rport.is_some() {
-        return peer;
-    }
-    // No rport: the Via's port at the source address (received is implied by the source).
-    let port = via.port.unwrap_or(5060);
-    Peer { addr: SocketAddr::new(peer.addr.ip(), port), ..peer }
 }
 
 pub(crate) fn host_port(a: SocketAddr) -> String {

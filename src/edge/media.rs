@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
-use crate::call::{CallKey, MediaCommand, MediaEvent};
+use crate::call::{CallKey, MediaCommand, MediaEvent, MediaFailure};
+use crate::media::MediaError;
 use crate::media::pacer::{Pacer, PacerEvent, StreamId, StreamSpec};
 use crate::media::prompt::PromptSet;
 use crate::metrics::{Counter, Metrics};
@@ -130,17 +131,19 @@ impl MediaThread {
                 let playlist = match self.prompts.playlist(&playlist) {
                     Ok(p) => p,
                     Err(missing) => {
-                        let _ = self.events.send(MediaEvent::Failed { call, reason: format!("prompt {missing:?} is not loaded") });
+                        let name = match missing {
+                            MediaError::UnknownPrompt { name } => name,
+                            other => other.to_string(),
+                        };
+                        let _ = self.events.send(MediaEvent::Failed { call, failure: MediaFailure::UnknownPrompt { name } });
                         return;
                     }
                 };
                 let socket = match self.bind(local_port) {
                     Ok(s) => s,
                     Err(e) => {
-                        let _ = self.events.send(MediaEvent::Failed {
-                            call,
-                            reason: format!("cannot bind RTP port {}:{local_port}: {e}", self.local_ip),
-                        });
+                        let addr = SocketAddr::new(self.local_ip, local_port);
+                        let _ = self.events.send(MediaEvent::Failed { call, failure: MediaFailure::Bind { addr, kind: e.kind() } });
                         return;
                     }
                 };

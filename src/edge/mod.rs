@@ -96,7 +96,7 @@ pub fn run(opts: Options) -> Result<(), EdgeError> {
         profile.clone(),
         metrics.clone(),
         durations,
-        crate::sip::Rng::from_entropy().next_u64(),
+        entropy_seed(),
         Instant::now(),
         SystemTime::now(),
     )?;
@@ -183,6 +183,14 @@ async fn serve(
     drop(tcp_in_tx);
     let _ = http_task.await;
     Ok(())
+}
+
+/// A seed for the core's RNG (tags, branches, SSRCs): the clock, the process id and an address.
+/// Only the shell reads clocks; tests seed the cores themselves.
+fn entropy_seed() -> u64 {
+    let t = SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    let here = &t as *const u64 as u64;
+    t ^ (u64::from(std::process::id()) << 32) ^ here.rotate_left(17)
 }
 
 /// The SIP UDP socket, with large kernel buffers (`SO_RCVBUFFORCE` where allowed, else as much
@@ -318,9 +326,8 @@ impl SipShell {
             }
             self.flush(&mut core, &mut tx).await;
             if let Some(since) = draining_since {
-                let idle = core.active_calls() == 0;
-                // Wait for the BYEs' answers unless the grace period is over.
-                if (idle && core.live_transactions() == 0) || since.elapsed() > SHUTDOWN_GRACE || (idle && since.elapsed() > Duration::from_millis(1500)) {
+                // Done when no call is left and every BYE/CANCEL has its answer, or at the grace's end.
+                if (core.active_calls() == 0 && core.awaiting_answers() == 0) || since.elapsed() > SHUTDOWN_GRACE {
                     break;
                 }
             }

@@ -51,10 +51,12 @@ pub enum Counter {
     Overload503,
     /// RTP packets sent by the media pacer.
     RtpSent,
+    /// Records of statelessly refused INVITEs not written because a flood exceeded the record budget.
+    RecordsSuppressed,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 7] = [
+    pub const ALL: [Counter; 8] = [
         Counter::SipIn,
         Counter::SipOut,
         Counter::ParseErrors,
@@ -62,6 +64,7 @@ impl Counter {
         Counter::Forbidden403,
         Counter::Overload503,
         Counter::RtpSent,
+        Counter::RecordsSuppressed,
     ];
 }
 
@@ -86,6 +89,11 @@ const COUNTER_FAMILIES: &[CounterFamily] = &[
         ],
     ),
     ("callgate_rtp_packets_sent_total", "RTP packets sent.", &[(Counter::RtpSent, "")]),
+    (
+        "callgate_records_suppressed_total",
+        "Records of statelessly refused INVITEs (403 to strangers, 400, 415 ...) not written: over the budget of 50 a second.",
+        &[(Counter::RecordsSuppressed, "")],
+    ),
 ];
 
 /// The quantiles exported as gauges.

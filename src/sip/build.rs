@@ -143,7 +143,7 @@ impl<'r> ResponseBuilder<'r> {
             code,
             reason: reason.to_owned(),
             to_tag: None,
-            received: None,
+            received: req.source(),
             headers: Vec::new(),
             body: None,
         }

@@ -68,6 +68,21 @@ pub struct Transmit {
     pub mark: Option<Mark>,
 }
 
+/// Where a response to the request `msg` from `peer` goes (RFC 3261 18.2.2 with RFC 3581): back
+/// on the connection for streams; over UDP to the source address, at the source port when the top
+/// Via asked for `rport`, else at the Via's port (5060 when it names none).
+pub fn response_destination(msg: &msg::Message, peer: Peer) -> Peer {
+    if peer.transport.is_reliable() {
+        return peer;
+    }
+    let Ok(via) = msg.top_via() else { return peer };
+    if via.rport.is_some() {
+        return peer;
+    }
+    let port = via.port.unwrap_or(5060);
+    Peer { addr: SocketAddr::new(peer.addr.ip(), port), ..peer }
+}
+
 /// A random source for branches, tags and SSRCs. Seedable so that tests are deterministic.
 /// xoshiro256** (Blackman & Vigna), seeded through SplitMix64.
 #[derive(Clone, Debug)]
@@ -86,16 +101,6 @@ impl Rng {
             z ^ (z >> 31)
         };
         Rng { s: [next(), next(), next(), next()] }
-    }
-
-    /// Seeded from the clock and the process id: for production use only.
-    pub fn from_entropy() -> Rng {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
-        let here = &t as *const u64 as u64;
-        Rng::seeded(t ^ (u64::from(std::process::id()) << 32) ^ here.rotate_left(17))
     }
 
     pub fn next_u64(&mut self) -> u64 {

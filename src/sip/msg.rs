@@ -15,6 +15,8 @@
 //! - A datagram whose header section ends at the end of the datagram without the empty line is
 //!   accepted with an empty body; streams ([`frame`]) always need the empty line.
 
+use std::net::SocketAddr;
+
 use bytes::Bytes;
 use thiserror::Error;
 
@@ -531,6 +533,8 @@ pub struct Message {
     start: StartLine,
     defects: u8,
     index: Index,
+    /// Where the message came from, when the receiver said so ([`Message::set_source`]).
+    source: Option<SocketAddr>,
 }
 
 /// The result of [`frame`] when the buffer starts with something usable.
@@ -852,7 +856,19 @@ impl Message {
             start: head.start,
             defects: head.defects,
             index: head.index,
+            source: None,
         })
+    }
+
+    /// Records the address the message arrived from. Responses built from a request that knows its
+    /// source carry `received`/`rport` on their top Via (RFC 3261 18.2.1, RFC 3581 4).
+    pub fn set_source(&mut self, addr: SocketAddr) {
+        self.source = Some(addr);
+    }
+
+    /// The address the message arrived from, if the receiver recorded it.
+    pub fn source(&self) -> Option<SocketAddr> {
+        self.source
     }
 
     #[inline]

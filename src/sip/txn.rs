@@ -656,7 +656,8 @@ impl TxnLayer {
             Txn {
                 kind,
                 state,
-                peer: from,
+                // Responses follow RFC 3261 18.2.2 / RFC 3581: the source with rport, else the Via port.
+                peer: crate::sip::response_destination(&msg, from),
                 reliable: from.transport.is_reliable(),
                 request: Bytes::new(),
                 last: None,
