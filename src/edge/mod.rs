@@ -14,7 +14,8 @@
 //! The sip task polls its own UDP socket and timers on its own thread, so no datagram's
 //! readiness is handed between threads; everything else talks to it over channels.
 //! Shutdown (SIGTERM/Ctrl-C): the core answers new calls 503 and ends calls in progress with
-//! BYE; when no call and no transaction is left (or after a grace period) the tasks stop, the
+//! BYE (after the caller's ACK where it is still due); when no call is left and every BYE/CANCEL
+//! has its answer (or after a 5 s grace period) the tasks stop, the
 //! media thread ends, the record writer drains into SQLite, and the latency summary is printed.
 
 pub mod http;
