@@ -72,7 +72,8 @@ fn main() -> ExitCode {
     };
     match cmd {
         Command::Help => {
-            print!("{USAGE}");
+            use std::io::Write;
+            let _ = write!(std::io::stdout(), "{USAGE}");
             ExitCode::SUCCESS
         }
         Command::Version => {
@@ -81,7 +82,9 @@ fn main() -> ExitCode {
         }
         Command::Check(dir) => match callgate::config::Profile::load(&dir) {
             Ok(p) => {
-                println!("{}", p.summary());
+                // A closed pipe (e.g. `| head`) is not an error worth a panic.
+                use std::io::Write;
+                let _ = writeln!(std::io::stdout(), "{}", p.summary());
                 ExitCode::SUCCESS
             }
             Err(e) => {
