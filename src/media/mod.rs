@@ -6,13 +6,23 @@
 //! - [`rtp`]: the 12-byte RTP header (RFC 3550 §5.1): writing, and parsing with typed errors.
 //! - [`sdp`]: SDP offer parsing and the RFC 3264 answer (codec, telephone-event, direction, address).
 //! - [`pacer`]: the sans-IO pacing engine that times every outgoing RTP stream from one slot ring.
+//! - [`announce`]: queue announcements (position, expected wait) composed from recorded number words.
+//! - [`dtmf`]: RFC 4733 telephone-events in and out, and SIP INFO `application/dtmf-relay` bodies.
+//! - [`menu`]: the DTMF menu after a guidance (choice, timeout, invalid digit, re-prompt, default).
+//! - [`recording`]: per-call stereo recording (caller left, agent right) aligned on the wall clock.
+//! - [`bridge`]: the sans-IO RTP relay between a caller leg and an agent leg.
 //!
 //! [`Codec`] is defined here (not in `config`) so that `config` can use it without `media` depending on
 //! `config`.
 
+pub mod announce;
+pub mod bridge;
+pub mod dtmf;
 pub mod g711;
+pub mod menu;
 pub mod pacer;
 pub mod prompt;
+pub mod recording;
 pub mod rtp;
 pub mod sdp;
 pub mod wav;
