@@ -49,7 +49,8 @@ struct MediaThread {
     events: UnboundedSender<MediaEvent>,
     pacer: Pacer,
     /// Sockets by the id the pacer carries in each packet.
-    sockets: Vec<Option<UdpSocket>>,
+    /// Each call's socket, with the peer it is connected to.
+    sockets: Vec<Option<(UdpSocket, SocketAddr)>>,
     free_sockets: Vec<u32>,
     legs: HashMap<CallKey, Leg>,
 }
@@ -98,14 +99,17 @@ impl MediaThread {
         let mut buf = [0u8; 1500];
         let mut sent = 0u64;
         self.pacer.handle_timeout(now, &mut |pkt| {
-            let Some(Some(sock)) = sockets.get(pkt.socket as usize) else { return };
+            let Some(Some((sock, peer))) = sockets.get(pkt.socket as usize) else { return };
             let len = 12 + pkt.payload.len();
             if len > buf.len() {
                 return;
             }
             buf[..12].copy_from_slice(&pkt.header);
             buf[12..len].copy_from_slice(pkt.payload);
-            if sock.send_to(&buf[..len], pkt.dst).is_ok() {
+            // Connected sockets (see `bind`) skip the route lookup per packet; a stream whose
+            // destination differs from the connected peer still gets there with send_to.
+            let r = if *peer == pkt.dst { sock.send(&buf[..len]) } else { sock.send_to(&buf[..len], pkt.dst) };
+            if r.is_ok() {
                 sent += 1;
             }
             metrics.record_lateness(pkt.lateness);
@@ -139,7 +143,7 @@ impl MediaThread {
                         return;
                     }
                 };
-                let socket = match self.bind(local_port) {
+                let socket = match self.bind(local_port, dst) {
                     Ok(s) => s,
                     Err(e) => {
                         let addr = SocketAddr::new(self.local_ip, local_port);
@@ -167,20 +171,26 @@ impl MediaThread {
         }
     }
 
-    fn bind(&mut self, port: u16) -> std::io::Result<u32> {
+    fn bind(&mut self, port: u16, dst: SocketAddr) -> std::io::Result<u32> {
         let addr = SocketAddr::new(self.local_ip, port);
         let sock = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
         let _ = sock.set_recv_buffer_size(RECV_BUFFER);
         sock.set_nonblocking(true)?;
         sock.bind(&addr.into())?;
+        // The stream goes to the SDP address: connecting to it lets the kernel cache the route
+        // (measured: p50 send lateness 8.3 ms -> 0.4 ms at 5,000 streams, benches/README.md).
+        // NOTE for the media engine (issue 3): a connected UDP socket only receives from its
+        // peer, so before reading RTP for latching (media::bridge) a socket must be disconnected
+        // (connect to AF_UNSPEC) or bound unconnected, and sends go back to send_to.
+        sock.connect(&dst.into())?;
         let sock: UdpSocket = sock.into();
         let id = match self.free_sockets.pop() {
             Some(id) => {
-                self.sockets[id as usize] = Some(sock);
+                self.sockets[id as usize] = Some((sock, dst));
                 id
             }
             None => {
-                self.sockets.push(Some(sock));
+                self.sockets.push(Some((sock, dst)));
                 (self.sockets.len() - 1) as u32
             }
         };
