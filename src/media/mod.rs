@@ -1,4 +1,4 @@
-//! Media: G.711, WAV prompts, RTP, SDP and the pacing engine. No tokio here.
+//! Media: G.711, WAV prompts, RTP, SDP and the pacing engine. Sans-IO: no async runtime, sockets or clocks here.
 //!
 //! - [`g711`]: μ-law / A-law encode and decode, A-law ↔ μ-law byte maps.
 //! - [`wav`]: loading 8 kHz 16-bit mono PCM WAV files, with errors naming the file and what was found.

@@ -1,4 +1,4 @@
-//! SIP: the codec, transactions and the transport addressing they share. No tokio here.
+//! SIP: the codec, transactions and the transport addressing they share. Sans-IO: no async runtime, sockets or clocks here.
 //!
 //! - [`msg`]: zero-copy message parsing and stream framing over `bytes::Bytes`.
 //! - [`uri`]: `sip:`, `sips:`, `tel:` and other absolute URIs.
