@@ -12,6 +12,7 @@
 //! | `callgate_sip_parse_errors_total` | counter | |
 //! | `callgate_sip_rejections_total` | counter | `code`, `reason` = bad_request (400) / acl (403) / overload (503) |
 //! | `callgate_rtp_packets_sent_total` | counter | |
+//! | `callgate_records_suppressed_total` | counter | |
 //! | `callgate_calls_total` | counter | `outcome` (every [`Outcome`], zeros included) |
 //! | `callgate_active_calls` | gauge | |
 //! | `callgate_setup_latency_seconds` | histogram | `stage` |
