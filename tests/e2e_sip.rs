@@ -716,3 +716,22 @@ fn unframeable_tcp_message_gets_400_on_its_connection() {
     cg.stop_ok();
     assert!(records(&dir.join("calls.db")).is_empty(), "no call was made of it");
 }
+
+/// A caller presses 1 during the guidance (SIPp replays its RFC 4733 capture): callgate reads the
+/// caller's RTP, decodes exactly one digit, and the call's record says so.
+#[test]
+fn a_key_pressed_during_the_guidance_is_in_the_record() {
+    let dir = test_dir("a_key_pressed_during_the_guidance_is_in_the_record");
+    let ports = PortBlock::acquire();
+    let cg = Callgate::start_default(&dir, &ports);
+    let run = uac(&dir, &cg, &ports, "uac_dtmf.xml", "120").run();
+    run.assert_ok(Some(&cg));
+    let m = cg.metrics();
+    assert_eq!(m.get("callgate_dtmf_digits_total", &[]), Some(1.0), "{}", m.0);
+    let received = m.must("callgate_rtp_packets_received_total", &[]);
+    assert!(received >= 5.0, "callgate read {received} RTP packets from the caller\n{}", m.0);
+    let recs = cg.wait_records(1);
+    let r = assert_one_record(&recs, "abandoned", 200, "120");
+    assert_eq!(r.text("digits"), "1", "{r:#?}\n--- callgate:\n{}", cg.stderr());
+    cg.stop_ok();
+}

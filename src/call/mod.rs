@@ -80,6 +80,8 @@ pub enum MediaCommand {
         dst: SocketAddr,
         codec: Codec,
         pt: u8,
+        /// The caller's telephone-event payload type, if negotiated: its RTP is read for digits.
+        dtmf_pt: Option<u8>,
         ssrc: u32,
         seq: u16,
         ts: u32,
@@ -96,6 +98,8 @@ pub enum MediaEvent {
     Finished { call: CallKey },
     /// The media for the call could not be set up.
     Failed { call: CallKey, failure: MediaFailure },
+    /// The caller pressed a key (RFC 4733 telephone-event in its RTP).
+    Digit { call: CallKey, digit: char },
 }
 
 /// Why the media engine could not serve a call.
@@ -217,8 +221,9 @@ struct Call {
     arrived: Instant,
     answered: Option<Instant>,
     media_port: Option<u16>,
-    /// What to stream once the ACK arrives: to where, in which codec and payload type.
-    pending_play: Option<(SocketAddr, Codec, u8)>,
+    /// What to stream once the ACK arrives: to where, in which codec and payload type, and the
+    /// caller's telephone-event payload type.
+    pending_play: Option<(SocketAddr, Codec, u8, Option<u8>)>,
     /// The service's guidance playlist (prompt names).
     guidance: Vec<String>,
     /// Our SDP on the caller's leg (guidance calls): the answer to session refreshes.
@@ -235,6 +240,8 @@ struct Call {
     bye_on_ack: bool,
     /// The bridge target's 2xx, kept while its ACK waits for the caller's answer.
     b_2xx: Option<Message>,
+    /// DTMF digits the caller pressed, in order (for the record and, later, menus).
+    digits: String,
 }
 
 /// The state of the ACK callgate owes the bridge target.
@@ -503,6 +510,13 @@ impl Core {
                     self.hang_up(now, call, Outcome::Completed, 200, "announcement completed");
                 }
             }
+            MediaEvent::Digit { call, digit } => {
+                if let Some(c) = self.calls.get_mut(&call) {
+                    tracing::info!(call, %digit, "caller pressed a key");
+                    self.metrics.inc(Counter::DtmfDigits);
+                    c.digits.push(digit);
+                }
+            }
             MediaEvent::Failed { call, failure } => {
                 tracing::warn!(call, %failure, "media failed");
                 if self.calls.contains_key(&call) {
@@ -652,6 +666,7 @@ impl Core {
             negotiated: None,
             bye_on_ack: false,
             b_2xx: None,
+            digits: String::new(),
         };
         self.dialogs.insert((call.a.call_id.clone(), local_tag), (key, Side::A));
         if let (Some(o), Ok(cseq)) = (origin, msg.cseq()) {
@@ -682,7 +697,7 @@ impl Core {
         let (sdp_body, play) = if has_offer {
             match sdp::answer(&offer, &trunk.codecs, self.cfg.media_ip, port, sess_id) {
                 Ok(n) => {
-                    let play = n.send_to().map(|dst| (dst, n.codec, n.pt));
+                    let play = n.send_to().map(|dst| (dst, n.codec, n.pt, n.dtmf_pt));
                     negotiated = Some((n.codec, n.send_to()));
                     (n.sdp, play)
                 }
@@ -752,17 +767,18 @@ impl Core {
             // Delayed offer: the ACK carries the answer.
             if let Ok(n) = sdp::parse_answer(&msg.body()) {
                 call.negotiated = Some((n.codec, n.send_to()));
-                call.pending_play = n.send_to().map(|dst| (dst, n.codec, n.pt));
+                call.pending_play = n.send_to().map(|dst| (dst, n.codec, n.pt, n.dtmf_pt));
             }
         }
         match (call.pending_play.take(), call.media_port) {
-            (Some((dst, codec, pt)), Some(local_port)) => {
+            (Some((dst, codec, pt, dtmf_pt)), Some(local_port)) => {
                 let play = MediaCommand::Play {
                     call: key,
                     local_port,
                     dst,
                     codec,
                     pt,
+                    dtmf_pt,
                     ssrc: self.rng.next_u32(),
                     seq: (self.rng.next_u32() & 0x7fff) as u16,
                     ts: self.rng.next_u32(),
@@ -1170,6 +1186,7 @@ impl Core {
             outcome,
             sip_status: status,
             reason: reason.to_owned(),
+            digits: call.digits.clone(),
         };
         self.outputs.push_back(Output::Record(rec));
     }
@@ -1266,6 +1283,7 @@ impl Core {
             outcome,
             sip_status: code,
             reason: reason.to_owned(),
+            digits: String::new(),
         }));
     }
 

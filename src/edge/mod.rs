@@ -34,7 +34,7 @@ use thiserror::Error;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 
-use crate::call::{Core, CoreError, MediaCommand, MediaEvent, Output};
+use crate::call::{Core, CoreError, MediaEvent, Output};
 use crate::config::{ConfigError, Profile};
 use crate::media::prompt::PromptSet;
 use crate::media::MediaError;
@@ -114,7 +114,8 @@ pub fn run(opts: Options) -> Result<(), EdgeError> {
         .map_err(EdgeError::Runtime)?;
     let sip_rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(EdgeError::Runtime)?;
 
-    let (media_tx, media_thread, media_events) = media::spawn(prompts, profile.media.address, metrics.clone());
+    let (media_tx, media_thread, media_events) =
+        media::spawn(prompts, profile.media.address, metrics.clone()).map_err(EdgeError::Runtime)?;
     let sink = writer.sink();
     let aux = rt.handle().clone();
     let result = sip_rt.block_on(serve(profile.clone(), core, metrics.clone(), media_tx, media_events, sink, aux));
@@ -135,7 +136,7 @@ async fn serve(
     profile: Arc<Profile>,
     core: Core,
     metrics: Arc<Metrics>,
-    media_tx: std::sync::mpsc::Sender<MediaCommand>,
+    media_tx: media::MediaTx,
     media_events: mpsc::UnboundedReceiver<MediaEvent>,
     sink: RecordSink,
     aux: tokio::runtime::Handle,
@@ -253,7 +254,7 @@ async fn wait_for_signal() {
 struct SipShell {
     udp: UdpSocket,
     conns: tcp::Conns,
-    media_tx: std::sync::mpsc::Sender<MediaCommand>,
+    media_tx: media::MediaTx,
     sink: RecordSink,
     metrics: Arc<Metrics>,
     /// The runtime of the TCP connections: new outgoing ones are started there.
@@ -358,7 +359,7 @@ impl SipShell {
                     }
                 }
                 Output::Media(cmd) => {
-                    let _ = self.media_tx.send(cmd);
+                    self.media_tx.send(cmd);
                 }
                 Output::Record(rec) => self.sink.submit(rec),
             }

@@ -13,6 +13,8 @@
 //! | `callgate_sip_rejections_total` | counter | `code`, `reason` = bad_request (400) / acl (403) / overload (503) |
 //! | `callgate_rtp_packets_sent_total` | counter | |
 //! | `callgate_records_suppressed_total` | counter | |
+//! | `callgate_rtp_packets_received_total` | counter | |
+//! | `callgate_dtmf_digits_total` | counter | |
 //! | `callgate_calls_total` | counter | `outcome` (every [`Outcome`], zeros included) |
 //! | `callgate_active_calls` | gauge | |
 //! | `callgate_setup_latency_seconds` | histogram | `stage` |
@@ -54,10 +56,14 @@ pub enum Counter {
     RtpSent,
     /// Records of statelessly refused INVITEs not written because a flood exceeded the record budget.
     RecordsSuppressed,
+    /// RTP packets received from callers.
+    RtpReceived,
+    /// DTMF digits received from callers.
+    DtmfDigits,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 8] = [
+    pub const ALL: [Counter; 10] = [
         Counter::SipIn,
         Counter::SipOut,
         Counter::ParseErrors,
@@ -66,6 +72,8 @@ impl Counter {
         Counter::Overload503,
         Counter::RtpSent,
         Counter::RecordsSuppressed,
+        Counter::RtpReceived,
+        Counter::DtmfDigits,
     ];
 }
 
@@ -90,6 +98,8 @@ const COUNTER_FAMILIES: &[CounterFamily] = &[
         ],
     ),
     ("callgate_rtp_packets_sent_total", "RTP packets sent.", &[(Counter::RtpSent, "")]),
+    ("callgate_rtp_packets_received_total", "RTP packets received from callers.", &[(Counter::RtpReceived, "")]),
+    ("callgate_dtmf_digits_total", "DTMF digits received from callers.", &[(Counter::DtmfDigits, "")]),
     (
         "callgate_records_suppressed_total",
         "Records of statelessly refused INVITEs (403 to strangers, 400, 415 ...) not written: over the budget of 50 a second.",

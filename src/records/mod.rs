@@ -121,6 +121,8 @@ pub struct CallRecord {
     pub sip_status: u16,
     /// Free text: why it ended (BYE from caller, reason phrase, ...).
     pub reason: String,
+    /// The DTMF digits the caller pressed during the call, in order (RFC 4733 or SIP INFO).
+    pub digits: String,
 }
 
 /// Errors from the records store. Each names the database file and the operation that failed.
@@ -167,7 +169,7 @@ pub fn read_records(path: &Path) -> Result<Vec<CallRecord>, RecordsError> {
     let mut stmt = conn
         .prepare(
             "SELECT call_id, sip_call_id, tenant, trunk, service, caller, number, source, transport,
-                    arrived_ms, answered_ms, ended_ms, outcome, sip_status, reason
+                    arrived_ms, answered_ms, ended_ms, outcome, sip_status, reason, digits
              FROM calls ORDER BY arrived_ms, call_id",
         )
         .map_err(sql_err(path, "prepare SELECT from calls"))?;
@@ -190,6 +192,7 @@ pub fn read_records(path: &Path) -> Result<Vec<CallRecord>, RecordsError> {
                     outcome: Outcome::Completed, // replaced below
                     sip_status: 0,
                     reason: r.get(14)?,
+                    digits: r.get(15)?,
                 },
                 r.get::<_, String>(12)?,
                 r.get::<_, i64>(13)?,

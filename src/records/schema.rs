@@ -31,6 +31,8 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX calls_arrived_ms ON calls(arrived_ms);
     CREATE INDEX calls_tenant ON calls(tenant, arrived_ms);",
+    // 2: the DTMF digits the caller pressed during the call, in order.
+    "ALTER TABLE calls ADD COLUMN digits TEXT NOT NULL DEFAULT '';",
 ];
 
 /// The schema version this build writes.

@@ -49,6 +49,7 @@ fn rec(i: u64) -> CallRecord {
         outcome,
         sip_status: [200u16, 403, 404, 487, 488, 503][(i % 6) as usize],
         reason: format!("reason \"{i}\" 'quoted' ; ünïcode"),
+        digits: if i.is_multiple_of(5) { String::new() } else { format!("{}#", i % 10) },
     }
 }
 
@@ -118,7 +119,37 @@ fn wal_mode_and_schema_version() {
     assert_eq!(read_records(&path).unwrap(), vec![rec(1)]);
     assert_eq!(w.close().unwrap(), 1);
     assert_eq!(user_version(&path), SCHEMA_VERSION);
-    assert_eq!(SCHEMA_VERSION, 1);
+    assert_eq!(SCHEMA_VERSION, 2);
+}
+
+#[test]
+fn a_version_1_database_gains_the_digits_column_and_keeps_its_rows() {
+    let tmp = TempDir::new("v1_to_v2");
+    let path = tmp.db();
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    {
+        // A database as the first release wrote it: migration 1 only, one row.
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(MIGRATIONS[0]).unwrap();
+        c.pragma_update(None, "user_version", 1).unwrap();
+        c.execute(
+            "INSERT INTO calls (call_id, sip_call_id, caller, number, source, transport, arrived_ms, ended_ms, outcome, sip_status, reason)
+             VALUES ('old', 'x@y', '0212345678', '120', '127.0.0.1:5060', 'UDP', 1, 2, 'completed', 200, 'ok')",
+            [],
+        )
+        .unwrap();
+    }
+    let w = RecordWriter::open(&path).unwrap();
+    let mut r = rec(1);
+    r.digits = "12#".into();
+    w.sink().submit(r.clone());
+    assert_eq!(w.close().unwrap(), 1);
+    assert_eq!(user_version(&path), 2);
+    let all = read_records(&path).unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0].call_id, "old");
+    assert_eq!(all[0].digits, "", "old rows read as no digits");
+    assert_eq!(all[1], r);
 }
 
 #[test]

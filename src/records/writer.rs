@@ -261,8 +261,8 @@ pub(crate) fn open_db(path: &Path) -> Result<Connection, RecordsError> {
 }
 
 const INSERT: &str = "INSERT OR IGNORE INTO calls (call_id, sip_call_id, tenant, trunk, service, caller, number,
-    source, transport, arrived_ms, answered_ms, ended_ms, outcome, sip_status, reason)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
+    source, transport, arrived_ms, answered_ms, ended_ms, outcome, sip_status, reason, digits)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)";
 
 /// Inserts a batch in one transaction. Returns rows inserted (duplicates are skipped).
 fn write_batch(conn: &mut Connection, batch: &[CallRecord]) -> rusqlite::Result<u64> {
@@ -287,6 +287,7 @@ fn write_batch(conn: &mut Connection, batch: &[CallRecord]) -> rusqlite::Result<
                 r.outcome.as_str(),
                 r.sip_status,
                 r.reason,
+                r.digits,
             ])? as u64;
         }
     }
