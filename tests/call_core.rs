@@ -878,3 +878,20 @@ fn a_tel_uri_and_compact_headers_reach_the_service() {
     assert_eq!(rec.number, "120");
     assert_eq!(rec.caller, "+82319099000");
 }
+
+#[test]
+fn key_presses_sent_as_sip_info_join_the_calls_digits() {
+    let mut h = Harness::new();
+    let tag = answered_guidance_call(&mut h, "in1");
+    h.input(CARRIER, in_dialog("ACK", "in1", &tag, 1, "ack1"));
+    let info = |cseq: u32, branch: &str, ctype: &str, body: &str| {
+        in_dialog("INFO", "in1", &tag, cseq, branch)
+            .replace("Content-Length: 0\r\n\r\n", &format!("Content-Type: {ctype}\r\nContent-Length: {}\r\n\r\n{body}", body.len()))
+    };
+    h.input(CARRIER, info(2, "i1", "application/dtmf-relay", "Signal=5\r\nDuration=160\r\n"));
+    h.input(CARRIER, info(3, "i2", "application/dtmf", "#"));
+    h.input(CARRIER, info(4, "i3", "application/dtmf-relay", "Signal=banana\r\n"));
+    assert_eq!(Harness::summary(&h.take()), ["200", "200", "400"]);
+    h.input(CARRIER, in_dialog("BYE", "in1", &tag, 5, "bye1"));
+    assert_eq!(h.records[0].digits, "5#");
+}

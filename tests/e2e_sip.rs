@@ -735,3 +735,17 @@ fn a_key_pressed_during_the_guidance_is_in_the_record() {
     assert_eq!(r.text("digits"), "1", "{r:#?}\n--- callgate:\n{}", cg.stderr());
     cg.stop_ok();
 }
+
+/// The same key press sent as SIP INFO (application/dtmf-relay) is answered 200 and recorded.
+#[test]
+fn a_key_pressed_by_sip_info_is_in_the_record() {
+    let dir = test_dir("a_key_pressed_by_sip_info_is_in_the_record");
+    let ports = PortBlock::acquire();
+    let cg = Callgate::start_default(&dir, &ports);
+    let run = uac(&dir, &cg, &ports, "uac_info_dtmf.xml", "120").run();
+    run.assert_ok(Some(&cg));
+    let recs = cg.wait_records(1);
+    let r = assert_one_record(&recs, "abandoned", 200, "120");
+    assert_eq!(r.text("digits"), "5", "{r:#?}");
+    cg.stop_ok();
+}

@@ -566,8 +566,7 @@ impl Core {
                 self.txn.respond(now, txn, 200, resp, None);
             }
             (Method::Info, Some(tag)) if self.dialogs.contains_key(dkey(&dialog_key(&msg, &tag))) => {
-                let resp = self.response(&msg, 200, "OK").build();
-                self.txn.respond(now, txn, 200, resp, None);
+                self.on_info(now, txn, msg, tag);
             }
             // Known to callgate but not served inside its dialogs (RFC 3261 8.2.1: 405 with Allow).
             (Method::Update | Method::Prack, Some(tag)) if self.dialogs.contains_key(dkey(&dialog_key(&msg, &tag))) => {
@@ -832,6 +831,35 @@ impl Core {
                     .build(),
             ),
         };
+        self.txn.respond(now, txn, code, resp, None);
+    }
+
+    /// INFO inside a dialog: a key press as `application/dtmf-relay` or `application/dtmf` (the
+    /// way some carriers send DTMF instead of RFC 4733) joins the call's digits; an INFO with no
+    /// body (a keep-alive) is answered 200; a DTMF body that does not parse gets 400.
+    fn on_info(&mut self, now: Instant, txn: TxnId, msg: Message, tag: String) {
+        let is_dtmf = msg.content_type().is_some_and(crate::media::dtmf::is_dtmf_info_content_type);
+        let (code, reason) = if is_dtmf {
+            match crate::media::dtmf::parse_dtmf_relay(&msg.body()) {
+                Ok((digit, _duration_ms)) => {
+                    if let Some(&(key, Side::A)) = self.dialogs.get(dkey(&dialog_key(&msg, &tag))) {
+                        if let Some(call) = self.calls.get_mut(&key) {
+                            tracing::info!(call = key, %digit, "caller pressed a key (SIP INFO)");
+                            self.metrics.inc(Counter::DtmfDigits);
+                            call.digits.push(digit);
+                        }
+                    }
+                    (200, "OK")
+                }
+                Err(e) => {
+                    tracing::info!(error = %e, "SIP INFO with a DTMF body that does not parse");
+                    (400, "Bad DTMF Body")
+                }
+            }
+        } else {
+            (200, "OK")
+        };
+        let resp = self.response(&msg, code, reason).build();
         self.txn.respond(now, txn, code, resp, None);
     }
 
