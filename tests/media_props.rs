@@ -5,6 +5,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
+use callgate::media::dtmf::{parse_dtmf_relay, TelephoneEvent};
 use callgate::media::rtp::RtpHeader;
 use callgate::media::{sdp, wav, Codec};
 use proptest::prelude::*;
@@ -60,5 +61,12 @@ proptest! {
             bytes[8..12].copy_from_slice(b"WAVE");
         }
         let _ = wav::parse(Path::new("prop.wav"), &bytes);
+    }
+
+    #[test]
+    fn dtmf_parsers_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200), text in "(?s)[ -~\r\n]{0,80}") {
+        let _ = parse_dtmf_relay(&bytes);
+        let _ = parse_dtmf_relay(text.as_bytes());
+        let _ = TelephoneEvent::parse(&bytes);
     }
 }
