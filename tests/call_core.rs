@@ -895,3 +895,18 @@ fn key_presses_sent_as_sip_info_join_the_calls_digits() {
     h.input(CARRIER, in_dialog("BYE", "in1", &tag, 5, "bye1"));
     assert_eq!(h.records[0].digits, "5#");
 }
+
+#[test]
+fn a_flood_of_key_presses_keeps_a_bounded_number_of_digits() {
+    let mut h = Harness::new();
+    let tag = answered_guidance_call(&mut h, "fl1");
+    h.input(CARRIER, in_dialog("ACK", "fl1", &tag, 1, "ack1"));
+    for i in 0..100u32 {
+        let body = "Signal=7\r\nDuration=100\r\n";
+        let info = in_dialog("INFO", "fl1", &tag, 2 + i, &format!("f{i}"))
+            .replace("Content-Length: 0\r\n\r\n", &format!("Content-Type: application/dtmf-relay\r\nContent-Length: {}\r\n\r\n{body}", body.len()));
+        h.input(CARRIER, info);
+    }
+    h.input(CARRIER, in_dialog("BYE", "fl1", &tag, 200, "bye1"));
+    assert_eq!(h.records[0].digits.len(), callgate::call::MAX_DIGITS);
+}

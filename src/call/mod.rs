@@ -512,9 +512,10 @@ impl Core {
             }
             MediaEvent::Digit { call, digit } => {
                 if let Some(c) = self.calls.get_mut(&call) {
-                    tracing::info!(call, %digit, "caller pressed a key");
+                    // The digit itself is not logged: callers key in ID numbers and PINs.
+                    tracing::debug!(call, "caller pressed a key");
                     self.metrics.inc(Counter::DtmfDigits);
-                    c.digits.push(digit);
+                    push_digit(&mut c.digits, digit);
                 }
             }
             MediaEvent::Failed { call, failure } => {
@@ -835,24 +836,26 @@ impl Core {
     }
 
     /// INFO inside a dialog: a key press as `application/dtmf-relay` or `application/dtmf` (the
-    /// way some carriers send DTMF instead of RFC 4733) joins the call's digits; an INFO with no
-    /// body (a keep-alive) is answered 200; a DTMF body that does not parse gets 400.
+    /// way some carriers send DTMF instead of RFC 4733) joins the digits of a guidance call; other
+    /// INFO (e.g. an empty keep-alive) is answered 200; a DTMF body that does not parse gets 400.
+    /// On a bridged call the INFO is not relayed to the other leg yet (that comes with relaying
+    /// in-dialog requests across the bridge), so its digit is not recorded either.
     fn on_info(&mut self, now: Instant, txn: TxnId, msg: Message, tag: String) {
         let is_dtmf = msg.content_type().is_some_and(crate::media::dtmf::is_dtmf_info_content_type);
         let (code, reason) = if is_dtmf {
             match crate::media::dtmf::parse_dtmf_relay(&msg.body()) {
                 Ok((digit, _duration_ms)) => {
                     if let Some(&(key, Side::A)) = self.dialogs.get(dkey(&dialog_key(&msg, &tag))) {
-                        if let Some(call) = self.calls.get_mut(&key) {
-                            tracing::info!(call = key, %digit, "caller pressed a key (SIP INFO)");
+                        if let Some(call) = self.calls.get_mut(&key).filter(|c| c.b.is_none()) {
+                            tracing::debug!(call = key, "caller pressed a key (SIP INFO)");
                             self.metrics.inc(Counter::DtmfDigits);
-                            call.digits.push(digit);
+                            push_digit(&mut call.digits, digit);
                         }
                     }
                     (200, "OK")
                 }
                 Err(e) => {
-                    tracing::info!(error = %e, "SIP INFO with a DTMF body that does not parse");
+                    tracing::debug!(error = %e, "SIP INFO with a DTMF body that does not parse");
                     (400, "Bad DTMF Body")
                 }
             }
@@ -1449,6 +1452,16 @@ impl Eq for dyn DialogKey + '_ {}
 /// A `(Call-ID, tag)` pair of `&str` as the map's borrowed key.
 fn dkey<'a>(k: &'a (&'a str, &'a str)) -> &'a (dyn DialogKey + 'a) {
     k
+}
+
+/// Digits a call keeps for its record: enough for any menu or number, bounded against a peer
+/// that floods key presses.
+pub const MAX_DIGITS: usize = 64;
+
+fn push_digit(digits: &mut String, digit: char) {
+    if digits.len() < MAX_DIGITS {
+        digits.push(digit);
+    }
 }
 
 /// (Call-ID, From tag) of a request: with the CSeq, what identifies it across paths.

@@ -179,6 +179,7 @@ impl MediaThread {
                 continue;
             }
             let now = Instant::now();
+            let mut sockets_read = 0;
             for ev in &events[..n as usize] {
                 match ev.u64 {
                     TOKEN_WAKE => {
@@ -192,7 +193,14 @@ impl MediaThread {
                         }
                     }
                     TOKEN_TIMER => drain_counter(self.timer.as_raw_fd()),
-                    id => self.read_socket(id as u32, now, &mut buf),
+                    id => {
+                        self.read_socket(id as u32, now, &mut buf);
+                        // Heavy inbound RTP must not starve the pacer: let it send between chunks.
+                        sockets_read += 1;
+                        if sockets_read % 32 == 0 {
+                            self.tick(Instant::now());
+                        }
+                    }
                 }
             }
             let now = Instant::now();
@@ -218,7 +226,11 @@ impl MediaThread {
         };
         let spec = libc::itimerspec { it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 }, it_value: value };
         // SAFETY: a valid timerfd and itimerspec.
-        unsafe { libc::timerfd_settime(self.timer.as_raw_fd(), 0, &spec, std::ptr::null_mut()) };
+        let rc = unsafe { libc::timerfd_settime(self.timer.as_raw_fd(), 0, &spec, std::ptr::null_mut()) };
+        if rc < 0 {
+            // Without the timer the pacer runs only on the 1 s epoll timeout: say so loudly.
+            tracing::error!(error = %std::io::Error::last_os_error(), "media thread: timerfd_settime failed");
+        }
     }
 
     /// Reads what a call's socket holds: counts it, and feeds telephone-events to the call's
@@ -230,7 +242,12 @@ impl MediaThread {
         for _ in 0..READ_BUDGET {
             let n = match slot.sock.recv(buf) {
                 Ok(n) => n,
-                Err(_) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    // E.g. ECONNREFUSED from an ICMP error about what we sent: the next recv goes on.
+                    tracing::debug!(call, error = %e, "RTP receive error");
+                    break;
+                }
             };
             got += 1;
             let Some(leg) = self.legs.get_mut(&call) else { continue };
@@ -379,7 +396,10 @@ impl MediaThread {
                 (self.sockets.len() - 1) as u32
             }
         };
-        epoll_add(self.epoll.as_raw_fd(), sock.as_raw_fd(), u64::from(id))?;
+        if let Err(e) = epoll_add(self.epoll.as_raw_fd(), sock.as_raw_fd(), u64::from(id)) {
+            self.free_sockets.push(id);
+            return Err(e);
+        }
         self.sockets[id as usize] = Some(Slot { sock, peer: dst, call });
         Ok(id)
     }

@@ -99,7 +99,7 @@ const COUNTER_FAMILIES: &[CounterFamily] = &[
     ),
     ("callgate_rtp_packets_sent_total", "RTP packets sent.", &[(Counter::RtpSent, "")]),
     ("callgate_rtp_packets_received_total", "RTP packets received from callers.", &[(Counter::RtpReceived, "")]),
-    ("callgate_dtmf_digits_total", "DTMF digits received from callers.", &[(Counter::DtmfDigits, "")]),
+    ("callgate_dtmf_digits_total", "DTMF digits received from callers (RFC 4733 or SIP INFO).", &[(Counter::DtmfDigits, "")]),
     (
         "callgate_records_suppressed_total",
         "Records of statelessly refused INVITEs (403 to strangers, 400, 415 ...) not written: over the budget of 50 a second.",
