@@ -8,6 +8,10 @@
 #
 #   bash benches/load/run-announce.sh                 # 400 calls/s, 8000 calls (about 5,200 streams)
 #   RATE=100 CALLS=1500 bash benches/load/run-announce.sh   # a quick look (about 1,300 streams)
+#   ECHO=0 bash benches/load/run-announce.sh          # callers send no RTP back
+#
+# By default SIPp echoes every RTP packet back (-rtp_echo), so each caller also sends 50 packets a
+# second to callgate, as real callers do; callgate's media thread reads them (DTMF).
 #
 # The RTP goes to SIPp's media port, which SIPp reads and ignores, as a carrier's media gateway
 # would take it; the kernel's loopback delivery of 50 packets/s per stream is part of the cost.
@@ -16,6 +20,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 ROOT=$PWD
 RATE=${RATE:-400}
+ECHO=${ECHO:-1}
 CALLS=${CALLS:-8000}
 OUT=${OUT:-$ROOT/target/load/announce-$(date -u +%Y%m%dT%H%M%SZ)}
 CG_SIP=5190 CG_HTTP=8190 UAC_PORT=5191 UAC_CTRL=8991 UAC_MEDIA=17000
@@ -53,7 +58,7 @@ HZ=$(getconf CLK_TCK)
 sipp "127.0.0.1:$CG_SIP" -sf "$ROOT/tests/sipp/uac_announcement.xml" -i 127.0.0.1 -mi 127.0.0.1 \
     -p "$UAC_PORT" -mp "$UAC_MEDIA" -ci 127.0.0.1 -cp "$UAC_CTRL" -s 120 -key caller 0212345678 \
     -key rtp_port "$UAC_MEDIA" -r "$RATE" -m "$CALLS" -l $((RATE * 20 + 1000)) \
-    -nostdin -timeout $((CALLS / RATE + 60))s -timeout_error -max_recv_loops 10000 -buff_size 16777216 \
+    $([ "$ECHO" = 1 ] && echo -rtp_echo) -nostdin -timeout $((CALLS / RATE + 60))s -timeout_error -max_recv_loops 10000 -buff_size 16777216 \
     -trace_stat -stf "$OUT/uac-stat.csv" -fd 1 -trace_err -error_file "$OUT/uac-errors.log" \
     >"$OUT/uac.out" 2>&1 &
 SIPP=$!
@@ -81,9 +86,12 @@ q() { awk -v v="$(metric callgate_media_send_lateness_quantile_seconds "quantile
 sent=$(metric callgate_rtp_packets_sent_total)
 failed=$(awk -F';' 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == "FailedCall(C)") f = i; next } { v = $f } END { print v + 0 }' "$OUT/uac-stat.csv")
 lat="$(q 0.5) / $(q 0.99) / $(q 0.999)"
+received=$(metric callgate_rtp_packets_received_total)
 kill -TERM "$CG"; wait "$CG" || true
 
 {
+    echo "Caller RTP echoed back: $ECHO; RTP packets callgate received: $received"
+    echo
     echo "| calls/s | calls | failed | most streams at once | plateau streams | callgate CPU at the plateau | CPU per 1,000 streams | send lateness p50 / p99 / p99.9 (µs) | RTP packets sent |"
     echo "|---:|---:|---:|---:|---:|---:|---:|---|---:|"
     echo "| $RATE | $CALLS | $failed (sipp exit $SIPP_RC) | $peak | $streams | ${cpu}% of one core | ${per1000}% | $lat | $sent |"
