@@ -17,6 +17,7 @@
 //!
 //! `main.rs` parses the command line, sets up logging and runs [`edge`].
 
+pub mod acd;
 pub mod call;
 pub mod config;
 pub mod edge;
@@ -24,3 +25,4 @@ pub mod media;
 pub mod metrics;
 pub mod records;
 pub mod sip;
+pub mod stats;

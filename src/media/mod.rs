@@ -17,6 +17,7 @@
 
 pub mod announce;
 pub mod bridge;
+pub mod command;
 pub mod dtmf;
 pub mod g711;
 pub mod menu;

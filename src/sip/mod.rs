@@ -7,8 +7,10 @@
 //! - [`txn`]: RFC 3261 section 17 transactions as a sans-IO state machine.
 
 pub mod build;
+pub mod digest;
 pub mod header;
 pub mod msg;
+pub mod registrar;
 pub mod txn;
 pub mod uri;
 
