@@ -20,6 +20,7 @@
 pub mod acd;
 pub mod call;
 pub mod config;
+pub mod cti;
 pub mod edge;
 pub mod media;
 pub mod metrics;

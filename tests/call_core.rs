@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use callgate::call::{Core, MediaCommand, MediaEvent, Output};
+use callgate::call::{Core, Leg, MediaCommand, MediaEvent, Output};
 use callgate::config::Profile;
 use callgate::metrics::{Metrics, Stage};
 use callgate::records::{CallRecord, Outcome};
@@ -25,6 +25,7 @@ struct Harness {
     sent: Vec<(Peer, Message)>,
     media: Vec<MediaCommand>,
     records: Vec<CallRecord>,
+    queue_log: Vec<callgate::acd::log::QueueEvent>,
 }
 
 impl Harness {
@@ -34,7 +35,7 @@ impl Harness {
         let now = Instant::now();
         let durations = HashMap::from([("guidance-ko".to_owned(), Duration::from_secs(13))]);
         let core = Core::new(profile, metrics.clone(), durations, 42, now, SystemTime::UNIX_EPOCH).expect("core builds");
-        Harness { core, now, metrics, sent: Vec::new(), media: Vec::new(), records: Vec::new() }
+        Harness { core, now, metrics, sent: Vec::new(), media: Vec::new(), records: Vec::new(), queue_log: Vec::new() }
     }
 
     fn input(&mut self, from: &str, text: String) {
@@ -61,6 +62,7 @@ impl Harness {
                 }
                 Output::Media(c) => self.media.push(c),
                 Output::Record(r) => self.records.push(r),
+                Output::QueueLog(e) => self.queue_log.push(e),
             }
         }
     }
@@ -195,22 +197,22 @@ fn guidance_call_is_answered_streams_the_announcement_and_ends_with_bye() {
     let tag = to_tag(ok);
     h.input(CARRIER, in_dialog("ACK", "c1", &tag, 1, "ack1"));
     match &h.media[..] {
-        [MediaCommand::Play { dst, pt, playlist, local_port, .. }] => {
-            assert_eq!(*dst, "127.0.0.1:40000".parse::<SocketAddr>().unwrap());
-            assert_eq!(*pt, 8);
+        [MediaCommand::Open { leg: Leg::A, media, local_port, .. }, MediaCommand::Play { leg: Leg::A, playlist, looped: false, .. }] => {
+            assert_eq!(media.remote, Some("127.0.0.1:40000".parse::<SocketAddr>().unwrap()));
+            assert_eq!(media.audio_pt, 8);
             assert_eq!(*local_port, 30000);
             assert_eq!(playlist, &["guidance-ko".to_owned()]);
         }
-        other => panic!("expected one Play, got {other:?}"),
+        other => panic!("expected Open and Play, got {other:?}"),
     }
     assert_eq!(h.core.active_calls(), 1);
 
     h.advance(Duration::from_secs(13));
-    let call = match &h.media[0] {
+    let call = match &h.media[1] {
         MediaCommand::Play { call, .. } => *call,
         _ => unreachable!(),
     };
-    h.media_event(MediaEvent::Finished { call });
+    h.media_event(MediaEvent::Finished { call, leg: Leg::A });
     let sent = h.take();
     assert_eq!(Harness::summary(&sent), ["BYE"]);
     let bye = &sent[0].1;
@@ -387,7 +389,7 @@ fn caller_without_media_address_hears_nothing_but_the_call_still_ends_after_the_
     h.input(CARRIER, invite("120", "m1", "inv1", &body));
     let tag = to_tag(&h.take()[1].1);
     h.input(CARRIER, in_dialog("ACK", "m1", &tag, 1, "ack1"));
-    assert!(h.media.is_empty());
+    assert!(!h.media.iter().any(|c| matches!(c, MediaCommand::Play { .. })), "nothing is played to nowhere");
     h.advance(Duration::from_millis(12_900));
     assert!(h.take().iter().all(|(_, m)| m.method() != Some(&Method::Bye)));
     h.advance(Duration::from_millis(200));
@@ -433,7 +435,9 @@ fn bridged_call_setup(h: &mut Harness, call_id: &str) -> (Message, String) {
     assert_eq!(peer.addr, DEPT.parse::<SocketAddr>().unwrap());
     assert_eq!(b_inv.request_uri(), Some("sip:dept@127.0.0.9:5092"));
     assert_ne!(b_inv.call_id(), Some(call_id), "a B2BUA leg has its own Call-ID");
-    assert!(String::from_utf8_lossy(&b_inv.body()).contains("m=audio 40000"), "the offer passes through");
+    let offer = String::from_utf8_lossy(&b_inv.body()).into_owned();
+    assert!(offer.contains("c=IN IP4 127.0.0.1") && !offer.contains("m=audio 40000"), "callgate anchors the media: its own offer, from its own port: {offer}");
+    assert!(offer.contains("RTP/AVP 0 8 101"), "both laws and telephone-event offered: {offer}");
     assert_eq!(b_inv.max_forwards(), Some(69));
     h.input(DEPT, answer(&b_inv, 180, "Ringing", Some("dept1"), ""));
     assert_eq!(Harness::summary(&h.take()), ["180"]);
@@ -449,8 +453,24 @@ fn bridge_connects_both_legs_and_bye_passes_through() {
     assert_eq!(Harness::summary(&sent), ["ACK", "200"]);
     assert_eq!(sent[0].1.request_uri(), Some("sip:dept@127.0.0.9:5092"));
     let ok = &sent[1].1;
-    assert!(String::from_utf8_lossy(&ok.body()).contains("m=audio 41000"));
+    let a_answer = String::from_utf8_lossy(&ok.body()).into_owned();
+    assert!(!a_answer.contains("m=audio 41000") && a_answer.contains("m=audio 30000"), "the caller gets callgate's own answer: {a_answer}");
     let tag = to_tag(ok);
+    // Media is anchored: both legs open on callgate's ports, each hears the other through the relay.
+    let opened: Vec<(Leg, u16, Option<SocketAddr>)> = h
+        .media
+        .iter()
+        .filter_map(|c| match c {
+            MediaCommand::Open { leg, local_port, media, .. } => Some((*leg, *local_port, media.remote)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(opened.len(), 2, "{:?}", h.media);
+    assert!(opened.contains(&(Leg::A, 30000, Some("127.0.0.1:40000".parse().unwrap()))), "{opened:?}");
+    assert!(opened.iter().any(|(l, p, r)| *l == Leg::B && *p != 30000 && *r == Some("127.0.0.1:41000".parse().unwrap())), "{opened:?}");
+    for leg in [Leg::A, Leg::B] {
+        assert!(h.media.iter().any(|c| matches!(c, MediaCommand::Relay { to_leg, .. } if *to_leg == leg)), "relay toward {leg:?}");
+    }
 
     // B retransmits its 200 (our ACK was lost): it is ACKed again, the caller sees nothing new.
     h.input(DEPT, answer(&b_inv, 200, "OK", Some("dept1"), &sdp("0", 41000)));
@@ -677,28 +697,33 @@ fn responses_carry_received_and_rport_for_a_caller_behind_nat() {
 }
 
 #[test]
-fn delayed_offer_across_the_bridge_waits_for_the_callers_answer_in_its_ack() {
+fn delayed_offer_from_the_caller_is_answered_in_its_ack_and_then_bridged() {
     let mut h = Harness::new();
     let inv = invite("200", "d1", "inv1", "");
     h.input(CARRIER, inv);
     let sent = h.take();
     assert_eq!(Harness::summary(&sent), ["100", "INVITE"]);
     let b_inv = sent[1].1.clone();
-    assert!(b_inv.body().is_empty(), "no offer to pass on");
-    // The callee offers in its 200: the caller must answer before the callee is ACKed.
-    h.input(DEPT, answer(&b_inv, 200, "OK", Some("dept1"), &sdp("0 8", 41000)));
+    assert!(!b_inv.body().is_empty(), "callgate anchors the media, so it always offers to the callee");
+    h.input(DEPT, answer(&b_inv, 200, "OK", Some("dept1"), &sdp("0", 41000)));
     let sent = h.take();
-    assert_eq!(Harness::summary(&sent), ["200"], "no ACK to the callee before the caller answers");
-    let tag = to_tag(&sent[0].1);
-    assert!(String::from_utf8_lossy(&sent[0].1.body()).contains("m=audio 41000"));
+    assert_eq!(Harness::summary(&sent), ["ACK", "200"], "the callee is ACKed at once; the caller gets our offer");
+    let tag = to_tag(&sent[1].1);
+    let offer = String::from_utf8_lossy(&sent[1].1.body()).into_owned();
+    assert!(offer.contains("m=audio 30000"), "{offer}");
+    assert!(!h.media.iter().any(|c| matches!(c, MediaCommand::Relay { .. })), "no relay before the caller's answer");
     let answer_sdp = sdp("8", 40000);
     let ack = in_dialog("ACK", "d1", &tag, 1, "ack1")
         .replace("Content-Length: 0\r\n\r\n", &format!("Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{answer_sdp}", answer_sdp.len()));
     h.input(CARRIER, ack);
-    let sent = h.take();
-    assert_eq!(Harness::summary(&sent), ["ACK"]);
-    assert_eq!(sent[0].0.addr, DEPT.parse::<SocketAddr>().unwrap());
-    assert_eq!(String::from_utf8_lossy(&sent[0].1.body()), answer_sdp, "the caller's answer reaches the callee");
+    assert!(h.take().is_empty());
+    let a_open = h.media.iter().find_map(|c| match c {
+        MediaCommand::Open { leg: Leg::A, media, .. } => Some(*media),
+        _ => None,
+    });
+    let a = a_open.expect("the caller's leg opens with its answer");
+    assert_eq!((a.remote, a.audio_pt), (Some("127.0.0.1:40000".parse().unwrap()), 8), "PCMA caller, PCMU callee: the bridge transcodes");
+    assert!(h.media.iter().any(|c| matches!(c, MediaCommand::Relay { to_leg: Leg::A, .. })));
 }
 
 #[test]

@@ -37,7 +37,7 @@ fn announcement_call(name: &str, tcp: bool) {
     let dir = test_dir(name);
     let ports = PortBlock::acquire();
     let frames = wav_frames(&default_guidance_wav());
-    let cg = Callgate::start_default(&dir, &ports);
+    let cg = Callgate::start_with(&dir, &ports, ProfileBuilder::announcement_only());
     let (st, body) = cg.http_get("/healthz");
     assert_eq!(st, 200, "GET /healthz: {st} {body}");
 
@@ -665,7 +665,7 @@ fn announcement_call_over_ipv6() {
     let dir = test_dir("announcement_call_over_ipv6");
     let ports = PortBlock::acquire();
     let frames = wav_frames(&default_guidance_wav());
-    let profile = ProfileBuilder::default_profile().write(&dir, &ports);
+    let profile = ProfileBuilder::announcement_only().write(&dir, &ports);
     let sip: std::net::SocketAddr = format!("[::1]:{}", ports.port(P_SIP)).parse().unwrap();
     let cg = Callgate::start_at(&dir, &ports, &profile, sip);
     let sink = RtpSink::bind_ip("::1".parse().unwrap(), ports.port(P_RTP));

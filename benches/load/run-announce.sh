@@ -9,6 +9,7 @@
 #   bash benches/load/run-announce.sh                 # 400 calls/s, 8000 calls (about 5,200 streams)
 #   RATE=100 CALLS=1500 bash benches/load/run-announce.sh   # a quick look (about 1,300 streams)
 #   ECHO=0 bash benches/load/run-announce.sh          # callers send no RTP back
+#   CALLGATE_MEDIA_THREADS=1 CALLGATE_MEDIA_RT=0 bash benches/load/run-announce.sh  # one media thread, normal scheduling
 #
 # By default SIPp echoes every RTP packet back (-rtp_echo), so each caller also sends 50 packets a
 # second to callgate, as real callers do; callgate's media thread reads them (DTMF).
@@ -50,7 +51,7 @@ grep -q "callgate ready" "$OUT/callgate.err" || { log "callgate did not start: $
 
 metric() { # metric NAME [LABELS]: one value from /metrics
     curl -s "http://127.0.0.1:$CG_HTTP/metrics" | awk -v n="$1" -v l="${2:-}" \
-        'index($0, n) == 1 && (l == "" || index($0, l)) && substr($0, length(n) + 1, 1) ~ /[ {]/ { print $NF; exit }'
+        'index($0, n) == 1 && (l == "" || index($0, l)) && substr($0, length(n) + 1, 1) ~ /[ {]/ { if (!done) { print $NF; done = 1 } }'
 }
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$CG/stat"; }
 HZ=$(getconf CLK_TCK)
@@ -64,23 +65,26 @@ sipp "127.0.0.1:$CG_SIP" -sf "$ROOT/tests/sipp/uac_announcement.xml" -i 127.0.0.
 SIPP=$!
 PIDS+=("$SIPP")
 
-# Sample once a second: streams at once (active calls) and callgate's CPU; the plateau is every
-# second with at least 90% of the most streams seen.
+# Sample about once a second: streams at once (active calls), callgate's CPU ticks (whole process,
+# and its media threads alone) and the wall time the sample took (the loop's own work under load
+# makes a "second" longer). The plateau is every sample with at least 90% of the most streams seen.
+media_ticks() { cat /proc/$CG/task/*/stat 2>/dev/null | awk '$2 ~ /callgate-media/ { t += $14 + $15 } END { print t + 0 }'; }
+wall() { date +%s.%N; }
 : >"$OUT/samples.tsv"
-prev=$(cpu_ticks)
+prev=$(cpu_ticks); prev_media=$(media_ticks); prev_t=$(wall)
 while kill -0 "$SIPP" 2>/dev/null; do
     sleep 1
-    now=$(cpu_ticks)
-    printf '%s\t%s\n' "$(metric callgate_active_calls)" "$((now - prev))" >>"$OUT/samples.tsv"
-    prev=$now
+    now=$(cpu_ticks); now_media=$(media_ticks); now_t=$(wall)
+    printf '%s\t%s\t%s\t%s\n' "$(metric callgate_active_calls)" "$((now - prev))" "$((now_media - prev_media))" \
+        "$(awk -v a="$prev_t" -v b="$now_t" 'BEGIN { printf "%.3f", b - a }')" >>"$OUT/samples.tsv"
+    prev=$now; prev_media=$now_media; prev_t=$now_t
 done
 wait "$SIPP" && SIPP_RC=0 || SIPP_RC=$?
 
 peak=$(sort -n "$OUT/samples.tsv" | tail -1 | cut -f1)
-plateau=$(awk -v p="$peak" -v hz="$HZ" '$1 >= 0.9 * p { n++; s += $1; c += $2 }
-    END { if (n) printf "%d %.1f", s / n, 100 * c / hz / n }' "$OUT/samples.tsv")
-streams=${plateau% *}
-cpu=${plateau#* }
+plateau=$(awk -v p="$peak" -v hz="$HZ" '$1 >= 0.9 * p { n++; s += $1; c += $2; m += $3; t += $4 }
+    END { if (n) printf "%d %.1f %.1f", s / n, 100 * c / hz / t, 100 * m / hz / t }' "$OUT/samples.tsv")
+read -r streams cpu media_cpu <<<"$plateau"
 per1000=$(awk -v c="$cpu" -v s="$streams" 'BEGIN { if (s) printf "%.1f", c / (s / 1000) }')
 q() { awk -v v="$(metric callgate_media_send_lateness_quantile_seconds "quantile=\"$1\"")" 'BEGIN { printf "%.0f", v * 1e6 }'; }
 sent=$(metric callgate_rtp_packets_sent_total)
@@ -92,9 +96,9 @@ kill -TERM "$CG"; wait "$CG" || true
 {
     echo "Caller RTP echoed back: $ECHO; RTP packets callgate received: $received"
     echo
-    echo "| calls/s | calls | failed | most streams at once | plateau streams | callgate CPU at the plateau | CPU per 1,000 streams | send lateness p50 / p99 / p99.9 (µs) | RTP packets sent |"
+    echo "| calls/s | calls | failed | most streams at once | plateau streams | callgate CPU at the plateau (media threads) | CPU per 1,000 streams | send lateness p50 / p99 / p99.9 (µs) | RTP packets sent |"
     echo "|---:|---:|---:|---:|---:|---:|---:|---|---:|"
-    echo "| $RATE | $CALLS | $failed (sipp exit $SIPP_RC) | $peak | $streams | ${cpu}% of one core | ${per1000}% | $lat | $sent |"
+    echo "| $RATE | $CALLS | $failed (sipp exit $SIPP_RC) | $peak | $streams | ${cpu}% of one core (${media_cpu}%) | ${per1000}% | $lat | $sent |"
     echo
     echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(uname -sr)"
 } | tee "$OUT/results.md"

@@ -43,6 +43,8 @@
 //! ```
 
 mod dialog;
+mod flow;
+mod journey;
 mod ports;
 
 use std::cmp::Reverse;
@@ -67,51 +69,7 @@ use crate::sip::{Peer, Rng, Transmit, Transport};
 pub use dialog::Dialog;
 pub use ports::PortPool;
 
-/// callgate's own handle for a call, unique within one running edge.
-pub type CallKey = u64;
-
-/// What the media engine must do.
-#[derive(Clone, Debug, PartialEq)]
-pub enum MediaCommand {
-    /// Open the call's RTP port and stream the playlist to `dst`.
-    Play {
-        call: CallKey,
-        local_port: u16,
-        dst: SocketAddr,
-        codec: Codec,
-        pt: u8,
-        /// The caller's telephone-event payload type, if negotiated: its RTP is read for digits.
-        dtmf_pt: Option<u8>,
-        ssrc: u32,
-        seq: u16,
-        ts: u32,
-        playlist: Vec<String>,
-    },
-    /// Stop the call's streams and close its RTP port.
-    Stop { call: CallKey },
-}
-
-/// What the media engine reports back.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum MediaEvent {
-    /// The playlist ran to its end.
-    Finished { call: CallKey },
-    /// The media for the call could not be set up.
-    Failed { call: CallKey, failure: MediaFailure },
-    /// The caller pressed a key (RFC 4733 telephone-event in its RTP).
-    Digit { call: CallKey, digit: char },
-}
-
-/// Why the media engine could not serve a call.
-#[derive(Clone, Debug, PartialEq, Eq, Error)]
-pub enum MediaFailure {
-    /// The call's RTP port could not be bound (another process holds it, or the address is gone).
-    #[error("cannot bind RTP port {addr}: {kind}")]
-    Bind { addr: SocketAddr, kind: std::io::ErrorKind },
-    /// A prompt of the playlist was not loaded at start.
-    #[error("prompt {name:?} is not loaded")]
-    UnknownPrompt { name: String },
-}
+pub use crate::media::command::{CallKey, Leg, LegMedia, MediaCommand, MediaEvent, MediaFailure};
 
 /// An output of the core for the shell.
 #[derive(Debug)]
@@ -119,11 +77,15 @@ pub enum Output {
     Transmit(Transmit),
     Media(MediaCommand),
     Record(CallRecord),
+    /// An ACD event for the queue log.
+    QueueLog(crate::acd::log::QueueEvent),
 }
 
 /// Why the core could not be built from a profile.
 #[derive(Debug, Error)]
 pub enum CoreError {
+    #[error("the ACD refused the profile: {0}")]
+    Acd(#[from] crate::acd::AcdError),
     #[error("service {service:?} bridges to {target:?}, which is not a sip: URI with an IP address")]
     BadBridgeTarget { service: String, target: String },
 }
@@ -165,14 +127,30 @@ impl CoreConfig {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
-    /// Guidance call: 200 sent, waiting for the ACK.
+    /// 200 sent to the caller, waiting for the ACK (guidance services).
     Answered,
-    /// Guidance call: the announcement is streaming.
+    /// The guidance plays.
     Playing,
-    /// Bridge call: INVITE sent to B, no final answer yet.
+    /// The service's DTMF menu runs.
+    Menu,
+    /// Waiting in an ACD queue: music and announcements; agents may be ringing.
+    Queued,
+    /// A last message plays (closed, queue full, maximum wait), then callgate hangs up.
+    Closing,
+    /// Bridge service: INVITE sent to the target, no final answer yet; the caller has none either.
     Ringing,
-    /// Bridge call: both legs up.
+    /// Caller and agent (or bridge target) talk through callgate's media bridge.
     Connected,
+}
+
+/// A B leg being offered: an agent's phone ringing for a queued call, or a bridge target.
+struct Offer {
+    agent: Option<crate::acd::AgentRef>,
+    txn: TxnId,
+    invite: Message,
+    dialog: Dialog,
+    port: u16,
+    sdp: Bytes,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -190,8 +168,10 @@ enum Purpose {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum TimerKind {
-    /// A guidance call whose caller gave no media address: end when the prompts would have.
+    /// A playlist toward a caller who gave no media address: its end, as if it had played.
     PlaybackEnd,
+    /// The caller's menu waits for a key.
+    Menu,
     /// A bridge leg that rings too long (a 1xx stops Timer B, RFC 3261 17.1.1.2): CANCEL it.
     RingTimeout,
 }
@@ -209,8 +189,10 @@ struct Call {
     /// The caller's INVITE server transaction.
     a_invite: TxnId,
     a_invite_msg: Message,
+    /// The connected B leg (agent or bridge target) once it answered.
     b: Option<Dialog>,
-    b_invite: Option<(TxnId, Message)>,
+    /// B legs ringing.
+    offers: Vec<Offer>,
     tenant: String,
     trunk: String,
     service: String,
@@ -219,38 +201,51 @@ struct Call {
     source: SocketAddr,
     transport: Transport,
     arrived: Instant,
+    /// When the caller got its 200.
     answered: Option<Instant>,
+    /// The caller leg's RTP port.
     media_port: Option<u16>,
-    /// What to stream once the ACK arrives: to where, in which codec and payload type, and the
-    /// caller's telephone-event payload type.
-    pending_play: Option<(SocketAddr, Codec, u8, Option<u8>)>,
+    /// What the caller leg negotiated (None until known: a delayed offer waits for the ACK).
+    a_media: Option<(LegMedia, sdp::Direction)>,
+    /// The caller leg's port is open in the media engine.
+    a_open: bool,
+    /// Early media: 183 with our SDP sent; the 200 (same SDP) comes when the caller enters the queue.
+    early: bool,
     /// The service's guidance playlist (prompt names).
     guidance: Vec<String>,
-    /// Our SDP on the caller's leg (guidance calls): the answer to session refreshes.
+    /// Our SDP on the caller's leg: the answer to session refreshes.
     local_sdp: Option<Bytes>,
     /// The caller's (Call-ID, From tag): its entry in `Core::origins`.
     origin: Option<(String, String)>,
-    /// Bridge with a delayed offer: the callee's 2xx held the offer, so its ACK waits for the
-    /// caller's answer (in the caller's ACK). `Waiting` until then; `Sent` keeps the answer for
-    /// re-ACKing retransmitted 2xx.
-    b_ack: BAck,
-    /// What the guidance call negotiated: codec and where we send (None: the caller takes nothing).
-    negotiated: Option<(Codec, Option<SocketAddr>)>,
     /// Shutdown came before the caller's ACK: BYE once it arrives (RFC 3261 15).
     bye_on_ack: bool,
-    /// The bridge target's 2xx, kept while its ACK waits for the caller's answer.
-    b_2xx: Option<Message>,
-    /// DTMF digits the caller pressed, in order (for the record and, later, menus).
+    /// DTMF digits the caller pressed, in order (for the record and menus).
     digits: String,
-}
-
-/// The state of the ACK callgate owes the bridge target.
-#[derive(Clone, Debug, Default)]
-enum BAck {
-    #[default]
-    Immediate,
-    Waiting,
-    Sent(Option<(String, Bytes)>),
+    menu: Option<crate::media::menu::Menu>,
+    /// The menu's choice, which travels with the call (queue, skill).
+    choice: Option<crate::media::menu::MenuChoice>,
+    /// The queue the caller waits or waited in.
+    queue: Option<String>,
+    queued_at: Option<Instant>,
+    /// The agent who took the call.
+    agent: Option<crate::acd::AgentRef>,
+    /// The B leg's RTP port, what it negotiated, and our SDP toward it.
+    b_port: Option<u16>,
+    b_media: Option<(LegMedia, sdp::Direction)>,
+    b_sdp: Option<Bytes>,
+    /// When caller and agent were connected.
+    talk_from: Option<Instant>,
+    /// Which leg holds the other, since when; and the hold time so far.
+    held: Option<(Leg, Instant)>,
+    hold_ms: u64,
+    /// The recording file, when the service records.
+    recording: Option<String>,
+    /// Why the call ended, beyond the outcome (e.g. "rtp timeout", "queue full").
+    end_reason: Option<String>,
+    /// The o= version of our next SDP toward the caller (RFC 3264 8: +1 per change).
+    sdp_version: u32,
+    /// When a playlist toward a caller without media "ends" (see `play_a`).
+    play_deadline: Option<Instant>,
 }
 
 /// The call core. See the module docs for the state diagram.
@@ -287,6 +282,12 @@ pub struct Core {
     epoch: (Instant, SystemTime),
     /// Every service's bridge target → where and how to send its INVITEs (parsed once).
     bridge_targets: HashMap<String, (SocketAddr, Transport)>,
+    acd: crate::acd::Acd,
+    registrar: crate::sip::registrar::Registrar,
+    /// (tenant, service) → the service's menu.
+    menus: HashMap<(String, String), Arc<crate::media::menu::MenuSpec>>,
+    /// Agents whose registration logs them in and out.
+    login_on_register: std::collections::HashSet<crate::acd::AgentRef>,
 }
 
 impl Core {
@@ -312,13 +313,43 @@ impl Core {
         }
         let cfg = CoreConfig::from_profile(&profile);
         let cfg_max_cps = cfg.max_cps;
+        let mut rng = Rng::seeded(seed);
+        let wall_ms = wall.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+        let acd = crate::acd::Acd::new(journey::acd_spec(&profile), rng.next_u64(), now, wall_ms)?;
+        let registrar = crate::sip::registrar::Registrar::new(
+            crate::sip::registrar::RegistrarConfig::default(),
+            journey::credentials(&profile),
+            &mut rng,
+        );
+        let mut registrar = registrar;
+        registrar.set_wall_clock(now, wall_ms);
+        // Which digest algorithms the 401 offers: `[sip] digest_algorithms` (default MD5 only:
+        // baresip 1.0 and SIPp 3.6 fail on any SHA-256 challenge in the 401, even beside MD5, instead
+        // of answering the one they support as RFC 8760 asks). Credentials of either algorithm that
+        // was offered are checked.
+        let algs: Vec<crate::sip::digest::Algorithm> =
+            profile.sip.digest_algorithms.iter().filter_map(|a| crate::sip::digest::Algorithm::from_token(a)).collect();
+        registrar.set_challenge_order(&algs);
+        let mut login_on_register = std::collections::HashSet::new();
+        for t in &profile.tenants {
+            for a in t.agents.iter().filter(|a| a.login_on_register) {
+                if let Some(r) = acd.agent_by_extension(Some(&t.id), &a.extension) {
+                    login_on_register.insert(r);
+                }
+            }
+        }
+        let menus = journey::menus(&profile);
         Ok(Core {
+            acd,
+            registrar,
+            menus,
+            login_on_register,
             txn: TxnLayer::new(cfg.txn.clone()),
             ports: PortPool::new(cfg.rtp_ports.0, cfg.rtp_ports.1),
             cfg,
             profile,
             metrics,
-            rng: Rng::seeded(seed),
+            rng,
             calls: IdMap::default(),
             dialogs: HashMap::new(),
             a_invites: IdMap::default(),
@@ -395,16 +426,26 @@ impl Core {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let call = self.timers.peek().map(|Reverse((t, _, _))| *t);
-        match (call, self.txn.poll_timeout()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.timers.peek().map(|Reverse((t, _, _))| *t),
+            self.txn.poll_timeout(),
+            self.acd.poll_timeout(),
+            self.registrar.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
         self.txn.handle_timeout(now);
         self.drain_txn_events(now);
+        if self.acd.poll_timeout().is_some_and(|t| t <= now) {
+            self.acd.handle_timeout(now);
+        }
+        if self.registrar.poll_timeout().is_some_and(|t| t <= now) {
+            self.registrar.handle_timeout(now);
+        }
         while let Some(Reverse((t, key, kind))) = self.timers.peek().copied() {
             if t > now {
                 break;
@@ -412,19 +453,24 @@ impl Core {
             self.timers.pop();
             match kind {
                 TimerKind::PlaybackEnd => {
-                    if self.calls.get(&key).is_some_and(|c| c.state == State::Playing) {
-                        self.hang_up(now, key, Outcome::Completed, 200, "announcement completed");
+                    if self.calls.get(&key).is_some_and(|c| c.play_deadline == Some(t)) {
+                        if let Some(c) = self.calls.get_mut(&key) {
+                            c.play_deadline = None;
+                        }
+                        self.playback_ended(now, key);
                     }
                 }
+                TimerKind::Menu => self.menu_timeout(now, key),
                 TimerKind::RingTimeout => {
                     if self.calls.get(&key).is_some_and(|c| c.state == State::Ringing) {
                         tracing::info!(call = key, "bridge target rang too long: CANCEL, 480 to the caller");
-                        self.cancel_b(now, key);
                         self.fail_unanswered(now, key, 480, "Temporarily Unavailable", Outcome::Failed);
                     }
                 }
             }
+            self.drive(now);
         }
+        self.drive(now);
     }
 
     /// One datagram or framed stream message from `peer`.
@@ -456,7 +502,8 @@ impl Core {
             let is_ack = msg.method() == Some(&Method::Ack);
             // Trunks admit new calls; requests inside a dialog callgate holds (e.g. the bridge
             // target's BYE) come from whoever the dialog is with.
-            if self.profile.trunk_for(peer.addr.ip()).is_none() && !self.in_known_dialog(&msg) {
+            let is_register = msg.method() == Some(&Method::Register);
+            if !is_register && self.profile.trunk_for(peer.addr.ip()).is_none() && !self.in_known_dialog(&msg) {
                 self.record_refused_invite(now, &msg, peer, 403, "source not allowed");
                 if !is_ack {
                     self.metrics.inc(Counter::Forbidden403);
@@ -500,31 +547,36 @@ impl Core {
             Incoming::Absorbed => {}
         }
         self.drain_txn_events(now);
+        self.drive(now);
     }
 
     /// A report from the media engine.
     pub fn handle_media(&mut self, now: Instant, ev: MediaEvent) {
         match ev {
-            MediaEvent::Finished { call } => {
-                if self.calls.get(&call).is_some_and(|c| c.state == State::Playing) {
-                    self.hang_up(now, call, Outcome::Completed, 200, "announcement completed");
-                }
-            }
-            MediaEvent::Digit { call, digit } => {
-                if let Some(c) = self.calls.get_mut(&call) {
-                    // The digit itself is not logged: callers key in ID numbers and PINs.
-                    tracing::debug!(call, "caller pressed a key");
-                    self.metrics.inc(Counter::DtmfDigits);
-                    push_digit(&mut c.digits, digit);
-                }
-            }
+            MediaEvent::Finished { call, leg: Leg::A } => self.playback_ended(now, call),
+            MediaEvent::Finished { .. } => {}
+            MediaEvent::Digit { call, leg, digit } => self.on_digit(now, call, leg, digit),
             MediaEvent::Failed { call, failure } => {
                 tracing::warn!(call, %failure, "media failed");
                 if self.calls.contains_key(&call) {
                     self.hang_up(now, call, Outcome::Failed, 500, "media failed");
                 }
             }
+            MediaEvent::Inactive { call, leg } => {
+                tracing::info!(call, %leg, "no RTP for the inactivity time: ending the call");
+                let reason = match leg {
+                    Leg::A => "no RTP from the caller (inactivity)",
+                    Leg::B => "no RTP from the agent (inactivity)",
+                };
+                if let Some(c) = self.calls.get_mut(&call) {
+                    c.end_reason = Some("rtp timeout".into());
+                }
+                self.hang_up(now, call, Outcome::Failed, 200, reason);
+            }
+            MediaEvent::Latched { call, leg, addr } => tracing::debug!(call, %leg, %addr, "RTP source latched"),
+            MediaEvent::Recorded { call, path, seconds } => tracing::info!(call, path = %path.display(), seconds, "recording written"),
         }
+        self.drive(now);
     }
 
     /// Graceful shutdown: from now on new calls get 503; calls in progress are ended.
@@ -542,6 +594,7 @@ impl Core {
             }
             self.hang_up(now, key, Outcome::Shutdown, 200, "edge shutting down");
         }
+        self.drive(now);
     }
 
     // ---- requests -------------------------------------------------------------------------
@@ -555,6 +608,7 @@ impl Core {
         match (&method, has_to_tag) {
             (Method::Invite, None) => self.on_invite(now, txn, msg, peer),
             (Method::Invite, Some(tag)) => self.on_reinvite(now, txn, msg, tag),
+            (Method::Register, _) => self.on_register(now, txn, msg, peer),
             (Method::Cancel, _) => self.on_cancel(now, txn, msg),
             (Method::Bye, Some(tag)) => self.on_bye(now, txn, msg, tag),
             (Method::Options, _) => {
@@ -585,616 +639,6 @@ impl Core {
         }
     }
 
-    fn on_invite(&mut self, now: Instant, txn: TxnId, msg: Message, peer: Peer) {
-        // The same request arriving again along another path (another branch): RFC 3261 8.2.2.2.
-        let origin = origin_key(&msg);
-        if let Some(&(key, seq)) = origin.as_ref().and_then(|o| self.origins.get(o)) {
-            if self.calls.contains_key(&key) && msg.cseq().is_ok_and(|c| c.seq == seq) {
-                let resp = self.response(&msg, 482, "Loop Detected").build();
-                self.txn.respond(now, txn, 482, resp, None);
-                return;
-            }
-        }
-        let trying = self.response(&msg, 100, "Trying").build();
-        self.txn.respond(now, txn, 100, trying, Some(Mark { stage: Stage::InviteTo100, since: now }));
-
-        // A local handle on the profile, so lookups borrow from it rather than cloning per call.
-        let profile = self.profile.clone();
-        let Some(trunk) = profile.trunk_for(peer.addr.ip()) else {
-            return; // checked before; unreachable in practice
-        };
-        let number = msg.request_uri().and_then(|u| Uri::parse(u).ok()).and_then(|u| u.number()).unwrap_or_default();
-        let Some(service) = profile.service_for(trunk, &number) else {
-            tracing::info!(%number, trunk = %trunk.name, "no service for the number: 404");
-            self.reject(now, txn, &msg, peer, Some(trunk), None, 404, "Not Found", Outcome::NotFound);
-            return;
-        };
-        if self.draining {
-            self.reject(now, txn, &msg, peer, Some(trunk), Some(service), 503, "Service Unavailable", Outcome::Shutdown);
-            return;
-        }
-        if self.calls.len() >= self.cfg.max_calls || self.backlogged || !self.admit_cps(now) {
-            self.metrics.inc(Counter::Overload503);
-            self.reject(now, txn, &msg, peer, Some(trunk), Some(service), 503, "Service Unavailable", Outcome::Busy);
-            return;
-        }
-        if service.bridge_to.is_some() {
-            // Forwarding to a bridge target: a request out of hops stops here (RFC 3261 16.3).
-            if let Err(rej) = msg.forward_check() {
-                self.reject(now, txn, &msg, peer, Some(trunk), Some(service), rej.code, rej.reason, Outcome::Failed);
-                return;
-            }
-        }
-        let key = self.next_key;
-        self.next_key += 1;
-        let local_tag = self.rng.token(10);
-        let a = match Dialog::uas(&msg, peer, &local_tag, self.contact_uri(peer.transport)) {
-            Some(d) => d,
-            None => {
-                self.reject(now, txn, &msg, peer, Some(trunk), Some(service), 400, "Bad Request", Outcome::Failed);
-                return;
-            }
-        };
-        let caller = msg
-            .from_hdr()
-            .ok()
-            .and_then(|f| Uri::parse(f.uri).ok().and_then(|u| u.number()))
-            .unwrap_or_default();
-        let call = Call {
-            cg_id: format!("cg-{}", self.rng.token(16)),
-            state: State::Answered,
-            a,
-            a_invite: txn,
-            a_invite_msg: msg.clone(),
-            b: None,
-            b_invite: None,
-            tenant: service.tenant.clone(),
-            trunk: trunk.name.clone(),
-            service: service.name.clone(),
-            caller,
-            number,
-            source: peer.addr,
-            transport: peer.transport,
-            arrived: now,
-            answered: None,
-            media_port: None,
-            pending_play: None,
-            guidance: service.guidance.clone(),
-            local_sdp: None,
-            origin: origin.clone(),
-            b_ack: BAck::Immediate,
-            negotiated: None,
-            bye_on_ack: false,
-            b_2xx: None,
-            digits: String::new(),
-        };
-        self.dialogs.insert((call.a.call_id.clone(), local_tag), (key, Side::A));
-        if let (Some(o), Ok(cseq)) = (origin, msg.cseq()) {
-            self.origins.insert(o, (key, cseq.seq));
-        }
-        self.a_invites.insert(txn, key);
-        self.calls.insert(key, call);
-        self.metrics.set_active_calls(self.calls.len());
-
-        if let Some(target) = &service.bridge_to {
-            self.start_bridge(now, key, &msg, target);
-        } else {
-            self.answer_guidance(now, key, &msg, trunk);
-        }
-    }
-
-    fn answer_guidance(&mut self, now: Instant, key: CallKey, msg: &Message, trunk: &Trunk) {
-        let Some(port) = self.ports.allocate() else {
-            tracing::warn!("RTP port range exhausted: 503");
-            self.metrics.inc(Counter::Overload503);
-            self.fail_unanswered(now, key, 503, "Service Unavailable", Outcome::Busy);
-            return;
-        };
-        let sess_id = self.rng.next_u64() >> 2;
-        let offer = msg.body();
-        let has_offer = msg.content_type().is_some_and(|t| t.eq_ignore_ascii_case("application/sdp")) && !offer.is_empty();
-        let mut negotiated = None;
-        let (sdp_body, play) = if has_offer {
-            match sdp::answer(&offer, &trunk.codecs, self.cfg.media_ip, port, sess_id) {
-                Ok(n) => {
-                    let play = n.send_to().map(|dst| (dst, n.codec, n.pt, n.dtmf_pt));
-                    negotiated = Some((n.codec, n.send_to()));
-                    (n.sdp, play)
-                }
-                Err(e) => {
-                    self.ports.release(port);
-                    tracing::info!(error = %e, "SDP offer refused");
-                    let code = if matches!(e, sdp::SdpError::NoCommonCodec) { 488 } else { 400 };
-                    let (reason, outcome) = if code == 488 {
-                        ("Not Acceptable Here", Outcome::NotAcceptable)
-                    } else {
-                        ("Bad SDP", Outcome::Failed)
-                    };
-                    self.fail_unanswered(now, key, code, reason, outcome);
-                    return;
-                }
-            }
-        } else {
-            // Delayed offer: we offer, the ACK answers. Until the ACK comes, nothing to stream.
-            (sdp::offer(&trunk.codecs, self.cfg.media_ip, port, sess_id), None)
-        };
-        let Some(call) = self.calls.get_mut(&key) else { return };
-        call.media_port = Some(port);
-        call.answered = Some(now);
-        call.negotiated = negotiated;
-        call.local_sdp = Some(sdp_body.clone());
-        call.pending_play = play;
-        let resp = ResponseBuilder::new(msg, 200, "OK")
-            .to_tag(&call.a.local_tag)
-            .header("Contact", &format!("<{}>", call.a.local_contact))
-            .header("Allow", ALLOW)
-            .header("Supported", "")
-            .header("Server", &self.cfg.user_agent)
-            .body("application/sdp", &sdp_body)
-            .build();
-        let txn = call.a_invite;
-        self.txn.respond(now, txn, 200, resp, Some(Mark { stage: Stage::InviteTo200, since: call.arrived }));
-    }
-
-    fn on_ack(&mut self, now: Instant, msg: Message, _peer: Peer) {
-        let Some(tag) = msg.to_hdr().ok().and_then(|t| t.tag().map(str::to_owned)) else { return };
-        let Some(&(key, side)) = self.dialogs.get(dkey(&dialog_key(&msg, &tag))) else { return };
-        if side != Side::A {
-            return;
-        }
-        let Some(call) = self.calls.get_mut(&key) else { return };
-        self.txn.ack_received(now, call.a_invite);
-        if matches!(call.b_ack, BAck::Waiting) {
-            // Delayed offer across the bridge: the caller's answer goes to the callee in its ACK.
-            let body = msg.body();
-            let answer = (!body.is_empty()).then(|| (msg.content_type().unwrap_or("application/sdp").to_owned(), body));
-            if let (Some(b), Some(b2xx)) = (call.b.as_ref(), call.b_2xx.take()) {
-                let (peer, data) = b.ack_with(&b2xx, &mut self.rng, &self.cfg, answer.as_ref().map(|(c, b)| (c.as_str(), &b[..])));
-                self.outputs.push_back(Output::Transmit(Transmit { peer, data, mark: None }));
-            }
-            call.b_ack = BAck::Sent(answer);
-            return;
-        }
-        if call.bye_on_ack {
-            self.end_call(now, key, Outcome::Shutdown, 200, "edge shutting down", None);
-            return;
-        }
-        if call.state != State::Answered {
-            return;
-        }
-        call.state = State::Playing;
-        if call.pending_play.is_none() {
-            // Delayed offer: the ACK carries the answer.
-            if let Ok(n) = sdp::parse_answer(&msg.body()) {
-                call.negotiated = Some((n.codec, n.send_to()));
-                call.pending_play = n.send_to().map(|dst| (dst, n.codec, n.pt, n.dtmf_pt));
-            }
-        }
-        match (call.pending_play.take(), call.media_port) {
-            (Some((dst, codec, pt, dtmf_pt)), Some(local_port)) => {
-                let play = MediaCommand::Play {
-                    call: key,
-                    local_port,
-                    dst,
-                    codec,
-                    pt,
-                    dtmf_pt,
-                    ssrc: self.rng.next_u32(),
-                    seq: (self.rng.next_u32() & 0x7fff) as u16,
-                    ts: self.rng.next_u32(),
-                    playlist: call.guidance.clone(),
-                };
-                self.outputs.push_back(Output::Media(play));
-            }
-            _ => {
-                // Nowhere to send (c=0.0.0.0, recvonly, or no answer): end when the guidance would.
-                let total: Duration = call.guidance.iter().filter_map(|p| self.prompt_durations.get(p)).sum();
-                self.timers.push(Reverse((now + total, key, TimerKind::PlaybackEnd)));
-            }
-        }
-    }
-
-    fn on_reinvite(&mut self, now: Instant, txn: TxnId, msg: Message, tag: String) {
-        let found = self.dialogs.get(dkey(&dialog_key(&msg, &tag))).copied();
-        let offer = msg.body();
-        let sdp = found.and_then(|(key, side)| {
-            let call = self.calls.get(&key)?;
-            let sdp = (side == Side::A).then(|| call.local_sdp.clone()).flatten()?;
-            // A session refresh re-offers what was agreed; a re-offer that would change the codec,
-            // the address or the direction cannot be honoured until the media engine can follow.
-            if !offer.is_empty() {
-                let (codec, dst) = call.negotiated?;
-                let port = call.media_port?;
-                let n = sdp::answer(&offer, &[codec], self.cfg.media_ip, port, 0).ok()?;
-                if n.codec != codec || n.send_to() != dst {
-                    return None;
-                }
-            }
-            Some((sdp, call.a.local_contact.clone()))
-        });
-        let (code, resp) = match (found, sdp) {
-            (None, _) => (481, self.response(&msg, 481, "Call/Transaction Does Not Exist").build()),
-            // A session refresh on a guidance call: our media description is unchanged
-            // (RFC 3264 8: the same o= version says so).
-            (Some(_), Some((sdp, contact))) => (
-                200,
-                self.response(&msg, 200, "OK")
-                    .header("Contact", &format!("<{contact}>"))
-                    .body("application/sdp", &sdp)
-                    .build(),
-            ),
-            // Re-offers that change the media, and re-INVITEs across a bridge, wait for the media
-            // engine; refusing one leaves the session as it was (RFC 3264 8).
-            (Some(_), None) => (
-                488,
-                self.response(&msg, 488, "Not Acceptable Here")
-                    .header("Warning", "399 callgate \"this change of media is not supported yet\"")
-                    .build(),
-            ),
-        };
-        self.txn.respond(now, txn, code, resp, None);
-    }
-
-    /// INFO inside a dialog: a key press as `application/dtmf-relay` or `application/dtmf` (the
-    /// way some carriers send DTMF instead of RFC 4733) joins the digits of a guidance call; other
-    /// INFO (e.g. an empty keep-alive) is answered 200; a DTMF body that does not parse gets 400.
-    /// On a bridged call the INFO is not relayed to the other leg yet (that comes with relaying
-    /// in-dialog requests across the bridge), so its digit is not recorded either.
-    fn on_info(&mut self, now: Instant, txn: TxnId, msg: Message, tag: String) {
-        let is_dtmf = msg.content_type().is_some_and(crate::media::dtmf::is_dtmf_info_content_type);
-        let (code, reason) = if is_dtmf {
-            match crate::media::dtmf::parse_dtmf_relay(&msg.body()) {
-                Ok((digit, _duration_ms)) => {
-                    if let Some(&(key, Side::A)) = self.dialogs.get(dkey(&dialog_key(&msg, &tag))) {
-                        if let Some(call) = self.calls.get_mut(&key).filter(|c| c.b.is_none()) {
-                            tracing::debug!(call = key, "caller pressed a key (SIP INFO)");
-                            self.metrics.inc(Counter::DtmfDigits);
-                            push_digit(&mut call.digits, digit);
-                        }
-                    }
-                    (200, "OK")
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "SIP INFO with a DTMF body that does not parse");
-                    (400, "Bad DTMF Body")
-                }
-            }
-        } else {
-            (200, "OK")
-        };
-        let resp = self.response(&msg, code, reason).build();
-        self.txn.respond(now, txn, code, resp, None);
-    }
-
-    fn on_cancel(&mut self, now: Instant, txn: TxnId, msg: Message) {
-        let target = self.txn.cancel_target(&msg);
-        let key = target.and_then(|t| self.a_invites.get(&t).copied());
-        let Some(key) = key else {
-            // The INVITE transaction still exists but has had its final answer: the CANCEL has
-            // no effect and is answered 200 (RFC 3261 9.2); with no such transaction, 481.
-            let (code, reason) = if target.is_some() { (200, "OK") } else { (481, "Call/Transaction Does Not Exist") };
-            let resp = self.response(&msg, code, reason).build();
-            self.txn.respond(now, txn, code, resp, None);
-            return;
-        };
-        let resp = self.response(&msg, 200, "OK").build();
-        self.txn.respond(now, txn, 200, resp, None);
-        let Some(call) = self.calls.get(&key) else { return };
-        // A CANCEL only affects a call with no final answer yet (RFC 3261 9.2).
-        if call.state == State::Ringing {
-            self.cancel_b(now, key);
-            self.fail_unanswered(now, key, 487, "Request Terminated", Outcome::Cancelled);
-        }
-    }
-
-    fn on_bye(&mut self, now: Instant, txn: TxnId, msg: Message, tag: String) {
-        let Some(&(key, side)) = self.dialogs.get(dkey(&dialog_key(&msg, &tag))) else {
-            let resp = self.response(&msg, 481, "Call/Transaction Does Not Exist").build();
-            self.txn.respond(now, txn, 481, resp, None);
-            return;
-        };
-        let resp = self.response(&msg, 200, "OK").build();
-        self.txn.respond(now, txn, 200, resp, None);
-        let Some(call) = self.calls.get(&key) else { return };
-        if call.state == State::Ringing && side == Side::A {
-            // A BYE in the early dialog (RFC 3261 15): the caller gives up like with CANCEL.
-            self.cancel_b(now, key);
-            self.fail_unanswered(now, key, 487, "Request Terminated", Outcome::Cancelled);
-            return;
-        }
-        let outcome = match call.state {
-            State::Answered | State::Playing => Outcome::Abandoned,
-            State::Connected | State::Ringing => Outcome::Bridged,
-        };
-        let reason = if side == Side::A { "caller hung up" } else { "callee hung up" };
-        // Hang up the other side only.
-        self.end_call(now, key, outcome, 200, reason, Some(side));
-    }
-
-    // ---- bridging (B2BUA) --------------------------------------------------------------------
-
-    fn start_bridge(&mut self, now: Instant, key: CallKey, msg: &Message, target: &str) {
-        let (dst, transport) = match self.bridge_targets.get(target) {
-            Some(&t) => t,
-            None => match dialog::uri_socket_addr(target) {
-                Some(dst) => (dst, bridge_transport(target)),
-                None => return,
-            },
-        };
-        let peer = Peer { transport, addr: dst, conn: None };
-        let call_id = format!("{}@{}", self.rng.token(20), self.cfg.local_sip.ip());
-        let local_tag = self.rng.token(10);
-        let branch = format!("z9hG4bK{}", self.rng.token(16));
-        let Some(call) = self.calls.get(&key) else { return };
-        let from_user = if call.caller.is_empty() { "anonymous".to_owned() } else { call.caller.clone() };
-        let from = format!("<sip:{}@{}>", from_user, host_port(self.cfg.local_sip));
-        let to = format!("<{}>", target);
-        let contact = self.contact_uri(transport);
-        let mf = msg.max_forwards().unwrap_or(70).saturating_sub(1).min(70);
-        let mut rb = RequestBuilder::new(Method::Invite, target)
-            .via(transport, &host_port(self.cfg.local_sip), &branch)
-            .from(&from, &local_tag)
-            .to(&to, None)
-            .call_id(&call_id)
-            .cseq(1)
-            .max_forwards(mf)
-            .contact(&contact)
-            .header("Allow", ALLOW)
-            .header("User-Agent", &self.cfg.user_agent)
-            .header("X-Callgate-Call", &call.cg_id);
-        let body = msg.body();
-        if !body.is_empty() {
-            let ctype = msg.content_type().unwrap_or("application/sdp").to_owned();
-            rb = rb.body(&ctype, &body);
-        }
-        let invite = rb.build();
-        let Ok(invite_msg) = Message::parse(invite.clone()) else {
-            self.fail_unanswered(now, key, 500, "Server Internal Error", Outcome::Failed);
-            return;
-        };
-        let t = self.txn.request(now, Method::Invite, &branch, invite, peer);
-        self.clients.insert(t, (key, Purpose::BInvite));
-        let b = Dialog::uac(call_id.clone(), local_tag.clone(), from, to, target.to_owned(), contact, peer);
-        self.dialogs.insert((call_id, local_tag), (key, Side::B));
-        let Some(call) = self.calls.get_mut(&key) else { return };
-        call.state = State::Ringing;
-        call.b = Some(b);
-        call.b_invite = Some((t, invite_msg));
-        self.timers.push(Reverse((now + RING_TIMEOUT, key, TimerKind::RingTimeout)));
-    }
-
-    /// CANCELs the INVITE ringing at the bridge target (RFC 3261 9.1). If even the CANCEL gets no
-    /// answer, the INVITE transaction is dropped when the CANCEL times out.
-    fn cancel_b(&mut self, now: Instant, key: CallKey) {
-        let Some(call) = self.calls.get(&key) else { return };
-        let (Some((inv_txn, inv)), Some(b)) = (&call.b_invite, &call.b) else { return };
-        let cancel = crate::sip::build::cancel_for(inv);
-        if let Some(branch) = top_branch(&cancel) {
-            let (peer, inv_txn) = (b.peer, *inv_txn);
-            let t = self.txn.request(now, Method::Cancel, &branch, cancel, peer);
-            self.clients.insert(t, (key, Purpose::Cancel));
-            self.cancelled.insert(t, inv_txn);
-        }
-    }
-
-    fn on_response(&mut self, now: Instant, txn: TxnId, msg: Message) {
-        let Some(&(key, purpose)) = self.clients.get(&txn) else { return };
-        let code = msg.status().unwrap_or(0);
-        if code >= 200 && purpose != Purpose::BInvite {
-            self.clients.remove(&txn);
-        }
-        if purpose != Purpose::BInvite {
-            return;
-        }
-        if !self.calls.contains_key(&key) {
-            // The caller is gone (e.g. CANCEL crossed B's 200): end B's dialog too.
-            if (200..300).contains(&code) {
-                self.ack_and_bye_orphan(now, &msg);
-            }
-            if code >= 200 {
-                self.clients.remove(&txn);
-            }
-            return;
-        }
-        match code {
-            100 => {}
-            101..=199 => {
-                let Some(call) = self.calls.get(&key) else { return };
-                if call.state != State::Ringing {
-                    return;
-                }
-                let mut rb = ResponseBuilder::new(&call.a_invite_msg, code, msg.reason().unwrap_or("Ringing"))
-                    .to_tag(&call.a.local_tag)
-                    .header("Contact", &format!("<{}>", call.a.local_contact));
-                let body = msg.body();
-                if !body.is_empty() {
-                    rb = rb.body(msg.content_type().unwrap_or("application/sdp"), &body);
-                }
-                let resp = rb.build();
-                let t = call.a_invite;
-                self.txn.respond(now, t, code, resp, None);
-            }
-            200..=299 => {
-                let Some(call) = self.calls.get_mut(&key) else { return };
-                let first = call.state == State::Ringing;
-                if !first {
-                    let theirs = msg.to_hdr().ok().and_then(|t| t.tag().map(str::to_owned));
-                    let ours = call.b.as_ref().and_then(|b| b.remote_tag.clone());
-                    if theirs != ours {
-                        // Another fork answered too (RFC 3261 13.2.2.4): ACK it and end it.
-                        self.ack_and_bye_orphan(now, &msg);
-                        return;
-                    }
-                    // A retransmission: our ACK was lost. ACK again, unless the answer is pending.
-                    let body = match &call.b_ack {
-                        BAck::Waiting => return,
-                        BAck::Sent(body) => body.clone(),
-                        BAck::Immediate => None,
-                    };
-                    if let Some(b) = call.b.as_ref() {
-                        let (peer, data) = b.ack_with(&msg, &mut self.rng, &self.cfg, body.as_ref().map(|(c, b)| (c.as_str(), &b[..])));
-                        self.outputs.push_back(Output::Transmit(Transmit { peer, data, mark: None }));
-                    }
-                    return;
-                }
-                if let Some(b) = call.b.as_mut() {
-                    b.confirm_uac(&msg);
-                }
-                let delayed_offer = call.a_invite_msg.body().is_empty() && !msg.body().is_empty();
-                if delayed_offer {
-                    call.b_ack = BAck::Waiting;
-                    call.b_2xx = Some(msg.clone());
-                } else if let Some(b) = call.b.as_ref() {
-                    let (peer, data) = b.ack(&msg, &mut self.rng, &self.cfg);
-                    self.outputs.push_back(Output::Transmit(Transmit { peer, data, mark: None }));
-                }
-                call.state = State::Connected;
-                call.answered = Some(now);
-                let mut rb = ResponseBuilder::new(&call.a_invite_msg, 200, "OK")
-                    .to_tag(&call.a.local_tag)
-                    .header("Contact", &format!("<{}>", call.a.local_contact))
-                    .header("Allow", ALLOW)
-                    .header("Server", &self.cfg.user_agent);
-                let body = msg.body();
-                if !body.is_empty() {
-                    rb = rb.body(msg.content_type().unwrap_or("application/sdp"), &body);
-                }
-                let resp = rb.build();
-                let (t, since) = (call.a_invite, call.arrived);
-                self.txn.respond(now, t, 200, resp, Some(Mark { stage: Stage::InviteTo200, since }));
-            }
-            _ => {
-                self.clients.remove(&txn);
-                let reason = msg.reason().unwrap_or("Failed").to_owned();
-                let outcome = match code {
-                    486 | 600 | 603 => Outcome::Busy,
-                    487 => Outcome::Cancelled,
-                    _ => Outcome::Failed,
-                };
-                // The caller gets the callee's answer (codes a UA would not forward are mapped).
-                let (fwd, fwd_reason) = match code {
-                    401 | 407 => (503, "Service Unavailable".to_owned()),
-                    _ => (code, reason),
-                };
-                if let Some(call) = self.calls.get_mut(&key) {
-                    call.b = None;
-                }
-                // A redirect is useful to the caller only with where to go.
-                let contacts: Vec<&str> =
-                    if (300..400).contains(&code) { msg.header_values(HeaderName::Contact).collect() } else { Vec::new() };
-                let extra = (!contacts.is_empty()).then(|| ("Contact", contacts.join(", ")));
-                self.fail_unanswered_with(now, key, fwd, &fwd_reason, outcome, extra);
-            }
-        }
-    }
-
-    fn on_stray_response(&mut self, msg: Message) {
-        // A 2xx retransmission to an INVITE whose transaction is gone: ACK it if it belongs to a call.
-        if !(msg.status().is_some_and(|c| (200..300).contains(&c)) && msg.cseq().is_ok_and(|c| c.method == Method::Invite)) {
-            return;
-        }
-        let tag = msg.from_hdr().ok().and_then(|f| f.tag().map(str::to_owned));
-        let (Some(tag), Some(cid)) = (tag, msg.call_id()) else { return };
-        if let Some(&(key, Side::B)) = self.dialogs.get(dkey(&(cid, tag.as_str()))) {
-            if let Some(b) = self.calls.get(&key).and_then(|c| c.b.as_ref()) {
-                let (peer, ack) = b.ack(&msg, &mut self.rng, &self.cfg);
-                self.send(peer, ack, None);
-            }
-        }
-    }
-
-    /// A 2xx to our INVITE whose call is already gone (the caller's CANCEL crossed it): ACK it
-    /// and end the dialog with BYE (RFC 3261 15: the callee must not be left up). The client
-    /// transaction mapping is what tells that the 2xx is ours.
-    fn ack_and_bye_orphan(&mut self, now: Instant, resp: &Message) {
-        if let Some(mut d) = dialog::orphan_from_response(resp, self.contact_uri(Transport::Udp)) {
-            let (peer, ack) = d.ack(resp, &mut self.rng, &self.cfg);
-            self.send(peer, ack, None);
-            let (peer, branch, bye) = d.bye(&mut self.rng, &self.cfg, "caller left");
-            self.txn.request(now, Method::Bye, &branch, bye, peer);
-        }
-    }
-
-    // ---- ending calls ---------------------------------------------------------------------------
-
-    /// Ends an answered or unanswered call from callgate's side, whatever its state.
-    fn hang_up(&mut self, now: Instant, key: CallKey, outcome: Outcome, status: u16, reason: &str) {
-        let Some(call) = self.calls.get(&key) else { return };
-        match call.state {
-            State::Ringing => {
-                self.cancel_b(now, key);
-                self.fail_unanswered(now, key, 503, "Service Unavailable", outcome);
-            }
-            _ => self.end_call(now, key, outcome, status, reason, None),
-        }
-    }
-
-    /// Ends an answered call: BYE to every leg except `except` (the side that hung up), media stop, record.
-    fn end_call(&mut self, now: Instant, key: CallKey, outcome: Outcome, status: u16, reason: &str, except: Option<Side>) {
-        let Some(mut call) = self.calls.remove(&key) else { return };
-        self.a_invites.remove(&call.a_invite);
-        self.dialogs.remove(dkey(&(call.a.call_id.as_str(), call.a.local_tag.as_str())));
-        if except != Some(Side::A) {
-            let (peer, branch, bye) = call.a.bye(&mut self.rng, &self.cfg, reason);
-            let t = self.txn.request(now, Method::Bye, &branch, bye, peer);
-            self.clients.insert(t, (key, Purpose::Bye));
-        }
-        if let Some(b) = call.b.as_mut() {
-            self.dialogs.remove(dkey(&(b.call_id.as_str(), b.local_tag.as_str())));
-            if let Some(b2xx) = call.b_2xx.take() {
-                // Its 2xx is still unacknowledged (delayed offer): ACK before BYE (RFC 3261 15).
-                let (peer, data) = b.ack(&b2xx, &mut self.rng, &self.cfg);
-                self.outputs.push_back(Output::Transmit(Transmit { peer, data, mark: None }));
-            }
-            if except != Some(Side::B) && b.confirmed() {
-                let (peer, branch, bye) = b.bye(&mut self.rng, &self.cfg, reason);
-                let t = self.txn.request(now, Method::Bye, &branch, bye, peer);
-                self.clients.insert(t, (key, Purpose::Bye));
-            }
-        }
-        if let Some(port) = call.media_port.take() {
-            self.outputs.push_back(Output::Media(MediaCommand::Stop { call: key }));
-            self.ports.release(port);
-        }
-        self.finish(now, &call, outcome, status, reason);
-    }
-
-    /// Ends a call whose caller has had no final answer: the final answer is `code`.
-    fn fail_unanswered(&mut self, now: Instant, key: CallKey, code: u16, reason: &str, outcome: Outcome) {
-        self.fail_unanswered_with(now, key, code, reason, outcome, None);
-    }
-
-    fn fail_unanswered_with(
-        &mut self,
-        now: Instant,
-        key: CallKey,
-        code: u16,
-        reason: &str,
-        outcome: Outcome,
-        extra: Option<(&str, String)>,
-    ) {
-        let Some(mut call) = self.calls.remove(&key) else { return };
-        self.a_invites.remove(&call.a_invite);
-        self.dialogs.remove(dkey(&(call.a.call_id.as_str(), call.a.local_tag.as_str())));
-        if let Some(b) = &call.b {
-            self.dialogs.remove(dkey(&(b.call_id.as_str(), b.local_tag.as_str())));
-        }
-        let mut rb = ResponseBuilder::new(&call.a_invite_msg, code, reason).to_tag(&call.a.local_tag);
-        if code == 503 {
-            rb = rb.header("Retry-After", &self.cfg.retry_after_s.to_string());
-        }
-        if let Some((name, value)) = &extra {
-            rb = rb.header(name, value);
-        }
-        let resp = rb.build();
-        self.txn.respond(now, call.a_invite, code, resp, None);
-        if let Some(port) = call.media_port.take() {
-            self.ports.release(port);
-        }
-        call.answered = None;
-        self.finish(now, &call, outcome, code, reason);
-    }
-
     fn finish(&mut self, now: Instant, call: &Call, outcome: Outcome, status: u16, reason: &str) {
         if let Some(o) = &call.origin {
             self.origins.remove(o);
@@ -1218,6 +662,13 @@ impl Core {
             sip_status: status,
             reason: reason.to_owned(),
             digits: call.digits.clone(),
+            queue: call.queue.clone(),
+            agent: call.agent.map(|a| self.acd.agent_spec(a).id.clone()),
+            menu_choice: call.choice.as_ref().map(|c| c.key.clone()),
+            recording: call.recording.clone(),
+            wait_ms: call.queued_at.map(|q| ms_between(q, call.talk_from.unwrap_or(now))),
+            talk_ms: call.talk_from.map(|t| ms_between(t, now).saturating_sub(call.hold_ms)),
+            end_reason: call.end_reason.clone(),
         };
         self.outputs.push_back(Output::Record(rec));
     }
@@ -1315,6 +766,7 @@ impl Core {
             sip_status: code,
             reason: reason.to_owned(),
             digits: String::new(),
+            ..Default::default()
         }));
     }
 
@@ -1330,12 +782,19 @@ impl Core {
                         self.clients.remove(&inv);
                     }
                     if let Some((key, purpose)) = self.clients.remove(&txn) {
-                        if purpose == Purpose::BInvite && self.calls.contains_key(&key) {
-                            tracing::info!(call = key, "no answer from the bridge target: 408");
-                            if let Some(call) = self.calls.get_mut(&key) {
-                                call.b = None;
+                        let idx = self.calls.get(&key).and_then(|c| c.offers.iter().position(|o| o.txn == txn));
+                        if let (Purpose::BInvite, Some(idx)) = (purpose, idx) {
+                            let Some(call) = self.calls.get_mut(&key) else { continue };
+                            let offer = call.offers.remove(idx);
+                            self.dialogs.remove(dkey(&(offer.dialog.call_id.as_str(), offer.dialog.local_tag.as_str())));
+                            self.ports.release(offer.port);
+                            match offer.agent {
+                                Some(agent) => self.acd.missed(now, key, agent, crate::acd::log::MissReason::Unreachable),
+                                None => {
+                                    tracing::info!(call = key, "no answer from the bridge target: 408");
+                                    self.fail_unanswered(now, key, 408, "Request Timeout", Outcome::Failed);
+                                }
                             }
-                            self.fail_unanswered(now, key, 408, "Request Timeout", Outcome::Failed);
                         }
                     }
                 }
@@ -1394,7 +853,7 @@ impl Core {
     }
 }
 
-const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO";
+const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, REGISTER";
 /// SIP extensions callgate supports (for `Require`): none yet.
 const SUPPORTED: &[&str] = &[];
 /// Body types callgate reads.
@@ -1487,6 +946,10 @@ pub(crate) fn host_port(a: SocketAddr) -> String {
         SocketAddr::V4(v4) => format!("{}:{}", v4.ip(), v4.port()),
         SocketAddr::V6(v6) => format!("[{}]:{}", v6.ip(), v6.port()),
     }
+}
+
+fn ms_between(from: Instant, to: Instant) -> u64 {
+    to.saturating_duration_since(from).as_millis() as u64
 }
 
 fn fnv1a(parts: &[&[u8]]) -> u64 {

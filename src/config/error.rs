@@ -4,6 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use super::ipnet::{IpNet, IpNetError};
+use super::schedule::{DateError, TimeRangeError};
 use super::Codec;
 
 /// A profile that cannot be used. `Display` gives `FILE:LINE: problem` (or `FILE: problem` where no
@@ -17,12 +18,12 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    /// A problem at one line of one file.
+    /// A problem at one line of one file. (Boxed: the error stays small on the `Ok` path.)
     #[error("{}:{line}: {problem}", file.display())]
-    At { file: PathBuf, line: usize, problem: Problem },
+    At { file: PathBuf, line: usize, problem: Box<Problem> },
     /// A problem with a file (or the tenants directory) as a whole.
     #[error("{}: {problem}", file.display())]
-    Whole { file: PathBuf, problem: Problem },
+    Whole { file: PathBuf, problem: Box<Problem> },
 }
 
 impl ConfigError {
@@ -44,7 +45,7 @@ impl ConfigError {
     /// The typed problem (None for read errors).
     pub fn problem(&self) -> Option<&Problem> {
         match self {
-            ConfigError::At { problem, .. } | ConfigError::Whole { problem, .. } => Some(problem),
+            ConfigError::At { problem, .. } | ConfigError::Whole { problem, .. } => Some(problem.as_ref()),
             ConfigError::Read { .. } => None,
         }
     }
@@ -96,6 +97,8 @@ pub enum Problem {
     T2BelowT1 { t1: u64, t2: u64 },
     #[error("{key}: {value:?} must be non-empty text without control characters")]
     BadText { key: &'static str, value: String },
+    #[error("sip.digest_algorithms: {value:?} (expected a non-empty list of \"MD5\" and \"SHA-256\", each at most once)")]
+    BadDigestAlgorithms { value: String },
     #[error("{what} {value:?} is not a valid name (expected 1 to 64 of A-Z a-z 0-9 _ - ., not starting with .)")]
     BadName { what: &'static str, value: String },
     #[error("no [[trunk]] is defined: every call would be refused")]
@@ -139,6 +142,87 @@ pub enum Problem {
     GuidanceWithBridge { service: String },
     #[error("no tenant files (*.toml): every call would be refused")]
     NoTenants,
+
+    // --- ACD, menus, schedules, recording (tenant files) and their edge-wide settings ---
+    /// A value outside a fixed set (strategy, on_max_wait...), as serde reports it.
+    #[error("unknown value {value:?}{}", expected_list(.expected))]
+    UnknownValue { value: String, expected: Vec<String> },
+    #[error("tenant.realm {value:?} must be non-empty text without control characters, '\"' or '\\' (it is sent in WWW-Authenticate realm=\"...\")")]
+    BadRealm { value: String },
+    #[error("tenant.utc_offset {value:?} is not a UTC offset (expected \"+HH:MM\" or \"-HH:MM\" from -12:00 to +14:00, e.g. \"+09:00\" for Korea)")]
+    BadUtcOffset { value: String },
+    /// Two queues, menus or schedules of one tenant with the same name.
+    #[error("{what} {name:?} is defined twice in this tenant (first at line {first_line})")]
+    DuplicateName { what: &'static str, name: String, first_line: usize },
+    /// `owner` e.g. `service "Dasan"`, `agent "kim"`, `menu "language" key '1'`, `queue "a" overflow`.
+    #[error("{owner}: queue {queue:?} is not a [[queue]] of tenant {tenant:?} (queues: {})", name_list(.known))]
+    UnknownQueue { owner: String, queue: String, tenant: String, known: Vec<String> },
+    #[error("service {service:?}: menu {menu:?} is not a [[menu]] of this tenant (menus: {})", name_list(.known))]
+    UnknownMenu { service: String, menu: String, known: Vec<String> },
+    #[error("service {service:?}: schedule {schedule:?} is not a [[schedule]] of this tenant (schedules: {})", name_list(.known))]
+    UnknownSchedule { service: String, schedule: String, known: Vec<String> },
+    #[error("{owner}: no agent of tenant {tenant:?} has skill {skill:?}, so no agent could ever take these calls (skills of its agents: {})", name_list(.known))]
+    UnknownSkill { owner: String, skill: String, tenant: String, known: Vec<String> },
+    #[error("{owner}: level {value} of skill {skill:?} is out of range (expected {min} to {max})")]
+    LevelOutOfRange { owner: String, skill: String, value: u64, min: u8, max: u8 },
+    #[error("queue {queue:?}, skill {skill:?}: relax level {relax} must be lower than the level before it ({level}): relaxing accepts lower levels as the wait grows")]
+    RelaxNotLower { queue: String, skill: String, level: u8, relax: u8 },
+    #[error("queue {queue:?}, skill {skill:?}: relax after = {after} s must be later than the step before it ({previous} s)")]
+    RelaxNotLater { queue: String, skill: String, after: u64, previous: u64 },
+    #[error("queue {queue:?}: on_max_wait has no effect without max_wait (seconds a caller may wait)")]
+    OnMaxWaitWithoutMaxWait { queue: String },
+    #[error("queue {queue:?}: on_max_wait = \"{on_max_wait}\" needs {key}")]
+    OnMaxWaitNeeds { queue: String, on_max_wait: &'static str, key: &'static str },
+    #[error("queue {queue:?}: {key} is only used with on_max_wait = \"{needs}\" (on_max_wait is \"{on_max_wait}\")")]
+    OnMaxWaitUnused { queue: String, key: &'static str, needs: &'static str, on_max_wait: &'static str },
+    #[error("queue {queue:?}: overflow goes round in a loop ({}): a caller would move between these queues forever", .path.join(" -> "))]
+    OverflowLoop { queue: String, path: Vec<String> },
+    #[error("{owner}: {value:?} is not a DTMF key (expected one character of 0-9, *, #, A-D)")]
+    BadDtmfKey { owner: String, value: String },
+    #[error("menu {menu:?}: key '{key}' is given twice (first at line {first_line}): a key must lead to one choice")]
+    DuplicateMenuKey { menu: String, key: char, first_line: usize },
+    #[error("menu {menu:?}: default '{key}' is not one of its keys ({keys})")]
+    MenuDefaultNotAnOption { menu: String, key: char, keys: String },
+    #[error("menu {menu:?} has no [[menu.option]]: expected at least one key, e.g. key = \"1\", label = \"ko\"")]
+    NoMenuOptions { menu: String },
+    #[error("service {service:?}: menu {menu:?} key '{key}' names no queue and the service has no queue: the caller would have nowhere to wait")]
+    MenuOptionWithoutQueue { service: String, menu: String, key: char },
+    #[error("service {service:?}: a menu is not played when bridge_to is set (the call is bridged straight away); remove one of them")]
+    MenuWithBridge { service: String },
+    /// A prompt other than a service's guidance with no file.
+    #[error("{owner}: {key} prompt {prompt:?} has no file {}", path.display())]
+    NoPromptFile { owner: String, key: &'static str, prompt: String, path: PathBuf },
+    #[error("{owner}: {key} prompt {value:?}: give the name without \".wav\" (the file is NAME.wav in audio_dir)")]
+    PromptNameWithExtension { owner: String, key: &'static str, value: String },
+    #[error("schedule {schedule:?}, {key}: {value:?} is not an opening-hours range: {why}")]
+    BadTimeRange { schedule: String, key: String, value: String, why: TimeRangeError },
+    #[error("schedule {schedule:?}, {key}: {value:?} is not a date: {why}")]
+    BadDate { schedule: String, key: &'static str, value: String, why: DateError },
+    #[error("schedule {schedule:?}: {key} {date} is given twice (first at line {first_line})")]
+    DuplicateDate { schedule: String, key: &'static str, date: String, first_line: usize },
+    #[error("agent id {id:?} is already used in realm {realm:?} by tenant {tenant:?} ({}:{line})", file.display())]
+    DuplicateAgent { id: String, realm: String, tenant: String, file: PathBuf, line: usize },
+    #[error("extension {extension:?} is already used in realm {realm:?} by tenant {tenant:?} ({}:{line}): a REGISTER must identify exactly one agent; give the tenants different realms or the agents different extensions", file.display())]
+    DuplicateExtension { extension: String, realm: String, tenant: String, file: PathBuf, line: usize },
+    #[error("agent {agent:?}: no credentials (expected password = \"...\", or both ha1_md5 and ha1_sha256 as printed by `callgate hash-password`)")]
+    NoCredentials { agent: String },
+    #[error("agent {agent:?}: give either password or ha1_md5 + ha1_sha256, not both")]
+    PasswordAndHash { agent: String },
+    #[error("agent {agent:?}: {missing} is missing (ha1_md5 and ha1_sha256 go together: softphones may use either algorithm)")]
+    IncompleteHa1 { agent: String, missing: &'static str },
+    #[error("agent {agent:?}: {key} is not {digits} hex digits")]
+    BadHa1 { agent: String, key: &'static str, digits: usize },
+    /// The value is not repeated in the message: it is a password.
+    #[error("agent {agent:?}: the password must be non-empty and without control characters")]
+    BadPassword { agent: String },
+    #[error("agent_range {from}-{to}: {why}")]
+    BadAgentRange { from: u64, to: u64, why: &'static str },
+    #[error("agent {agent:?} serves no queue (expected queues = {{ NAME = PENALTY, ... }}, e.g. queues = {{ general = 0 }})")]
+    AgentWithoutQueues { agent: String },
+    #[error("service {service:?}: {key} has no effect without a schedule (the service is open 24/7)")]
+    ClosedWithoutSchedule { service: String, key: &'static str },
+    #[error("service {service:?}: closed_callback needs a queue (the callback waits in the service's queue)")]
+    CallbackWithoutQueue { service: String },
 }
 
 /// Why a text is not an `LO-HI` port range.

@@ -6,7 +6,8 @@
 //! sip-profiles/NAME/
 //!   callgate.toml        edge-wide: [listen] [media] [records] [limits] [sip], audio_dir
 //!   trunks.toml          [[trunk]]: who may send calls (source networks), codecs, numbers
-//!   tenants/*.toml       one file per centre: [tenant] and its [[service]] numbers
+//!   tenants/*.toml       one file per centre: [tenant], its [[service]] numbers, and its call
+//!                        centre: [[queue]] [[agent]] [[agent_range]] [[menu]] [[schedule]]
 //! ```
 //!
 //! Everything edge-wide has a default, so `callgate.toml` may be empty. [`Profile::load`] either returns
@@ -17,10 +18,18 @@
 //! networks contain it); the dialled number picks the service ([`Profile::service_for`]), within the
 //! trunk's tenant if it names one and within its `numbers` if it lists any. Service numbers are unique
 //! across all tenants, so a number never routes ambiguously.
+//!
+//! Within a tenant, names refer to the same tenant only: a service's `queue`, `menu` and `schedule`, an
+//! agent's `queues`, a menu option's `queue`. Agent ids and extensions are unique per digest realm
+//! (tenants sharing a realm share one namespace of users), and passwords are hashed at load
+//! ([`hash`]): the profile in memory holds HA1 values only.
 
+mod centre;
 mod error;
+pub mod hash;
 mod ipnet;
 mod raw;
+pub mod schedule;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -30,10 +39,16 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use error::{ConfigError, NumberError, PortRangeError, Problem};
-pub use ipnet::{IpNet, IpNetError};
 /// The audio codecs (G.711 PCMU/PCMA) are the media module's: one type for profiles and SDP.
 pub use crate::media::Codec;
+pub use centre::{AgentCfg, MenuCfg, MenuOptionCfg, OnMaxWaitCfg, QueueCfg, SkillReqCfg, Strategy};
+pub use error::{ConfigError, NumberError, PortRangeError, Problem};
+pub use hash::{ha1_md5, ha1_sha256};
+pub use ipnet::{IpNet, IpNetError};
+pub use schedule::{
+    format_utc_offset, local_date, parse_utc_offset, CivilDate, DateError, HolidayDate, ScheduleCfg, TimeRange,
+    TimeRangeError, Weekday,
+};
 
 use crate::sip::Transport;
 use raw::{List, S};
@@ -89,24 +104,59 @@ pub struct MediaCfg {
     pub rtp_ports: (u16, u16),
     /// Default 20.
     pub ptime_ms: u32,
+    /// A call with no RTP from a party for this long (seconds) is ended, and its record says so.
+    /// 0 = never. Default 60. (TOML key `inactivity`.)
+    pub inactivity_s: u32,
+}
+
+impl MediaCfg {
+    /// [`MediaCfg::inactivity_s`] as a duration; None when 0 (never).
+    pub fn inactivity(&self) -> Option<Duration> {
+        (self.inactivity_s > 0).then(|| Duration::from_secs(u64::from(self.inactivity_s)))
+    }
 }
 
 impl Default for MediaCfg {
     fn default() -> MediaCfg {
-        MediaCfg { address: IpAddr::V4(Ipv4Addr::LOCALHOST), rtp_ports: (20000, 29999), ptime_ms: 20 }
+        MediaCfg { address: IpAddr::V4(Ipv4Addr::LOCALHOST), rtp_ports: (20000, 29999), ptime_ms: 20, inactivity_s: 60 }
     }
 }
 
-/// `[records]`: where call records go.
+/// `[records]`: where call records and recordings go.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RecordsCfg {
     /// SQLite database. Relative paths are resolved against the working directory. Default var/callgate.db.
     pub database: PathBuf,
+    /// Call recordings (WAV). Resolved at load: a relative `recordings_dir` is relative to the directory
+    /// of the profile's `database` file. Default `recordings`, i.e. `var/recordings`. Each tenant's
+    /// recordings go to a subdirectory named by its id unless the tenant names its own directory
+    /// ([`Profile::recordings_dir_for`]).
+    pub recordings_dir: PathBuf,
+    /// Recordings older than this many days are deleted; 0 = kept forever. Default 90. A tenant may
+    /// set its own.
+    pub recording_retention_days: u32,
+}
+
+impl RecordsCfg {
+    /// A path relative to the database file's directory (absolute paths unchanged).
+    fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            return p.to_path_buf();
+        }
+        match self.database.parent() {
+            Some(dir) => dir.join(p),
+            None => p.to_path_buf(),
+        }
+    }
 }
 
 impl Default for RecordsCfg {
     fn default() -> RecordsCfg {
-        RecordsCfg { database: PathBuf::from("var/callgate.db") }
+        RecordsCfg {
+            database: PathBuf::from("var/callgate.db"),
+            recordings_dir: PathBuf::from("var/recordings"),
+            recording_retention_days: 90,
+        }
     }
 }
 
@@ -138,6 +188,9 @@ pub struct SipCfg {
     pub t4_ms: u64,
     /// User-Agent and Server header value. Default `callgate/VERSION`.
     pub user_agent: String,
+    /// The digest algorithms the registrar's 401 offers, in order: "MD5", "SHA-256". Default
+    /// `["MD5"]`: baresip 1.0 and SIPp 3.6 give up on a 401 that offers SHA-256 at all.
+    pub digest_algorithms: Vec<String>,
 }
 
 impl SipCfg {
@@ -154,7 +207,7 @@ impl SipCfg {
 
 impl Default for SipCfg {
     fn default() -> SipCfg {
-        SipCfg { t1_ms: 500, t2_ms: 4000, t4_ms: 5000, user_agent: default_user_agent() }
+        SipCfg { t1_ms: 500, t2_ms: 4000, t4_ms: 5000, user_agent: default_user_agent(), digest_algorithms: vec!["MD5".into()] }
     }
 }
 
@@ -182,6 +235,66 @@ pub struct Tenant {
     pub id: String,
     pub name: String,
     pub services: Vec<Service>,
+    /// Digest realm of its agents' registrations. Default `"callgate"`.
+    pub realm: String,
+    /// Local time = UTC + this many minutes (schedules, "today" in statistics). Default 540 (KST, +09:00).
+    pub utc_offset_min: i32,
+    pub queues: Vec<QueueCfg>,
+    /// `[[agent]]` tables first, then the agents of each `[[agent_range]]` in order.
+    pub agents: Vec<AgentCfg>,
+    pub menus: Vec<MenuCfg>,
+    pub schedules: Vec<ScheduleCfg>,
+    /// The tenant's own recordings directory (resolved at load like `records.recordings_dir`: relative
+    /// to the database file's directory). None: `records.recordings_dir/ID`. Use
+    /// [`Profile::recordings_dir_for`].
+    pub recordings_dir: Option<PathBuf>,
+    /// Days recordings are kept; 0 = forever. Default: `records.recording_retention_days` (90).
+    pub recording_retention_days: u32,
+}
+
+/// The default digest realm.
+pub const DEFAULT_REALM: &str = "callgate";
+/// The default UTC offset of tenants: Korea (+09:00), in minutes.
+pub const DEFAULT_UTC_OFFSET_MIN: i32 = 540;
+
+impl Tenant {
+    pub fn queue(&self, name: &str) -> Option<&QueueCfg> {
+        self.queues.iter().find(|q| q.name == name)
+    }
+
+    pub fn agent(&self, id: &str) -> Option<&AgentCfg> {
+        self.agents.iter().find(|a| a.id == id)
+    }
+
+    pub fn agent_by_extension(&self, extension: &str) -> Option<&AgentCfg> {
+        self.agents.iter().find(|a| a.extension == extension)
+    }
+
+    pub fn menu(&self, name: &str) -> Option<&MenuCfg> {
+        self.menus.iter().find(|m| m.name == name)
+    }
+
+    pub fn schedule(&self, name: &str) -> Option<&ScheduleCfg> {
+        self.schedules.iter().find(|s| s.name == name)
+    }
+
+    /// Whether `service` (of this tenant) is open at `unix_ms`: always without a schedule.
+    pub fn is_open(&self, service: &Service, unix_ms: i64) -> bool {
+        match service.schedule.as_deref().and_then(|n| self.schedule(n)) {
+            Some(s) => s.is_open(unix_ms, self.utc_offset_min),
+            None => true,
+        }
+    }
+
+    /// When `service` next opens or closes after `unix_ms` (None: open 24/7, or no change within
+    /// [`schedule::NEXT_CHANGE_HORIZON_DAYS`]).
+    pub fn next_change(&self, service: &Service, unix_ms: i64) -> Option<i64> {
+        service
+            .schedule
+            .as_deref()
+            .and_then(|n| self.schedule(n))
+            .and_then(|s| s.next_change(unix_ms, self.utc_offset_min))
+    }
 }
 
 /// `[[service]]`: a number callers dial and what happens then.
@@ -197,6 +310,21 @@ pub struct Service {
     pub queue: Option<String>,
     /// SIP URI: B2BUA straight to a fixed destination, no announcement.
     pub bridge_to: Option<String>,
+    /// Play the guidance (and menu, and closed message) as early media in a 183 before answering.
+    /// Default false: answer (200) first.
+    pub early_media: bool,
+    /// A `[[menu]]` of the tenant played after the guidance.
+    pub menu: Option<String>,
+    /// A `[[schedule]]` of the tenant; None: open 24/7.
+    pub schedule: Option<String>,
+    /// Prompts played outside the schedule's hours, then the call ends (or a callback is offered).
+    pub closed: Vec<String>,
+    /// Outside hours, offer a callback request after the closed prompts. Default false.
+    pub closed_callback: bool,
+    /// Record calls of this service (stereo WAV: caller left, agent right). Default false.
+    pub record: bool,
+    /// Caller priority in the queue: higher is served first, before waiting time. Default 0.
+    pub priority: u8,
 }
 
 /// Visual separators a number may be written with: removed by [`normalise_number`].
@@ -262,17 +390,44 @@ impl Profile {
             .find(|s| s.number == n)
     }
 
-    /// Every prompt name any service uses, each once, in order of first use.
+    /// Every prompt name the profile uses, each once, in order of first use: per tenant, the services'
+    /// guidance and closed prompts, then the menus' prompts, then the queues' music and max-wait messages.
     pub fn prompt_names(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
-        for s in self.tenants.iter().flat_map(|t| t.services.iter()) {
-            for g in &s.guidance {
-                if !out.contains(g) {
-                    out.push(g.clone());
+        let mut add = |p: &String| {
+            if !out.contains(p) {
+                out.push(p.clone());
+            }
+        };
+        for t in &self.tenants {
+            for s in &t.services {
+                s.guidance.iter().chain(&s.closed).for_each(&mut add);
+            }
+            for m in &t.menus {
+                add(&m.prompt);
+                m.invalid_prompt.iter().chain(&m.timeout_prompt).for_each(&mut add);
+            }
+            for q in &t.queues {
+                q.music.iter().for_each(&mut add);
+                if let OnMaxWaitCfg::Message(p) = &q.on_max_wait {
+                    p.iter().for_each(&mut add);
                 }
             }
         }
         out
+    }
+
+    /// Where `tenant`'s recordings go: its own `recordings_dir`, else `records.recordings_dir/ID`.
+    pub fn recordings_dir_for(&self, tenant: &Tenant) -> PathBuf {
+        match &tenant.recordings_dir {
+            Some(d) => d.clone(),
+            None => self.records.recordings_dir.join(&tenant.id),
+        }
+    }
+
+    /// Every agent of every tenant (the registrar's users, the ACD's agents).
+    pub fn agents(&self) -> impl Iterator<Item = &AgentCfg> {
+        self.tenants.iter().flat_map(|t| t.agents.iter())
     }
 
     /// The tenant with this id.
@@ -345,7 +500,21 @@ fn summary_text(p: &Profile) -> String {
         "  media    {} ports {}-{}, ptime {} ms",
         p.media.address, p.media.rtp_ports.0, p.media.rtp_ports.1, p.media.ptime_ms
     );
-    let _ = writeln!(s, "  records  {}", p.records.database.display());
+    let _ = writeln!(
+        s,
+        "  records  {}; recordings in {}, kept {}",
+        p.records.database.display(),
+        p.records.recordings_dir.display(),
+        retention(p.records.recording_retention_days)
+    );
+    let _ = writeln!(
+        s,
+        "  media    inactivity {}",
+        match p.media.inactivity_s {
+            0 => "never ends a call".to_string(),
+            n => format!("ends a call after {n} s without RTP"),
+        }
+    );
     let _ = writeln!(
         s,
         "  limits   {} calls, {} calls/s, Retry-After {} s, messages up to {} bytes",
@@ -368,7 +537,30 @@ fn summary_text(p: &Profile) -> String {
     }
     let _ = writeln!(s, "tenants:");
     for t in &p.tenants {
-        let _ = writeln!(s, "  {} ({}):", t.id, t.name);
+        let _ = writeln!(
+            s,
+            "  {} ({}): realm {}, UTC{}, {} queue(s), {} agent(s), {} menu(s), {} schedule(s)",
+            t.id,
+            t.name,
+            t.realm,
+            format_utc_offset(t.utc_offset_min),
+            t.queues.len(),
+            t.agents.len(),
+            t.menus.len(),
+            t.schedules.len()
+        );
+        for q in &t.queues {
+            let serving = t.agents.iter().filter(|a| a.penalty(&q.name).is_some()).count();
+            let _ = writeln!(
+                s,
+                "    queue {}: {}, ring {} s, wrap-up {} s, {} agent(s)",
+                q.name,
+                q.strategy,
+                q.ring_timeout.as_secs(),
+                q.wrapup.as_secs(),
+                serving
+            );
+        }
         for sv in &t.services {
             let mut what = Vec::new();
             if !sv.guidance.is_empty() {
@@ -380,14 +572,37 @@ fn summary_text(p: &Profile) -> String {
             if let Some(b) = &sv.bridge_to {
                 what.push(format!("bridge to {b}"));
             }
+            if let Some(m) = &sv.menu {
+                what.push(format!("menu {m}"));
+            }
             if what.is_empty() {
                 what.push("answer only".to_string());
+            }
+            match &sv.schedule {
+                Some(sch) => what.push(format!("schedule {sch}")),
+                None => what.push("open 24/7".to_string()),
+            }
+            if sv.early_media {
+                what.push("early media".to_string());
+            }
+            if sv.record {
+                what.push("recorded".to_string());
+            }
+            if sv.priority > 0 {
+                what.push(format!("priority {}", sv.priority));
             }
             let _ = writeln!(s, "    {} {}: {}", sv.number, sv.name, what.join(", "));
         }
     }
     s.truncate(s.trim_end().len());
     s
+}
+
+fn retention(days: u32) -> String {
+    match days {
+        0 => "forever".to_string(),
+        n => format!("{n} days"),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -412,7 +627,7 @@ impl Src {
     }
 
     fn at(&self, span: Range<usize>, problem: Problem) -> ConfigError {
-        ConfigError::At { file: self.file.clone(), line: self.line(span), problem }
+        ConfigError::At { file: self.file.clone(), line: self.line(span), problem: Box::new(problem) }
     }
 
     fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, ConfigError> {
@@ -423,7 +638,7 @@ impl Src {
         let problem = toml_problem(e.message());
         match e.span() {
             Some(span) => self.at(span, problem),
-            None => ConfigError::Whole { file: self.file.clone(), problem },
+            None => ConfigError::Whole { file: self.file.clone(), problem: Box::new(problem) },
         }
     }
 }
@@ -442,6 +657,9 @@ fn toml_problem(message: &str) -> Problem {
     }
     if message.starts_with("missing field `") && !quoted.is_empty() {
         return Problem::MissingKey { key: quoted[0].clone() };
+    }
+    if message.starts_with("unknown variant `") && !quoted.is_empty() {
+        return Problem::UnknownValue { value: quoted[0].clone(), expected: quoted[1..].to_vec() };
     }
     Problem::Syntax { message: message.trim().replace('\n', ": ") }
 }
@@ -485,11 +703,11 @@ impl<'d> Loader<'d> {
             trunks.push(self.trunk(&trunks_src, t, &mut trunk_lines)?);
         }
 
-        let (tenants, numbers) = self.tenants(&profile.audio_dir)?;
+        let (tenants, numbers) = self.tenants(&profile.audio_dir, &profile.records)?;
 
         // Cross-file checks: the trunks against the tenants.
         if trunks.is_empty() {
-            return Err(ConfigError::Whole { file: trunks_src.file.clone(), problem: Problem::NoTrunks });
+            return Err(ConfigError::Whole { file: trunks_src.file.clone(), problem: Box::new(Problem::NoTrunks) });
         }
         for (t, raw_t) in trunks.iter().zip(&trunks_file.trunk) {
             if let Some(tenant) = &raw_t.tenant {
@@ -602,6 +820,9 @@ impl<'d> Loader<'d> {
             }
             p.media.ptime_ms = ptime;
         }
+        if let Some(v) = &f.media.inactivity {
+            p.media.inactivity_s = in_range(src, v, "media.inactivity", 0, 86_400)? as u32;
+        }
 
         // [records]
         if let Some(v) = &f.records.database {
@@ -609,6 +830,20 @@ impl<'d> Loader<'d> {
                 return Err(src.at(v.span(), Problem::BadText { key: "records.database", value: v.get_ref().clone() }));
             }
             p.records.database = PathBuf::from(v.get_ref());
+        }
+        if let Some(v) = &f.records.recordings_dir {
+            if !is_text(v.get_ref()) {
+                return Err(
+                    src.at(v.span(), Problem::BadText { key: "records.recordings_dir", value: v.get_ref().clone() })
+                );
+            }
+        }
+        // Relative to the database file's directory (default "recordings": var/recordings).
+        let rec = f.records.recordings_dir.as_ref().map_or("recordings", |v| v.get_ref().as_str());
+        p.records.recordings_dir = p.records.resolve(Path::new(rec));
+        if let Some(v) = &f.records.recording_retention_days {
+            p.records.recording_retention_days =
+                in_range(src, v, "records.recording_retention_days", 0, 36_500)? as u32;
         }
 
         // [limits]
@@ -644,6 +879,16 @@ impl<'d> Loader<'d> {
                 return Err(src.at(v.span(), Problem::BadText { key: "sip.user_agent", value: v.get_ref().clone() }));
             }
             p.sip.user_agent = v.get_ref().trim().to_string();
+        }
+        if let Some(v) = &f.sip.digest_algorithms {
+            let list = v.get_ref();
+            let ok = !list.is_empty()
+                && list.iter().all(|a| a == "MD5" || a == "SHA-256")
+                && list.iter().collect::<std::collections::BTreeSet<_>>().len() == list.len();
+            if !ok {
+                return Err(src.at(v.span(), Problem::BadDigestAlgorithms { value: list.join(", ") }));
+            }
+            p.sip.digest_algorithms = list.clone();
         }
 
         // audio_dir
@@ -714,7 +959,11 @@ impl<'d> Loader<'d> {
     }
 
     /// tenants/*.toml, in file-name order. Also returns the owner of every service number.
-    fn tenants(&self, audio_dir: &Path) -> Result<(Vec<Tenant>, HashMap<String, NumberOwner>), ConfigError> {
+    fn tenants(
+        &self,
+        audio_dir: &Path,
+        records: &RecordsCfg,
+    ) -> Result<(Vec<Tenant>, HashMap<String, NumberOwner>), ConfigError> {
         let tdir = self.dir.join("tenants");
         let entries = std::fs::read_dir(&tdir).map_err(|source| ConfigError::Read { file: tdir.clone(), source })?;
         let mut files = Vec::new();
@@ -731,27 +980,31 @@ impl<'d> Loader<'d> {
         }
         files.sort();
         if files.is_empty() {
-            return Err(ConfigError::Whole { file: tdir, problem: Problem::NoTenants });
+            return Err(ConfigError::Whole { file: tdir, problem: Box::new(Problem::NoTenants) });
         }
 
         let mut tenants: Vec<Tenant> = Vec::new();
         let mut ids: HashMap<String, (PathBuf, usize)> = HashMap::new();
         let mut numbers: HashMap<String, NumberOwner> = HashMap::new();
+        let mut users = centre::RealmUsers::default();
         for file in files {
             let src = Src::read(file)?;
             let f: raw::TenantFile = src.parse()?;
-            tenants.push(self.tenant(&src, f, audio_dir, &mut ids, &mut numbers)?);
+            tenants.push(self.tenant(&src, f, audio_dir, records, &mut ids, &mut numbers, &mut users)?);
         }
         Ok((tenants, numbers))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn tenant(
         &self,
         src: &Src,
         f: raw::TenantFile,
         audio_dir: &Path,
+        records: &RecordsCfg,
         ids: &mut HashMap<String, (PathBuf, usize)>,
         numbers: &mut HashMap<String, NumberOwner>,
+        users: &mut centre::RealmUsers,
     ) -> Result<Tenant, ConfigError> {
         let id = f.tenant.id.get_ref().clone();
         if !is_name(&id) {
@@ -762,6 +1015,33 @@ impl<'d> Loader<'d> {
         }
         ids.insert(id.clone(), (src.file.clone(), src.line(f.tenant.id.span())));
         let name = text(src, &f.tenant.name, "tenant.name")?;
+        let realm = match &f.tenant.realm {
+            Some(v) if !centre::is_realm(v.get_ref()) => {
+                return Err(src.at(v.span(), Problem::BadRealm { value: v.get_ref().clone() }))
+            }
+            Some(v) => v.get_ref().trim().to_string(),
+            None => DEFAULT_REALM.to_string(),
+        };
+        let utc_offset_min = match &f.tenant.utc_offset {
+            Some(v) => parse_utc_offset(v.get_ref())
+                .ok_or_else(|| src.at(v.span(), Problem::BadUtcOffset { value: v.get_ref().clone() }))?,
+            None => DEFAULT_UTC_OFFSET_MIN,
+        };
+        let recordings_dir = match &f.tenant.recordings_dir {
+            Some(v) if !is_text(v.get_ref()) => {
+                return Err(
+                    src.at(v.span(), Problem::BadText { key: "tenant.recordings_dir", value: v.get_ref().clone() })
+                )
+            }
+            Some(v) => Some(records.resolve(Path::new(v.get_ref()))),
+            None => None,
+        };
+        let recording_retention_days = match &f.tenant.recording_retention_days {
+            Some(v) => in_range(src, v, "tenant.recording_retention_days", 0, 36_500)? as u32,
+            None => records.recording_retention_days,
+        };
+        let centre = centre::CentreLoader { src, tenant: &id, realm: &realm, audio_dir }.load(&f, users)?;
+        let known = |names: Vec<&String>| names.into_iter().cloned().collect::<Vec<String>>();
 
         let mut services = Vec::new();
         for s in &f.service {
@@ -811,6 +1091,17 @@ impl<'d> Loader<'d> {
                 Some(q) if !is_name(q.get_ref()) => {
                     return Err(src.at(q.span(), Problem::BadName { what: "queue", value: q.get_ref().clone() }))
                 }
+                Some(q) if !centre.queues.iter().any(|x| x.name == *q.get_ref()) => {
+                    return Err(src.at(
+                        q.span(),
+                        Problem::UnknownQueue {
+                            owner: format!("service {sname:?}"),
+                            queue: q.get_ref().clone(),
+                            tenant: id.clone(),
+                            known: known(centre.queues.iter().map(|x| &x.name).collect()),
+                        },
+                    ))
+                }
                 Some(q) => Some(q.get_ref().clone()),
                 None => None,
             };
@@ -831,9 +1122,109 @@ impl<'d> Loader<'d> {
                 None => None,
             };
 
-            services.push(Service { tenant: id.clone(), number, name: sname, guidance, queue, bridge_to });
+            let menu = match &s.menu {
+                Some(m) => {
+                    let Some(menu) = centre.menus.iter().find(|x| x.name == *m.get_ref()) else {
+                        return Err(src.at(
+                            m.span(),
+                            Problem::UnknownMenu {
+                                service: sname.clone(),
+                                menu: m.get_ref().clone(),
+                                known: known(centre.menus.iter().map(|x| &x.name).collect()),
+                            },
+                        ));
+                    };
+                    if bridge_to.is_some() {
+                        return Err(src.at(m.span(), Problem::MenuWithBridge { service: sname.clone() }));
+                    }
+                    if queue.is_none() {
+                        if let Some((key, _)) = menu.options.iter().find(|(_, o)| o.queue.is_none()) {
+                            return Err(src.at(
+                                m.span(),
+                                Problem::MenuOptionWithoutQueue {
+                                    service: sname.clone(),
+                                    menu: menu.name.clone(),
+                                    key: *key,
+                                },
+                            ));
+                        }
+                    }
+                    Some(menu.name.clone())
+                }
+                None => None,
+            };
+            let schedule = match &s.schedule {
+                Some(v) if !centre.schedules.iter().any(|x| x.name == *v.get_ref()) => {
+                    return Err(src.at(
+                        v.span(),
+                        Problem::UnknownSchedule {
+                            service: sname.clone(),
+                            schedule: v.get_ref().clone(),
+                            known: known(centre.schedules.iter().map(|x| &x.name).collect()),
+                        },
+                    ))
+                }
+                Some(v) => Some(v.get_ref().clone()),
+                None => None,
+            };
+            let owner = format!("service {sname:?}");
+            let closed = match &s.closed {
+                Some(list) if schedule.is_none() => {
+                    return Err(src.at(list.span(), Problem::ClosedWithoutSchedule { service: sname, key: "closed" }))
+                }
+                Some(list) => list
+                    .get_ref()
+                    .iter()
+                    .map(|v| prompt_name(src, v, &owner, "closed", audio_dir))
+                    .collect::<Result<Vec<_>, _>>()?,
+                None => Vec::new(),
+            };
+            let closed_callback = match &s.closed_callback {
+                Some(v) if *v.get_ref() && schedule.is_none() => {
+                    return Err(
+                        src.at(v.span(), Problem::ClosedWithoutSchedule { service: sname, key: "closed_callback" })
+                    )
+                }
+                Some(v) if *v.get_ref() && queue.is_none() => {
+                    return Err(src.at(v.span(), Problem::CallbackWithoutQueue { service: sname }))
+                }
+                Some(v) => *v.get_ref(),
+                None => false,
+            };
+            let priority = match &s.priority {
+                Some(v) => in_range(src, v, "service.priority", 0, 255)? as u8,
+                None => 0,
+            };
+
+            services.push(Service {
+                tenant: id.clone(),
+                number,
+                name: sname,
+                guidance,
+                queue,
+                bridge_to,
+                early_media: s.early_media.as_ref().is_some_and(|v| *v.get_ref()),
+                menu,
+                schedule,
+                closed,
+                closed_callback,
+                record: s.record.as_ref().is_some_and(|v| *v.get_ref()),
+                priority,
+            });
         }
-        Ok(Tenant { id, name, services })
+        Ok(Tenant {
+            id,
+            name,
+            services,
+            realm,
+            utc_offset_min,
+            queues: centre.queues,
+            agents: centre.agents,
+            menus: centre.menus,
+            schedules: centre.schedules,
+            recordings_dir,
+            recording_retention_days,
+        })
     }
 }
 
@@ -854,6 +1245,33 @@ fn text(src: &Src, v: &S<String>, key: &'static str) -> Result<String, ConfigErr
         return Err(src.at(v.span(), Problem::BadText { key, value: v.get_ref().clone() }));
     }
     Ok(v.get_ref().trim().to_string())
+}
+
+/// A prompt name other than a service's guidance: no `.wav`, a valid name, and `audio_dir/NAME.wav` exists.
+/// `owner` (e.g. `queue "general"`) and `key` (e.g. `music`) say where it was written.
+fn prompt_name(
+    src: &Src,
+    v: &S<String>,
+    owner: &str,
+    key: &'static str,
+    audio_dir: &Path,
+) -> Result<String, ConfigError> {
+    let prompt = v.get_ref();
+    if prompt.to_ascii_lowercase().ends_with(".wav") {
+        return Err(
+            src.at(v.span(), Problem::PromptNameWithExtension { owner: owner.to_string(), key, value: prompt.clone() })
+        );
+    }
+    if !is_name(prompt) {
+        return Err(src.at(v.span(), Problem::BadName { what: "prompt", value: prompt.clone() }));
+    }
+    let path = audio_dir.join(format!("{prompt}.wav"));
+    if !path.is_file() {
+        return Err(
+            src.at(v.span(), Problem::NoPromptFile { owner: owner.to_string(), key, prompt: prompt.clone(), path })
+        );
+    }
+    Ok(prompt.clone())
 }
 
 fn codec_list(src: &Src, trunk: &str, list: &List<String>) -> Result<Vec<Codec>, ConfigError> {

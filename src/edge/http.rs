@@ -1,6 +1,8 @@
-//! A minimal HTTP/1.1 server for operations: `GET /metrics` (Prometheus text 0.0.4) and `GET /healthz`.
+//! A minimal HTTP/1.1 server for operations: `GET /metrics` (Prometheus text 0.0.4), `GET /healthz`,
+//! and `GET /cti`, the WebSocket (RFC 6455) upgrade for CTI clients.
 //!
-//! No HTTP crate: the surface is tiny and closed. One request per connection (`Connection: close`).
+//! No HTTP crate: the surface is tiny and closed. One request per connection (`Connection: close`),
+//! except `/cti`, whose connection becomes a WebSocket run by `edge::cti`.
 //!
 //! ```text
 //!   accept loop ── acquire a permit (at most `max_connections` open) ── accept ── spawn:
@@ -8,13 +10,17 @@
 //!         ├─ timeout            → 408, close
 //!         ├─ head too large     → 431, close
 //!         ├─ not HTTP/1.x       → 400 (505 for another version), close
-//!         └─ request → route()  → response, close
+//!         ├─ request → route()  → response, close
+//!         └─ GET /cti upgrade   → 101, give the HTTP permit back, the connection (with any bytes read
+//!                                 past the head) becomes a CTI WebSocket (a CTI connection slot)
 //!   shutdown flips to true (or its sender is dropped) → stop accepting; connections in flight finish
 //! ```
 //!
-//! Routes: `/metrics`, `/healthz` (GET and HEAD; other methods 405), everything else 404.
-//! Later issues hang more off `route`: `/cti` (a WebSocket upgrade for CTI integrations) and the
-//! supervisors' wallboard page — see the comments there.
+//! Routes: `/metrics`, `/healthz` (GET and HEAD; other methods 405); `/cti` (GET with
+//! `Upgrade: websocket`, `Connection: upgrade`, `Sec-WebSocket-Version: 13` and a valid
+//! `Sec-WebSocket-Key`; 426 without the upgrade or with another version, 400 for a bad key, 503 at
+//! the CTI connection limit; an `Authorization: Bearer` header authenticates the connection);
+//! everything else 404. The supervisors' wallboard page will hang off `route` too.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,8 +28,10 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
+use super::cti::{ConnPermit, CtiShell};
+use crate::cti::ws;
 use crate::metrics::Metrics;
 
 /// Limits of the HTTP server.
@@ -50,9 +58,11 @@ impl Default for HttpConfig {
     }
 }
 
-/// What the handlers can see. Later issues add the CTI hub and wallboard state here.
+/// What the handlers can see. A later issue adds the wallboard state here.
 struct App {
     metrics: Arc<Metrics>,
+    /// The CTI shell for `/cti` (`None`: 404).
+    cti: Option<CtiShell>,
 }
 
 /// Serves until `shutdown` becomes true (or its sender is dropped) with the default [`HttpConfig`].
@@ -61,17 +71,24 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, shutdown: watch
 }
 
 /// [`serve`] with explicit limits.
-pub async fn serve_with(
+pub async fn serve_with(listener: TcpListener, metrics: Arc<Metrics>, cfg: HttpConfig, shutdown: watch::Receiver<bool>) {
+    serve_with_cti(listener, metrics, cfg, None, shutdown).await
+}
+
+/// [`serve_with`], and `GET /cti` upgrades to a CTI WebSocket run by `cti`. WebSocket connections
+/// do not count against `cfg.max_connections` once upgraded (the CTI shell has its own limit).
+pub async fn serve_with_cti(
     listener: TcpListener,
     metrics: Arc<Metrics>,
     cfg: HttpConfig,
+    cti: Option<CtiShell>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let app = Arc::new(App { metrics });
+    let app = Arc::new(App { metrics, cti });
     let cfg = Arc::new(cfg);
     let permits = Arc::new(Semaphore::new(cfg.max_connections.max(1)));
     let local = listener.local_addr().ok();
-    tracing::info!(addr = ?local, "http: serving /metrics and /healthz");
+    tracing::info!(addr = ?local, cti = app.cti.is_some(), "http: serving /metrics and /healthz");
     loop {
         let permit = tokio::select! {
             biased;
@@ -97,8 +114,7 @@ pub async fn serve_with(
         let app = app.clone();
         let cfg = cfg.clone();
         tokio::spawn(async move {
-            let _permit = permit;
-            handle(stream, peer, &app, &cfg).await;
+            handle(stream, peer, &app, &cfg, permit).await;
         });
     }
     tracing::info!(addr = ?local, "http: stopped accepting");
@@ -117,29 +133,54 @@ async fn stopped(rx: &mut watch::Receiver<bool>) {
     }
 }
 
-/// One connection: read one head, answer, close.
-async fn handle(mut stream: TcpStream, peer: SocketAddr, app: &App, cfg: &HttpConfig) {
-    let resp = match tokio::time::timeout(cfg.head_timeout, read_head(&mut stream, cfg.max_head)).await {
-        Err(_) => Response::text(408, "Request Timeout", "request head not received in time\n"),
+/// One connection: read one head, answer, close (or hand an upgraded `/cti` connection over).
+async fn handle(mut stream: TcpStream, peer: SocketAddr, app: &App, cfg: &HttpConfig, permit: OwnedSemaphorePermit) {
+    let mut leftover = Vec::new();
+    let routed = match tokio::time::timeout(cfg.head_timeout, read_head(&mut stream, cfg.max_head)).await {
+        Err(_) => Routed::Respond(Response::text(408, "Request Timeout", "request head not received in time\n")),
         Ok(Err(HeadError::Closed)) => return,
         Ok(Err(HeadError::Io(e))) => {
             tracing::debug!(%peer, error = %e, "http: read failed");
             return;
         }
         Ok(Err(HeadError::TooLarge)) => {
-            Response::text(431, "Request Header Fields Too Large", "request head too large\n")
+            Routed::Respond(Response::text(431, "Request Header Fields Too Large", "request head too large\n"))
         }
-        Ok(Ok(head)) => match Request::parse(&head) {
-            Ok(req) => route(&req, app),
-            Err(RequestError::Version) => {
-                Response::text(505, "HTTP Version Not Supported", "only HTTP/1.0 and HTTP/1.1\n")
+        Ok(Ok((head, rest))) => {
+            leftover = rest;
+            match Request::parse(&head) {
+                Ok(req) => route(&req, app),
+                Err(RequestError::Version) => {
+                    Routed::Respond(Response::text(505, "HTTP Version Not Supported", "only HTTP/1.0 and HTTP/1.1\n"))
+                }
+                Err(e) => {
+                    tracing::debug!(%peer, error = ?e, "http: bad request");
+                    Routed::Respond(Response::text(400, "Bad Request", "bad request\n"))
+                }
             }
-            Err(e) => {
-                tracing::debug!(%peer, error = ?e, "http: bad request");
-                Response::text(400, "Bad Request", "bad request\n")
-            }
-        },
+        }
     };
+    let resp = match routed {
+        Routed::Respond(r) => r,
+        Routed::Upgrade(up) => {
+            let head = format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+                up.accept
+            );
+            match tokio::time::timeout(cfg.write_timeout, stream.write_all(head.as_bytes())).await {
+                Ok(Ok(())) => {}
+                _ => {
+                    tracing::debug!(%peer, "http: writing the 101 failed");
+                    return;
+                }
+            }
+            drop(permit); // a long-lived CTI connection must not hold an HTTP slot
+            tracing::debug!(%peer, "http: upgraded /cti to a WebSocket");
+            up.cti.run_websocket(stream, leftover, peer, up.bearer, up.slot).await;
+            return;
+        }
+    };
+    let _permit = permit;
     let bytes = resp.encode();
     let write = async {
         stream.write_all(&bytes).await?;
@@ -172,16 +213,79 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, app: &App, cfg: &HttpCo
     let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
 }
 
-/// Maps a parsed request to a response.
+/// What to do with a request: answer it, or switch the connection to a CTI WebSocket.
+enum Routed {
+    Respond(Response),
+    Upgrade(Upgrade),
+}
+
+/// An accepted WebSocket upgrade.
+struct Upgrade {
+    accept: String,
+    bearer: Option<String>,
+    cti: CtiShell,
+    slot: ConnPermit,
+}
+
+/// Maps a parsed request to a response or an upgrade.
 ///
-/// Extension points for later issues:
-/// - `/cti`: a WebSocket upgrade (RFC 6455). Check `Upgrade: websocket`, `Connection: upgrade`,
-///   `Sec-WebSocket-Version: 13` and `Sec-WebSocket-Key` from `req.header(..)`, answer `101` with
-///   `Sec-WebSocket-Accept`, and hand the `TcpStream` (plus any bytes read past the head) to the CTI hub
-///   instead of closing. That needs `route` to return an enum { Respond(Response), Upgrade(..) } and
-///   `read_head` to return the leftover bytes; both are local changes here.
-/// - `/` or `/wallboard`: the supervisors' wallboard page (static HTML that connects to `/cti`).
-fn route(req: &Request<'_>, app: &App) -> Response {
+/// Extension point for a later issue: `/` or `/wallboard`, the supervisors' wallboard page (static
+/// HTML that connects to `/cti`).
+fn route(req: &Request<'_>, app: &App) -> Routed {
+    if req.path() == "/cti" {
+        return match &app.cti {
+            Some(cti) => cti_upgrade(req, cti),
+            None => Routed::Respond(Response::text(404, "Not Found", "not found\n")),
+        };
+    }
+    Routed::Respond(route_plain(req, app))
+}
+
+/// Whether a comma-separated header value holds `token` (case-insensitive).
+fn has_token(value: &str, token: &str) -> bool {
+    value.split(',').any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// `GET /cti`: the server side of the WebSocket opening handshake (RFC 6455 4.2).
+fn cti_upgrade(req: &Request<'_>, cti: &CtiShell) -> Routed {
+    let respond = Routed::Respond;
+    if req.method != "GET" {
+        let mut r = Response::text(405, "Method Not Allowed", "GET /cti with a WebSocket upgrade\n");
+        r.extra.push(("Allow", "GET".into()));
+        return respond(r);
+    }
+    let upgrade = req.header("upgrade").is_some_and(|v| has_token(v, "websocket"));
+    let connection = req.header("connection").is_some_and(|v| has_token(v, "upgrade"));
+    if !upgrade || !connection || req.minor < 1 {
+        let mut r = Response::text(
+            426,
+            "Upgrade Required",
+            "/cti is a WebSocket endpoint: GET over HTTP/1.1 with Upgrade: websocket and Connection: Upgrade (RFC 6455)\n",
+        );
+        r.extra.push(("Upgrade", "websocket".into()));
+        return respond(r);
+    }
+    if req.header("sec-websocket-version").map(str::trim) != Some("13") {
+        let mut r = Response::text(426, "Upgrade Required", "only WebSocket version 13 is supported\n");
+        r.extra.push(("Sec-WebSocket-Version", "13".into()));
+        return respond(r);
+    }
+    let Some(key) = req.header("sec-websocket-key").filter(|k| ws::valid_client_key(k)) else {
+        return respond(Response::text(400, "Bad Request", "missing or invalid Sec-WebSocket-Key\n"));
+    };
+    let bearer = req.header("authorization").and_then(|v| {
+        let (scheme, token) = v.split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned()).filter(|t| !t.is_empty())
+    });
+    let Some(slot) = cti.try_acquire() else {
+        let mut r = Response::text(503, "Service Unavailable", "too many CTI connections\n");
+        r.extra.push(("Retry-After", "5".into()));
+        return respond(r);
+    };
+    Routed::Upgrade(Upgrade { accept: ws::accept_key(key), bearer, cti: cti.clone(), slot })
+}
+
+fn route_plain(req: &Request<'_>, app: &App) -> Response {
     let head_only = req.method == "HEAD";
     let get_like = req.method == "GET" || head_only;
     let resp = match req.path() {
@@ -215,8 +319,9 @@ enum HeadError {
     Io(std::io::Error),
 }
 
-/// Reads until the blank line ending the head. Returns the head without the final empty line.
-async fn read_head(stream: &mut TcpStream, max: usize) -> Result<Vec<u8>, HeadError> {
+/// Reads until the blank line ending the head. Returns the head (with its final empty line) and the
+/// bytes read past it (a WebSocket client may send its first frame right behind the request).
+async fn read_head(stream: &mut TcpStream, max: usize) -> Result<(Vec<u8>, Vec<u8>), HeadError> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 2048];
     loop {
@@ -231,8 +336,8 @@ async fn read_head(stream: &mut TcpStream, max: usize) -> Result<Vec<u8>, HeadEr
             if end > max {
                 return Err(HeadError::TooLarge);
             }
-            buf.truncate(end);
-            return Ok(buf);
+            let rest = buf.split_off(end);
+            return Ok((buf, rest));
         }
         if buf.len() > max {
             return Err(HeadError::TooLarge);
@@ -272,6 +377,8 @@ struct Request<'a> {
     method: &'a str,
     /// The request-target as sent (origin-form, absolute-form or `*`).
     target: &'a str,
+    /// The minor version: HTTP/1.`minor`.
+    minor: u8,
     headers: Vec<(&'a str, &'a str)>,
 }
 
@@ -319,7 +426,7 @@ impl<'a> Request<'a> {
             }
             headers.push((name, value.trim_matches([' ', '\t'])));
         }
-        let req = Request { method, target, headers };
+        let req = Request { method, target, minor, headers };
         // RFC 9112 3.2: a server MUST respond 400 to an HTTP/1.1 request without Host.
         if minor == 1 && req.header("host").is_none() {
             return Err(RequestError::MissingHost);
@@ -552,6 +659,93 @@ mod tests {
         let (tx, rx) = watch::channel(false);
         drop(tx);
         tokio::time::timeout(Duration::from_secs(5), serve(listener, Arc::new(Metrics::new()), rx)).await.unwrap();
+    }
+
+    /// Reads a response head (up to the blank line) without waiting for the connection to close.
+    async fn read_response_head(s: &mut TcpStream) -> String {
+        let mut buf = Vec::new();
+        let mut b = [0u8; 1];
+        while !buf.ends_with(b"\r\n\r\n") {
+            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut b)).await.unwrap().unwrap();
+            assert_eq!(n, 1, "closed after {:?}", String::from_utf8_lossy(&buf));
+            buf.push(b[0]);
+        }
+        String::from_utf8(buf).unwrap()
+    }
+
+    #[tokio::test]
+    async fn cti_websocket_upgrade() {
+        use crate::edge::cti::{CtiIn, CtiShell, CtiShellConfig};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, rx) = watch::channel(false);
+        let cfg = CtiShellConfig { max_connections: 1, ..Default::default() };
+        let (shell, mut cti_rx) = CtiShell::spawn(&tokio::runtime::Handle::current(), cfg, rx.clone()).unwrap();
+        let task = tokio::spawn(serve_with_cti(listener, Arc::new(Metrics::new()), HttpConfig::default(), Some(shell.clone()), rx));
+        let up = "Upgrade: websocket\r\nConnection: keep-alive, Upgrade\r\n";
+        let key = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+        type Case = (String, u16, Option<(&'static str, &'static str)>);
+        let cases: Vec<Case> = vec![
+            ("GET /cti HTTP/1.1\r\nHost: x\r\n\r\n".into(), 426, Some(("upgrade", "websocket"))),
+            (format!("GET /cti HTTP/1.1\r\nHost: x\r\n{up}{key}Sec-WebSocket-Version: 8\r\n\r\n"), 426, Some(("sec-websocket-version", "13"))),
+            (format!("GET /cti HTTP/1.1\r\nHost: x\r\n{up}Sec-WebSocket-Key: c2hvcnQ=\r\nSec-WebSocket-Version: 13\r\n\r\n"), 400, None),
+            (format!("GET /cti HTTP/1.1\r\nHost: x\r\n{up}Sec-WebSocket-Version: 13\r\n\r\n"), 400, None),
+            (format!("GET /cti HTTP/1.0\r\n{up}{key}Sec-WebSocket-Version: 13\r\n\r\n"), 426, None),
+            (format!("POST /cti HTTP/1.1\r\nHost: x\r\n{up}{key}Sec-WebSocket-Version: 13\r\n\r\n"), 405, Some(("allow", "GET"))),
+        ];
+        for (req, want, hdr) in cases {
+            let (status, head, _) = exchange(addr, req.as_bytes()).await;
+            assert_eq!(status, want, "{req:?} -> {head}");
+            if let Some((name, value)) = hdr {
+                assert_eq!(header(&head, name), Some(value), "{head}");
+            }
+        }
+        // A good upgrade (the RFC's example key), a Bearer token, and a first frame sent right behind
+        // the head: it must not be lost.
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let mut req = format!("GET /cti?x=1 HTTP/1.1\r\nHost: x\r\n{up}{key}Sec-WebSocket-Version: 13\r\nAuthorization: Bearer tok-1\r\n\r\n").into_bytes();
+        ws::encode(ws::Opcode::Text, b"{\"v\":1}", Some([9, 8, 7, 6]), &mut req);
+        s.write_all(&req).await.unwrap();
+        let head = read_response_head(&mut s).await;
+        assert!(head.starts_with("HTTP/1.1 101 Switching Protocols\r\n"), "{head}");
+        assert_eq!(header(&head, "sec-websocket-accept"), Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
+        assert_eq!(header(&head, "upgrade"), Some("websocket"));
+        async fn next(rx: &mut tokio::sync::mpsc::UnboundedReceiver<CtiIn>) -> CtiIn {
+            tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap()
+        }
+        let conn = match next(&mut cti_rx).await {
+            CtiIn::Open { conn, peer } => {
+                assert_eq!(peer.bearer.as_deref(), Some("tok-1"));
+                assert_eq!(peer.transport, crate::cti::Transport::WebSocket);
+                conn
+            }
+            other => panic!("{other:?}"),
+        };
+        match next(&mut cti_rx).await {
+            CtiIn::Message { conn: c, text } => assert_eq!((c, text.as_str()), (conn, "{\"v\":1}")),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(shell.connections(), 1);
+        // The CTI connection limit (1) is reached: the next upgrade gets 503, plain routes still work.
+        let (status, head, _) = exchange(addr, format!("GET /cti HTTP/1.1\r\nHost: x\r\n{up}{key}Sec-WebSocket-Version: 13\r\n\r\n").as_bytes()).await;
+        assert_eq!((status, header(&head, "retry-after")), (503, Some("5")));
+        let (status, _, _) = exchange(addr, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert_eq!(status, 200);
+        // The client closes: the shell reports it and frees the slot.
+        drop(s);
+        match next(&mut cti_rx).await {
+            CtiIn::Close { conn: c } => assert_eq!(c, conn),
+            other => panic!("{other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(shell.connections(), 0);
+        stop.send(true).unwrap();
+        task.await.unwrap();
+        // Without a CTI shell, /cti is not there.
+        let srv = start(HttpConfig::default()).await;
+        let (status, _, _) = exchange(srv.addr, format!("GET /cti HTTP/1.1\r\nHost: x\r\n{up}{key}Sec-WebSocket-Version: 13\r\n\r\n").as_bytes()).await;
+        assert_eq!(status, 404);
+        srv.stop.send(true).unwrap();
     }
 
     #[test]

@@ -1,75 +1,264 @@
-//! The media thread: owns every call's RTP socket and drives the one [`Pacer`] for all
-//! outgoing streams. There is no task and no timer per call: the thread waits in one `epoll`
-//! for three kinds of things, then sends what the pacer says is due.
+//! The media threads: they own every call's RTP (and RTCP) ports and carry out the call core's
+//! [`MediaCommand`]s with the sans-IO [`Engine`] (pacer, bridges, DTMF, recorders). There is no task
+//! and no timer per call: each thread waits in one `epoll` for three kinds of things.
 //!
 //! ```text
-//!   epoll ──▶ eventfd   : commands from the sip task (Play / Stop)
-//!         ──▶ timerfd   : the pacer's next slot, or a DTMF receiver's end-of-press timeout
-//!         ──▶ call sockets: RTP from callers ──▶ counted; telephone-events ──▶ DtmfReceiver
-//!                                               ──▶ MediaEvent::Digit to the sip task
+//!   epoll ──▶ eventfd   : commands from the sip task (MediaTx::send)
+//!         ──▶ timerfd   : the engine's next deadline (pacer slot, digit packet, key-press end,
+//!                         inactivity check), armed with an absolute time
+//!         ──▶ RTP ports : recvmmsg (up to READ_BATCH datagrams) ──▶ Engine::on_datagram ──▶ relayed
+//!                         packets of the batch: one sendmmsg on the other leg's port
+//!         ──▶ RTCP ports: read and dropped (terminated, counted: see below)
+//!   events ──▶ MediaEvent to the sip task (unbounded channel)
+//!   recording chunks ──▶ bounded channel ──▶ the recording writer thread (the only file I/O)
 //! ```
-//! The sip task talks to it through [`MediaTx`]; the thread ends when the `MediaTx` is dropped.
+//!
+//! **Threads.** [`MediaConfig::threads`] media threads ("shards"); a call lives on the thread
+//! `call % threads` for its whole life, so nothing is shared between them but the event channel and
+//! the writer. Each thread has its own pacer: the pacing of a thread's streams does not wait for the
+//! other thread's socket work.
+//!
+//! **Ports.** Each leg has its own UDP socket on (media address, `local_port`), *not connected*: the
+//! bridge latches to whatever address the leg's RTP really comes from (NAT), so the socket must
+//! receive from anyone and send with `sendto`. RTCP (RFC 3550: the next port, `local_port + 1`) is
+//! bound too when it is free and every datagram on it is read and dropped, so that the peer's reports
+//! reach a port that exists (no ICMP port-unreachable back at it) and are counted
+//! ([`MediaStats::rtcp_received`]). callgate terminates RTCP rather than relaying it: the bridge
+//! rewrites SSRCs, sequence numbers and timestamps and mixes in pacer segments, so the far side's
+//! reports would describe a stream the receiver never saw (see [`crate::media::bridge`]). callgate
+//! sends no reports of its own (RTCP is optional for the G.711 peers it serves).
+//!
+//! **Sending.** A packet goes out as soon as the engine emits it; consecutive packets for the same
+//! socket (a burst after a stall, a batch of relayed packets) share one `sendmmsg`. Packets of
+//! different calls cannot share a system call: `sendmmsg` takes one socket, and the source port
+//! must be the call's own. Send lateness (the instant the packet left minus its due instant) goes to
+//! `callgate_media_send_lateness`.
+//!
+//! The sip task talks to the threads through [`MediaTx`]; they end when the `MediaTx` is dropped, after
+//! stopping every call (recordings are closed and reported).
 
-use std::collections::{HashMap, HashSet};
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::collections::{HashMap, VecDeque};
+use std::fs::File;
+use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, Sender, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
-use crate::call::{CallKey, MediaCommand, MediaEvent, MediaFailure};
-use crate::media::dtmf::DtmfReceiver;
-use crate::media::pacer::{Pacer, PacerEvent, StreamId, StreamSpec};
+use crate::media::bridge::{BridgeConfig, ComfortNoise};
+use crate::media::command::{CallKey, Leg, MediaCommand, MediaEvent, MediaFailure};
+use crate::media::engine::{Engine, EngineConfig, EngineStats, Outgoing, RecordingOp, Sockets};
 use crate::media::prompt::PromptSet;
-use crate::media::rtp::RtpHeader;
-use crate::media::MediaError;
+use crate::media::recording::{patch_sizes, wav_header};
 use crate::metrics::{Counter, Metrics};
 
-/// Kernel receive buffer of each call's socket: a caller sends 50 packets a second.
-const RECV_BUFFER: usize = 16 * 1024;
-/// Datagrams read from one socket per readiness before the others get their turn.
-const READ_BUDGET: usize = 16;
-/// epoll tokens that are not call sockets.
+/// Kernel receive buffer of each RTP socket: a leg sends 50 packets a second.
+const RECV_BUFFER: usize = 32 * 1024;
+/// Datagrams one `recvmmsg` takes from a socket per readiness (level-triggered: more is reported again).
+const READ_BATCH: usize = 8;
+/// Largest datagram read (larger ones are truncated and then refused by the bridge as malformed).
+const DATAGRAM: usize = 1536;
+/// Readable sockets handled between two turns of the pacer, so that inbound RTP never starves it.
+const SOCKETS_PER_TICK: usize = 16;
+/// Packets one `sendmmsg` carries at most.
+const SEND_BATCH: usize = 8;
+/// epoll tokens that are not ports.
 const TOKEN_WAKE: u64 = u64::MAX;
 const TOKEN_TIMER: u64 = u64::MAX - 1;
 
-struct Leg {
-    socket: u32,
-    stream: Option<StreamId>,
-    /// The caller's telephone-event payload type and the receiver of its key presses.
-    dtmf: Option<(u8, DtmfReceiver)>,
+/// Settings of the recording writer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordingSettings {
+    /// Chunks in flight from the media threads to the writer thread.
+    pub queue: usize,
+    /// How often a recording's samples are handed to the writer (each chunk is this much audio).
+    pub flush_every: Duration,
+    /// Bytes a media thread holds back while the writer's queue is full; beyond this, samples are
+    /// dropped (and counted in [`MediaStats::recording_bytes_dropped`]) rather than memory growing.
+    pub max_backlog_bytes: usize,
 }
 
-/// One call's socket: the socket, the peer it is connected to, and its call.
-struct Slot {
-    sock: UdpSocket,
-    peer: SocketAddr,
-    call: CallKey,
+impl Default for RecordingSettings {
+    fn default() -> RecordingSettings {
+        RecordingSettings { queue: 1024, flush_every: Duration::from_millis(500), max_backlog_bytes: 64 << 20 }
+    }
 }
 
-/// The sip task's handle on the media thread: commands in, and a wake-up with each.
-pub struct MediaTx {
+/// Media engine settings (from the profile; see `spawn_with`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MediaConfig {
+    /// No RTP from a `sendrecv` leg for this long: [`MediaEvent::Inactive`] (also before a bridge:
+    /// a caller in the queue). Default 60 s.
+    pub inactivity: Duration,
+    /// Comfort noise (PT 13) from one leg: dropped (default) or relayed.
+    pub comfort_noise: ComfortNoise,
+    /// Media threads; 0 = one per core, at most 2 (the default).
+    pub threads: usize,
+    /// Bind `local_port + 1` for RTCP (read and dropped). Default true.
+    pub rtcp: bool,
+    /// Run the media threads under the real-time round-robin policy (`SCHED_RR`) at this priority
+    /// (1-99), so that their 20 ms deadlines are met even when other processes keep every core busy.
+    /// The threads sleep between deadlines and the kernel caps real-time threads at 95% of a core each
+    /// (`sched_rt_runtime_us`). Without the permission (`CAP_SYS_NICE`) the threads run normally and
+    /// say so once. `None`: normal scheduling. Default `Some(10)`.
+    pub realtime_priority: Option<u8>,
+    /// The media threads' nice value when they run without real-time priority (-20 to 19; lower runs
+    /// first). Default 0.
+    pub nice: i8,
+    pub recordings: RecordingSettings,
+}
+
+impl Default for MediaConfig {
+    fn default() -> MediaConfig {
+        MediaConfig {
+            inactivity: Duration::from_secs(60),
+            comfort_noise: ComfortNoise::Drop,
+            threads: 0,
+            rtcp: true,
+            realtime_priority: Some(10),
+            nice: 0,
+            recordings: RecordingSettings::default(),
+        }
+    }
+}
+
+impl MediaConfig {
+    fn threads(&self) -> usize {
+        match self.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()).min(2),
+            n => n,
+        }
+    }
+}
+
+/// Counters and gauges of the media threads (all threads together), for `/metrics`, tests and benches.
+#[derive(Debug, Default)]
+pub struct MediaStats {
+    pub rtp_received: AtomicU64,
+    pub rtp_relayed: AtomicU64,
+    /// Datagrams on RTP ports that were not valid RTP from the leg (see `EngineStats::invalid`).
+    pub rtp_invalid: AtomicU64,
+    pub rtcp_received: AtomicU64,
+    pub pacer_sent: AtomicU64,
+    pub dtmf_sent: AtomicU64,
+    /// Packets the kernel refused to send (socket buffer full, no route).
+    pub send_errors: AtomicU64,
+    /// Frames the pacer skipped because its thread fell more than a period behind.
+    pub skipped_frames: AtomicU64,
+    pub recordings_written: AtomicU64,
+    pub recording_failures: AtomicU64,
+    pub recording_bytes_dropped: AtomicU64,
+    /// Calls with media now, and open RTP + RTCP sockets now.
+    pub calls: AtomicU64,
+    pub sockets: AtomicU64,
+    /// Wake-ups of the media threads (epoll_wait returns).
+    pub wakeups: AtomicU64,
+}
+
+/// A copy of [`MediaStats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MediaStatsSnapshot {
+    pub rtp_received: u64,
+    pub rtp_relayed: u64,
+    pub rtp_invalid: u64,
+    pub rtcp_received: u64,
+    pub pacer_sent: u64,
+    pub dtmf_sent: u64,
+    pub send_errors: u64,
+    pub skipped_frames: u64,
+    pub recordings_written: u64,
+    pub recording_failures: u64,
+    pub recording_bytes_dropped: u64,
+    pub calls: u64,
+    pub sockets: u64,
+    pub wakeups: u64,
+}
+
+impl MediaStats {
+    pub fn snapshot(&self) -> MediaStatsSnapshot {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        MediaStatsSnapshot {
+            rtp_received: l(&self.rtp_received),
+            rtp_relayed: l(&self.rtp_relayed),
+            rtp_invalid: l(&self.rtp_invalid),
+            rtcp_received: l(&self.rtcp_received),
+            pacer_sent: l(&self.pacer_sent),
+            dtmf_sent: l(&self.dtmf_sent),
+            send_errors: l(&self.send_errors),
+            skipped_frames: l(&self.skipped_frames),
+            recordings_written: l(&self.recordings_written),
+            recording_failures: l(&self.recording_failures),
+            recording_bytes_dropped: l(&self.recording_bytes_dropped),
+            calls: l(&self.calls),
+            sockets: l(&self.sockets),
+            wakeups: l(&self.wakeups),
+        }
+    }
+}
+
+struct ShardTx {
     /// `None` only while dropping.
     tx: Option<Sender<MediaCommand>>,
     wake: Arc<OwnedFd>,
 }
 
+/// The sip task's handle on the media threads: commands in (each to its call's thread), and a
+/// wake-up with each.
+pub struct MediaTx {
+    shards: Vec<ShardTx>,
+    stats: Arc<MediaStats>,
+}
+
+fn call_of(cmd: &MediaCommand) -> CallKey {
+    match cmd {
+        MediaCommand::Open { call, .. }
+        | MediaCommand::Play { call, .. }
+        | MediaCommand::Relay { call, .. }
+        | MediaCommand::Update { call, .. }
+        | MediaCommand::SendDigit { call, .. }
+        | MediaCommand::Record { call, .. }
+        | MediaCommand::CloseLeg { call, .. }
+        | MediaCommand::Stop { call } => *call,
+    }
+}
+
 impl MediaTx {
     pub fn send(&self, cmd: MediaCommand) {
-        if self.tx.as_ref().is_some_and(|tx| tx.send(cmd).is_ok()) {
-            wake(&self.wake);
+        let shard = &self.shards[(call_of(&cmd) % self.shards.len() as u64) as usize];
+        if shard.tx.as_ref().is_some_and(|tx| tx.send(cmd).is_ok()) {
+            wake(&shard.wake);
         }
+    }
+
+    /// The media threads' counters now.
+    pub fn stats(&self) -> MediaStatsSnapshot {
+        self.stats.snapshot()
+    }
+
+    /// The shared counters (to read after the `MediaTx` is gone).
+    pub fn stats_handle(&self) -> Arc<MediaStats> {
+        self.stats.clone()
+    }
+
+    /// Media threads running.
+    pub fn threads(&self) -> usize {
+        self.shards.len()
     }
 }
 
 impl Drop for MediaTx {
     fn drop(&mut self) {
-        // Close the channel first, then wake the thread so that it sees the close and ends.
-        drop(self.tx.take());
-        wake(&self.wake);
+        // Close the channels first, then wake the threads so that they see the close and end.
+        for s in &mut self.shards {
+            drop(s.tx.take());
+            wake(&s.wake);
+        }
     }
 }
 
@@ -87,31 +276,99 @@ fn os<T: PartialOrd + Default>(rc: T) -> std::io::Result<T> {
     }
 }
 
-/// Starts the media thread. Commands go in through the returned [`MediaTx`]; the thread ends
-/// when it is dropped.
+/// Starts the media threads with the default [`MediaConfig`], except for two settings the benches
+/// vary without a profile change: `CALLGATE_MEDIA_THREADS` (a number; 0 = automatic) and
+/// `CALLGATE_MEDIA_RT` (a priority 1-99, or 0 for normal scheduling).
 pub fn spawn(
     prompts: Arc<PromptSet>,
     local_ip: IpAddr,
     metrics: Arc<Metrics>,
 ) -> std::io::Result<(MediaTx, JoinHandle<()>, UnboundedReceiver<MediaEvent>)> {
-    // SAFETY: plain system calls; each returned fd is owned right away.
-    let (epoll, wake_fd, timer) = unsafe {
-        let epoll = OwnedFd::from_raw_fd(os(libc::epoll_create1(libc::EPOLL_CLOEXEC))?);
-        let wake_fd = OwnedFd::from_raw_fd(os(libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC))?);
-        let timer =
-            OwnedFd::from_raw_fd(os(libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_NONBLOCK | libc::TFD_CLOEXEC))?);
-        (epoll, wake_fd, timer)
-    };
-    epoll_add(epoll.as_raw_fd(), wake_fd.as_raw_fd(), TOKEN_WAKE)?;
-    epoll_add(epoll.as_raw_fd(), timer.as_raw_fd(), TOKEN_TIMER)?;
-    let wake_fd = Arc::new(wake_fd);
-    let (tx, rx) = std::sync::mpsc::channel();
+    let mut config = MediaConfig::default();
+    let env = |name: &str| std::env::var(name).ok().and_then(|v| v.trim().parse::<u8>().ok());
+    if let Some(n) = env("CALLGATE_MEDIA_THREADS") {
+        config.threads = n as usize;
+    }
+    if let Some(p) = env("CALLGATE_MEDIA_RT") {
+        config.realtime_priority = (p > 0).then_some(p.min(99));
+    }
+    if let Some(n) = std::env::var("CALLGATE_MEDIA_NICE").ok().and_then(|v| v.trim().parse::<i8>().ok()) {
+        config.nice = n.clamp(-20, 19);
+    }
+    spawn_with(prompts, local_ip, metrics, config)
+}
+
+/// Puts the calling thread under `SCHED_RR` at `priority`; false (and a log line) if not permitted.
+fn set_realtime(priority: u8, index: usize) -> bool {
+    let param = libc::sched_param { sched_priority: i32::from(priority.clamp(1, 99)) };
+    // SAFETY: the calling thread and a valid sched_param.
+    let rc = unsafe { libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_RR, &param) };
+    if rc != 0 {
+        if index == 0 {
+            let e = std::io::Error::from_raw_os_error(rc);
+            tracing::info!(error = %e, priority, "media threads run without real-time priority");
+        }
+        return false;
+    }
+    true
+}
+
+/// Starts the media threads and the recording writer. Commands go in through the returned
+/// [`MediaTx`]; the threads end when it is dropped, and the returned handle when all of them (and the
+/// writer, with every recording closed) have ended.
+pub fn spawn_with(
+    prompts: Arc<PromptSet>,
+    local_ip: IpAddr,
+    metrics: Arc<Metrics>,
+    config: MediaConfig,
+) -> std::io::Result<(MediaTx, JoinHandle<()>, UnboundedReceiver<MediaEvent>)> {
     let (ev_tx, ev_rx) = unbounded_channel();
-    let thread_wake = wake_fd.clone();
-    let handle = std::thread::Builder::new().name("callgate-media".into()).spawn(move || {
-        MediaThread::new(prompts, local_ip, metrics, ev_tx, epoll, timer, thread_wake).run(rx)
+    let stats = Arc::new(MediaStats::default());
+    let (rec_tx, rec_rx) = std::sync::mpsc::sync_channel(config.recordings.queue.max(1));
+    let writer = {
+        let (events, stats) = (ev_tx.clone(), stats.clone());
+        std::thread::Builder::new().name("callgate-recorder".into()).spawn(move || write_recordings(rec_rx, events, stats))?
+    };
+    let engine_config = EngineConfig {
+        bridge: BridgeConfig { inactivity: config.inactivity, comfort_noise: config.comfort_noise, ..BridgeConfig::default() },
+        record_flush: config.recordings.flush_every,
+        housekeeping: (config.inactivity / 10).clamp(Duration::from_millis(10), Duration::from_millis(100)),
+        ..EngineConfig::default()
+    };
+    let n = config.threads();
+    let mut shards = Vec::with_capacity(n);
+    let mut threads: Vec<Shard> = Vec::with_capacity(n);
+    for i in 0..n {
+        let (shard, tx) = Shard::new(i, &prompts, local_ip, &metrics, &stats, &ev_tx, &rec_tx, config, engine_config)?;
+        shards.push(ShardTx { tx: Some(tx), wake: shard.wake.clone() });
+        threads.push(shard);
+    }
+    drop((ev_tx, rec_tx));
+    let mut handles = Vec::with_capacity(n);
+    for shard in threads {
+        let name = format!("callgate-media{}", shard.index);
+        let (rt, nice) = (config.realtime_priority, config.nice);
+        handles.push(std::thread::Builder::new().name(name).spawn(move || {
+            let realtime = rt.is_some_and(|p| set_realtime(p, shard.index));
+            if !realtime && nice != 0 {
+                // SAFETY: setpriority on this thread's id (Linux: per-thread nice).
+                let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, i32::from(nice)) };
+                if rc != 0 && shard.index == 0 {
+                    tracing::info!(error = %std::io::Error::last_os_error(), nice, "media threads keep their nice value");
+                }
+            }
+            shard.run()
+        })?);
+    }
+    // One handle for all: a media thread never waits for another, so the first one to end may not be
+    // the last; this one waits for all of them and then for the writer.
+    let all = std::thread::Builder::new().name("callgate-media".into()).spawn(move || {
+        for h in handles {
+            let _ = h.join();
+        }
+        let _ = writer.join();
     })?;
-    Ok((MediaTx { tx: Some(tx), wake: wake_fd }, handle, ev_rx))
+    Ok((MediaTx { shards, stats }, all, ev_rx))
 }
 
 fn epoll_add(epoll: RawFd, fd: RawFd, token: u64) -> std::io::Result<()> {
@@ -120,56 +377,392 @@ fn epoll_add(epoll: RawFd, fd: RawFd, token: u64) -> std::io::Result<()> {
     os(unsafe { libc::epoll_ctl(epoll, libc::EPOLL_CTL_ADD, fd, &mut ev) }).map(|_| ())
 }
 
-struct MediaThread {
-    prompts: Arc<PromptSet>,
-    local_ip: IpAddr,
-    metrics: Arc<Metrics>,
-    events: UnboundedSender<MediaEvent>,
-    pacer: Pacer,
-    /// Sockets by the id the pacer carries in each packet (and the epoll token).
-    sockets: Vec<Option<Slot>>,
-    free_sockets: Vec<u32>,
-    legs: HashMap<CallKey, Leg>,
-    /// Calls whose DTMF receiver is inside a key press (it has a timeout).
-    pressing: HashSet<CallKey>,
-    epoll: OwnedFd,
-    timer: OwnedFd,
-    wake: Arc<OwnedFd>,
+/// A sockaddr for the kernel, built on the stack.
+struct RawAddr {
+    storage: libc::sockaddr_storage,
+    len: libc::socklen_t,
 }
 
-impl MediaThread {
-    fn new(
-        prompts: Arc<PromptSet>,
-        local_ip: IpAddr,
-        metrics: Arc<Metrics>,
-        events: UnboundedSender<MediaEvent>,
-        epoll: OwnedFd,
-        timer: OwnedFd,
-        wake: Arc<OwnedFd>,
-    ) -> Self {
-        MediaThread {
-            prompts,
-            local_ip,
-            metrics,
-            events,
-            pacer: Pacer::new(Instant::now()),
-            sockets: Vec::new(),
-            free_sockets: Vec::new(),
-            legs: HashMap::new(),
-            pressing: HashSet::new(),
-            epoll,
-            timer,
-            wake,
+impl RawAddr {
+    fn new(addr: SocketAddr) -> RawAddr {
+        // SAFETY: sockaddr_storage is plain data; all-zero is a valid value.
+        let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let len = match addr {
+            SocketAddr::V4(a) => {
+                // SAFETY: sockaddr_storage is large enough and suitably aligned for sockaddr_in.
+                let sin = unsafe { &mut *(&mut storage as *mut _ as *mut libc::sockaddr_in) };
+                sin.sin_family = libc::AF_INET as libc::sa_family_t;
+                sin.sin_port = a.port().to_be();
+                sin.sin_addr = libc::in_addr { s_addr: u32::from_ne_bytes(a.ip().octets()) };
+                std::mem::size_of::<libc::sockaddr_in>()
+            }
+            SocketAddr::V6(a) => {
+                // SAFETY: as above, for sockaddr_in6.
+                let sin6 = unsafe { &mut *(&mut storage as *mut _ as *mut libc::sockaddr_in6) };
+                sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+                sin6.sin6_port = a.port().to_be();
+                sin6.sin6_addr = libc::in6_addr { s6_addr: a.ip().octets() };
+                sin6.sin6_flowinfo = a.flowinfo();
+                sin6.sin6_scope_id = a.scope_id();
+                std::mem::size_of::<libc::sockaddr_in6>()
+            }
+        };
+        RawAddr { storage, len: len as libc::socklen_t }
+    }
+}
+
+/// The source address the kernel wrote into a receive's `msg_name`.
+fn from_raw(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match storage.ss_family as libc::c_int {
+        libc::AF_INET => {
+            // SAFETY: the family says it is a sockaddr_in.
+            let sin = unsafe { &*(storage as *const _ as *const libc::sockaddr_in) };
+            let ip = Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes());
+            Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(sin.sin_port))))
         }
+        libc::AF_INET6 => {
+            // SAFETY: the family says it is a sockaddr_in6.
+            let sin6 = unsafe { &*(storage as *const _ as *const libc::sockaddr_in6) };
+            let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            Some(SocketAddr::V6(SocketAddrV6::new(ip, u16::from_be(sin6.sin6_port), sin6.sin6_flowinfo, sin6.sin6_scope_id)))
+        }
+        _ => None,
+    }
+}
+
+/// One leg's ports.
+struct Port {
+    rtp: UdpSocket,
+    rtcp: Option<UdpSocket>,
+}
+
+/// The ports of one media thread, in a slab whose index is the engine's socket id. epoll tokens:
+/// `id << 1` for RTP, `id << 1 | 1` for RTCP.
+struct PortSlab {
+    epoll: OwnedFd,
+    local_ip: IpAddr,
+    rtcp: bool,
+    ports: Vec<Option<Port>>,
+    free: Vec<u32>,
+    stats: Arc<MediaStats>,
+}
+
+fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    let sock = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    let _ = sock.set_recv_buffer_size(RECV_BUFFER);
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    Ok(sock.into())
+}
+
+impl Sockets for PortSlab {
+    fn open(&mut self, call: CallKey, leg: Leg, port: u16) -> Result<u32, MediaFailure> {
+        let addr = SocketAddr::new(self.local_ip, port);
+        let fail = |e: std::io::Error| MediaFailure::Bind { addr, kind: e.kind() };
+        let rtp = bind_udp(addr).map_err(fail)?;
+        // RTCP on the next port, if it is free (it is terminated here: read and dropped). Port 0 asks
+        // the kernel for any RTP port: there is no "next" one then.
+        let rtcp = match port.checked_add(1).filter(|_| self.rtcp && port != 0) {
+            Some(p) => match bind_udp(SocketAddr::new(self.local_ip, p)) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::debug!(call, %leg, port = p, error = %e, "RTCP port not bound: RTCP from the leg goes unanswered");
+                    None
+                }
+            },
+            None => None,
+        };
+        let id = match self.free.pop() {
+            Some(id) => id,
+            None => {
+                self.ports.push(None);
+                (self.ports.len() - 1) as u32
+            }
+        };
+        let epoll = self.epoll.as_raw_fd();
+        let registered = epoll_add(epoll, rtp.as_raw_fd(), u64::from(id) << 1)
+            .and_then(|_| rtcp.as_ref().map_or(Ok(()), |s| epoll_add(epoll, s.as_raw_fd(), u64::from(id) << 1 | 1)));
+        if let Err(e) = registered {
+            self.free.push(id);
+            return Err(fail(e)); // closing the sockets takes them out of the epoll set
+        }
+        self.stats.sockets.fetch_add(1 + u64::from(rtcp.is_some()), Ordering::Relaxed);
+        self.ports[id as usize] = Some(Port { rtp, rtcp });
+        Ok(id)
     }
 
-    fn run(mut self, rx: Receiver<MediaCommand>) {
-        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
-        let mut buf = [0u8; 2048];
+    fn close(&mut self, socket: u32) {
+        if let Some(slot) = self.ports.get_mut(socket as usize) {
+            if let Some(p) = slot.take() {
+                // Closing a socket removes it from the epoll set.
+                self.stats.sockets.fetch_sub(1 + u64::from(p.rtcp.is_some()), Ordering::Relaxed);
+                self.free.push(socket);
+            }
+        }
+    }
+}
+
+/// Receive buffers for one `recvmmsg`, allocated once.
+struct RecvBatch {
+    bufs: Vec<[u8; DATAGRAM]>,
+    names: Vec<libc::sockaddr_storage>,
+    iovs: Vec<libc::iovec>,
+    msgs: Vec<libc::mmsghdr>,
+}
+
+impl RecvBatch {
+    fn new() -> Box<RecvBatch> {
+        // SAFETY: plain data; all-zero is valid for these C structs.
+        let zero_name: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let mut b = Box::new(RecvBatch {
+            bufs: vec![[0u8; DATAGRAM]; READ_BATCH],
+            names: vec![zero_name; READ_BATCH],
+            iovs: Vec::with_capacity(READ_BATCH),
+            msgs: Vec::with_capacity(READ_BATCH),
+        });
+        for i in 0..READ_BATCH {
+            let iov = libc::iovec { iov_base: b.bufs[i].as_mut_ptr() as *mut libc::c_void, iov_len: DATAGRAM };
+            b.iovs.push(iov);
+        }
+        for i in 0..READ_BATCH {
+            // SAFETY: as above.
+            let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            m.msg_hdr.msg_iov = &mut b.iovs[i];
+            m.msg_hdr.msg_iovlen = 1;
+            m.msg_hdr.msg_name = &mut b.names[i] as *mut _ as *mut libc::c_void;
+            b.msgs.push(m);
+        }
+        b
+    }
+
+    /// One `recvmmsg` on `fd`: the number of datagrams read (0 when none, or on an error).
+    fn recv(&mut self, fd: RawFd) -> usize {
+        for m in &mut self.msgs {
+            m.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            m.msg_hdr.msg_flags = 0;
+        }
+        // SAFETY: the headers point into buffers owned by self (boxed, not moved while in use).
+        let n = unsafe {
+            libc::recvmmsg(fd, self.msgs.as_mut_ptr(), READ_BATCH as libc::c_uint, libc::MSG_DONTWAIT, std::ptr::null_mut())
+        };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::WouldBlock {
+                tracing::debug!(error = %e, "RTP receive error");
+            }
+            return 0;
+        }
+        n as usize
+    }
+}
+
+/// Outgoing packets gathered for one socket, sent with one `sendmmsg` (or `sendto` for one).
+struct SendBatch {
+    fd: RawFd,
+    n: usize,
+    bufs: [[u8; 512]; SEND_BATCH],
+    lens: [usize; SEND_BATCH],
+    addrs: [libc::sockaddr_storage; SEND_BATCH],
+    addr_lens: [libc::socklen_t; SEND_BATCH],
+    due: [Option<Instant>; SEND_BATCH],
+    sent: u64,
+    errors: u64,
+}
+
+impl SendBatch {
+    fn new() -> Box<SendBatch> {
+        // SAFETY: plain data.
+        let zero_name: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        Box::new(SendBatch {
+            fd: -1,
+            n: 0,
+            bufs: [[0u8; 512]; SEND_BATCH],
+            lens: [0; SEND_BATCH],
+            addrs: [zero_name; SEND_BATCH],
+            addr_lens: [0; SEND_BATCH],
+            due: [None; SEND_BATCH],
+            sent: 0,
+            errors: 0,
+        })
+    }
+
+    /// Queues one packet; flushes first if it is for another socket or the batch is full.
+    fn push(&mut self, fd: RawFd, dst: SocketAddr, header: &[u8], payload: &[u8], due: Option<Instant>, metrics: &Metrics) {
+        let len = header.len() + payload.len();
+        if self.n > 0 && (self.fd != fd || self.n == SEND_BATCH) {
+            self.flush(metrics);
+        }
+        if len > 512 {
+            // Larger than any packet the pacer or a digit makes; relayed packets do not come here.
+            send_one(fd, &[header, payload].concat(), dst, &mut self.sent, &mut self.errors);
+            return;
+        }
+        let i = self.n;
+        self.fd = fd;
+        self.bufs[i][..header.len()].copy_from_slice(header);
+        self.bufs[i][header.len()..len].copy_from_slice(payload);
+        self.lens[i] = len;
+        let a = RawAddr::new(dst);
+        self.addrs[i] = a.storage;
+        self.addr_lens[i] = a.len;
+        self.due[i] = due;
+        self.n += 1;
+    }
+
+    fn flush(&mut self, metrics: &Metrics) {
+        let n = std::mem::take(&mut self.n);
+        if n == 0 {
+            return;
+        }
+        if n == 1 {
+            // SAFETY: a valid buffer and sockaddr of the given lengths.
+            let rc = unsafe {
+                libc::sendto(
+                    self.fd,
+                    self.bufs[0].as_ptr() as *const libc::c_void,
+                    self.lens[0],
+                    0,
+                    &self.addrs[0] as *const _ as *const libc::sockaddr,
+                    self.addr_lens[0],
+                )
+            };
+            if rc < 0 {
+                self.errors += 1;
+            } else {
+                self.sent += 1;
+            }
+        } else {
+            let mut iovs: [libc::iovec; SEND_BATCH] =
+                std::array::from_fn(|i| libc::iovec { iov_base: self.bufs[i].as_mut_ptr() as *mut libc::c_void, iov_len: self.lens[i] });
+            // SAFETY: plain data.
+            let mut msgs: [libc::mmsghdr; SEND_BATCH] = unsafe { std::mem::zeroed() };
+            for i in 0..n {
+                msgs[i].msg_hdr.msg_iov = &mut iovs[i];
+                msgs[i].msg_hdr.msg_iovlen = 1;
+                msgs[i].msg_hdr.msg_name = &mut self.addrs[i] as *mut _ as *mut libc::c_void;
+                msgs[i].msg_hdr.msg_namelen = self.addr_lens[i];
+            }
+            let mut done = 0;
+            while done < n {
+                // SAFETY: the headers point into arrays that live until the call returns.
+                let rc = unsafe { libc::sendmmsg(self.fd, msgs[done..].as_mut_ptr(), (n - done) as libc::c_uint, 0) };
+                if rc <= 0 {
+                    // The first packet failed (EAGAIN: socket buffer full; no route): skip it, go on.
+                    self.errors += 1;
+                    done += 1;
+                } else {
+                    self.sent += rc as u64;
+                    done += rc as usize;
+                }
+            }
+        }
+        let now = Instant::now();
+        for d in self.due[..n].iter().flatten() {
+            metrics.record_lateness(now.saturating_duration_since(*d));
+        }
+    }
+}
+
+fn send_one(fd: RawFd, pkt: &[u8], dst: SocketAddr, sent: &mut u64, errors: &mut u64) {
+    let a = RawAddr::new(dst);
+    // SAFETY: a valid buffer and sockaddr.
+    let rc = unsafe {
+        libc::sendto(fd, pkt.as_ptr() as *const libc::c_void, pkt.len(), 0, &a.storage as *const _ as *const libc::sockaddr, a.len)
+    };
+    if rc < 0 {
+        *errors += 1;
+    } else {
+        *sent += 1;
+    }
+}
+
+/// One media thread.
+struct Shard {
+    index: usize,
+    engine: Engine,
+    ports: PortSlab,
+    timer: OwnedFd,
+    wake: Arc<OwnedFd>,
+    cmd_rx: Receiver<MediaCommand>,
+    events: UnboundedSender<MediaEvent>,
+    recordings: SyncSender<RecordingOp>,
+    /// Recording work the writer's queue had no room for, and its bytes.
+    rec_backlog: VecDeque<RecordingOp>,
+    rec_backlog_bytes: usize,
+    max_backlog: usize,
+    metrics: Arc<Metrics>,
+    stats: Arc<MediaStats>,
+    calls_published: u64,
+    skipped_published: u64,
+    /// The deadline the timerfd is armed for; the monotonic clock's reading at `base`.
+    armed: Option<Instant>,
+    base: (Instant, libc::timespec),
+}
+
+impl Shard {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        index: usize,
+        prompts: &Arc<PromptSet>,
+        local_ip: IpAddr,
+        metrics: &Arc<Metrics>,
+        stats: &Arc<MediaStats>,
+        events: &UnboundedSender<MediaEvent>,
+        recordings: &SyncSender<RecordingOp>,
+        config: MediaConfig,
+        engine_config: EngineConfig,
+    ) -> std::io::Result<(Shard, Sender<MediaCommand>)> {
+        // SAFETY: plain system calls; each returned fd is owned right away.
+        let (epoll, wake_fd, timer) = unsafe {
+            let epoll = OwnedFd::from_raw_fd(os(libc::epoll_create1(libc::EPOLL_CLOEXEC))?);
+            let wake_fd = OwnedFd::from_raw_fd(os(libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC))?);
+            let timer = OwnedFd::from_raw_fd(os(libc::timerfd_create(
+                libc::CLOCK_MONOTONIC,
+                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+            ))?);
+            (epoll, wake_fd, timer)
+        };
+        epoll_add(epoll.as_raw_fd(), wake_fd.as_raw_fd(), TOKEN_WAKE)?;
+        epoll_add(epoll.as_raw_fd(), timer.as_raw_fd(), TOKEN_TIMER)?;
+        let (cmd_tx, cmd_rx) = std::sync::mpsc::channel();
+        let now = Instant::now();
+        // SAFETY: a valid clock id and timespec.
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        let seed = crate::edge::entropy_seed() ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let shard = Shard {
+            index,
+            engine: Engine::new(now, engine_config, prompts.clone(), seed),
+            ports: PortSlab { epoll, local_ip, rtcp: config.rtcp, ports: Vec::new(), free: Vec::new(), stats: stats.clone() },
+            timer,
+            wake: Arc::new(wake_fd),
+            cmd_rx,
+            events: events.clone(),
+            recordings: recordings.clone(),
+            rec_backlog: VecDeque::new(),
+            rec_backlog_bytes: 0,
+            max_backlog: config.recordings.max_backlog_bytes,
+            metrics: metrics.clone(),
+            stats: stats.clone(),
+            calls_published: 0,
+            skipped_published: 0,
+            armed: None,
+            base: (now, ts),
+        };
+        Ok((shard, cmd_tx))
+    }
+
+    fn run(mut self) {
+        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 512];
+        let mut recv = RecvBatch::new();
+        let mut send = SendBatch::new();
+        let mut rtcp_scratch = RecvBatch::new();
         'outer: loop {
-            self.arm_timer();
+            let timeout = self.arm_timer();
             // SAFETY: a valid epoll fd and a buffer of `events.len()` entries.
-            let n = unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), events.len() as i32, 1000) };
+            let n = unsafe {
+                libc::epoll_wait(self.ports.epoll.as_raw_fd(), events.as_mut_ptr(), events.len() as i32, timeout)
+            };
             if n < 0 {
                 let e = std::io::Error::last_os_error();
                 if e.kind() != std::io::ErrorKind::Interrupted {
@@ -178,230 +771,252 @@ impl MediaThread {
                 }
                 continue;
             }
-            let now = Instant::now();
+            self.stats.wakeups.fetch_add(1, Ordering::Relaxed);
+            // Due packets first: reading can wait a little, sending cannot.
+            self.tick(&mut send);
             let mut sockets_read = 0;
             for ev in &events[..n as usize] {
-                match ev.u64 {
+                let token = ev.u64; // (a packed struct: copy the field out)
+                match token {
                     TOKEN_WAKE => {
                         drain_counter(self.wake.as_raw_fd());
                         loop {
-                            match rx.try_recv() {
-                                Ok(cmd) => self.command(cmd),
+                            match self.cmd_rx.try_recv() {
+                                Ok(cmd) => self.engine.command(Instant::now(), cmd, &mut self.ports),
                                 Err(TryRecvError::Empty) => break,
                                 Err(TryRecvError::Disconnected) => break 'outer,
                             }
                         }
                     }
-                    TOKEN_TIMER => drain_counter(self.timer.as_raw_fd()),
-                    id => {
-                        self.read_socket(id as u32, now, &mut buf);
-                        // Heavy inbound RTP must not starve the pacer: let it send between chunks.
+                    TOKEN_TIMER => {
+                        drain_counter(self.timer.as_raw_fd());
+                        self.armed = None;
+                    }
+                    token if token & 1 == 1 => self.read_rtcp((token >> 1) as u32, &mut rtcp_scratch),
+                    token => {
+                        self.read_rtp((token >> 1) as u32, &mut recv);
                         sockets_read += 1;
-                        if sockets_read % 32 == 0 {
-                            self.tick(Instant::now());
+                        if sockets_read % SOCKETS_PER_TICK == 0 {
+                            self.tick(&mut send);
                         }
                     }
                 }
             }
-            let now = Instant::now();
-            self.tick(now);
-            self.dtmf_timeouts(now);
+            self.tick(&mut send);
+            self.publish();
         }
-        for key in self.legs.keys().copied().collect::<Vec<_>>() {
-            self.stop(key);
+        let now = Instant::now();
+        self.engine.shutdown(now, &mut self.ports);
+        self.publish();
+        // The writer must get the last chunks and the ends: wait for room now.
+        for op in self.rec_backlog.drain(..) {
+            let _ = self.recordings.send(op);
         }
     }
 
-    /// Arms the timerfd for the nearest deadline: the pacer's next slot or a key press's end.
-    fn arm_timer(&self) {
-        let dtmf = self.pressing.iter().filter_map(|c| self.legs.get(c)?.dtmf.as_ref()?.1.poll_timeout()).min();
-        let next = match (self.pacer.poll_timeout(), dtmf) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+    /// Arms the timerfd for the engine's next deadline (absolute, so a late wake does not shift the
+    /// next one); returns the epoll timeout: 0 when the deadline has passed already.
+    fn arm_timer(&mut self) -> i32 {
+        let Some(t) = self.engine.poll_timeout() else {
+            return 1000;
         };
-        let d = next.map(|t| t.saturating_duration_since(Instant::now()).max(Duration::from_nanos(1)));
-        let value = match d {
-            Some(d) => libc::timespec { tv_sec: d.as_secs() as libc::time_t, tv_nsec: d.subsec_nanos() as libc::c_long },
-            None => libc::timespec { tv_sec: 0, tv_nsec: 0 },
+        if t <= Instant::now() {
+            return 0;
+        }
+        if self.armed == Some(t) {
+            return 1000;
+        }
+        let d = t.saturating_duration_since(self.base.0);
+        let nanos = self.base.1.tv_nsec as u64 + u64::from(d.subsec_nanos());
+        let value = libc::timespec {
+            tv_sec: self.base.1.tv_sec + d.as_secs() as libc::time_t + (nanos / 1_000_000_000) as libc::time_t,
+            tv_nsec: (nanos % 1_000_000_000) as libc::c_long,
         };
         let spec = libc::itimerspec { it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 }, it_value: value };
         // SAFETY: a valid timerfd and itimerspec.
-        let rc = unsafe { libc::timerfd_settime(self.timer.as_raw_fd(), 0, &spec, std::ptr::null_mut()) };
+        let rc = unsafe { libc::timerfd_settime(self.timer.as_raw_fd(), libc::TFD_TIMER_ABSTIME, &spec, std::ptr::null_mut()) };
         if rc < 0 {
-            // Without the timer the pacer runs only on the 1 s epoll timeout: say so loudly.
+            // Without the timer the pacer runs only on the epoll timeout: say so loudly.
             tracing::error!(error = %std::io::Error::last_os_error(), "media thread: timerfd_settime failed");
+            return 1;
         }
+        self.armed = Some(t);
+        1000
     }
 
-    /// Reads what a call's socket holds: counts it, and feeds telephone-events to the call's
-    /// DTMF receiver.
-    fn read_socket(&mut self, id: u32, now: Instant, buf: &mut [u8]) {
-        let Some(Some(slot)) = self.sockets.get(id as usize) else { return };
-        let call = slot.call;
-        let mut got = 0u64;
-        for _ in 0..READ_BUDGET {
-            let n = match slot.sock.recv(buf) {
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    // E.g. ECONNREFUSED from an ICMP error about what we sent: the next recv goes on.
-                    tracing::debug!(call, error = %e, "RTP receive error");
-                    break;
-                }
-            };
-            got += 1;
-            let Some(leg) = self.legs.get_mut(&call) else { continue };
-            let Some((dtmf_pt, rx)) = leg.dtmf.as_mut() else { continue };
-            let pkt = &buf[..n];
-            let Ok(h) = RtpHeader::parse(pkt) else { continue };
-            if h.payload_type != *dtmf_pt {
-                continue;
+    /// Sends every packet due now.
+    fn tick(&mut self, send: &mut SendBatch) {
+        let now = Instant::now();
+        let ports = &self.ports.ports;
+        let metrics = &*self.metrics;
+        self.engine.handle_timeout(now, &mut |o: Outgoing<'_>| {
+            if let Some(Some(p)) = ports.get(o.socket as usize) {
+                send.push(p.rtp.as_raw_fd(), o.dst, o.header, o.payload, o.due, metrics);
             }
-            let _ = rx.handle_packet(now, &h, h.payload(pkt));
-            while let Some(ev) = rx.poll_event() {
-                let _ = self.events.send(MediaEvent::Digit { call, digit: ev.digit });
-            }
-            if rx.in_press() {
-                self.pressing.insert(call);
-            } else {
-                self.pressing.remove(&call);
-            }
-        }
-        if got > 0 {
-            self.metrics.add(Counter::RtpReceived, got);
-        }
+        });
+        send.flush(metrics);
     }
 
-    /// Key presses whose end packets never came end at their timeout.
-    fn dtmf_timeouts(&mut self, now: Instant) {
-        if self.pressing.is_empty() {
+    fn read_rtp(&mut self, id: u32, recv: &mut RecvBatch) {
+        let Some(Some(port)) = self.ports.ports.get(id as usize) else { return };
+        let n = recv.recv(port.rtp.as_raw_fd());
+        if n == 0 {
             return;
         }
-        let calls: Vec<CallKey> = self.pressing.iter().copied().collect();
-        for call in calls {
-            let Some((_, rx)) = self.legs.get_mut(&call).and_then(|l| l.dtmf.as_mut()) else {
-                self.pressing.remove(&call);
-                continue;
-            };
-            if rx.poll_timeout().is_some_and(|t| t <= now) {
-                rx.handle_timeout(now);
+        let now = Instant::now();
+        let mut out: Option<(u32, usize)> = None; // (socket, count) of the relayed packets, all for one socket
+        let mut fwd_msgs: [(usize, usize, libc::sockaddr_storage, libc::socklen_t); READ_BATCH] =
+            // SAFETY: plain data.
+            unsafe { std::mem::zeroed() };
+        for i in 0..n {
+            let len = (recv.msgs[i].msg_len as usize).min(DATAGRAM);
+            let Some(src) = from_raw(&recv.names[i]) else { continue };
+            if recv.msgs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+                continue; // larger than any RTP a G.711 leg sends
             }
-            while let Some(ev) = rx.poll_event() {
-                let _ = self.events.send(MediaEvent::Digit { call, digit: ev.digit });
+            if let Some(f) = self.engine.on_datagram(now, id, src, &mut recv.bufs[i], len) {
+                let k = match out {
+                    Some((s, k)) if s == f.socket => k,
+                    Some((s, k)) => {
+                        // A different target within one batch cannot happen (a leg relays to the one other leg);
+                        // send what is gathered and start again.
+                        self.send_relayed(s, &recv.bufs, &mut fwd_msgs[..k]);
+                        0
+                    }
+                    None => 0,
+                };
+                let a = RawAddr::new(f.dst);
+                fwd_msgs[k] = (i, f.len, a.storage, a.len);
+                out = Some((f.socket, k + 1));
             }
-            if !rx.in_press() {
-                self.pressing.remove(&call);
-            }
+        }
+        if let Some((s, k)) = out {
+            self.send_relayed(s, &recv.bufs, &mut fwd_msgs[..k]);
         }
     }
 
-    fn tick(&mut self, now: Instant) {
-        let sockets = &self.sockets;
-        let metrics = &self.metrics;
-        let mut buf = [0u8; 1500];
-        let mut sent = 0u64;
-        self.pacer.handle_timeout(now, &mut |pkt| {
-            let Some(Some(Slot { sock, peer, .. })) = sockets.get(pkt.socket as usize) else { return };
-            let len = 12 + pkt.payload.len();
-            if len > buf.len() {
-                return;
+    fn send_relayed(
+        &self,
+        socket: u32,
+        bufs: &[[u8; DATAGRAM]],
+        msgs: &mut [(usize, usize, libc::sockaddr_storage, libc::socklen_t)],
+    ) {
+        let Some(Some(port)) = self.ports.ports.get(socket as usize) else { return };
+        let fd = port.rtp.as_raw_fd();
+        let k = msgs.len();
+        let mut iovs: [libc::iovec; READ_BATCH] = std::array::from_fn(|_| libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 });
+        // SAFETY: plain data.
+        let mut hdrs: [libc::mmsghdr; READ_BATCH] = unsafe { std::mem::zeroed() };
+        for (j, (i, len, addr, alen)) in msgs.iter_mut().enumerate() {
+            iovs[j] = libc::iovec { iov_base: bufs[*i].as_ptr() as *mut libc::c_void, iov_len: *len };
+            hdrs[j].msg_hdr.msg_iov = &mut iovs[j];
+            hdrs[j].msg_hdr.msg_iovlen = 1;
+            hdrs[j].msg_hdr.msg_name = addr as *mut _ as *mut libc::c_void;
+            hdrs[j].msg_hdr.msg_namelen = *alen;
+        }
+        let mut done = 0;
+        let mut errors = 0;
+        while done < k {
+            let rc = if k - done == 1 {
+                // SAFETY: a valid buffer and sockaddr.
+                let rc = unsafe {
+                    libc::sendto(fd, iovs[done].iov_base, iovs[done].iov_len, 0, hdrs[done].msg_hdr.msg_name as *const libc::sockaddr, hdrs[done].msg_hdr.msg_namelen)
+                };
+                if rc < 0 { -1 } else { 1 }
+            } else {
+                // SAFETY: the headers point into arrays that live until the call returns.
+                unsafe { libc::sendmmsg(fd, hdrs[done..k].as_mut_ptr(), (k - done) as libc::c_uint, 0) }
+            };
+            if rc <= 0 {
+                errors += 1;
+                done += 1;
+            } else {
+                done += rc as usize;
             }
-            buf[..12].copy_from_slice(&pkt.header);
-            buf[12..len].copy_from_slice(pkt.payload);
-            // Connected sockets (see `bind`) skip the route lookup per packet; a stream whose
-            // destination differs from the connected peer still gets there with send_to.
-            let r = if *peer == pkt.dst { sock.send(&buf[..len]) } else { sock.send_to(&buf[..len], pkt.dst) };
-            if r.is_ok() {
-                sent += 1;
+        }
+        if errors > 0 {
+            self.stats.send_errors.fetch_add(errors, Ordering::Relaxed);
+        }
+    }
+
+    fn read_rtcp(&mut self, id: u32, scratch: &mut RecvBatch) {
+        let Some(Some(Port { rtcp: Some(s), .. })) = self.ports.ports.get(id as usize) else { return };
+        let n = scratch.recv(s.as_raw_fd());
+        if n > 0 {
+            self.stats.rtcp_received.fetch_add(n as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Events to the sip task, recording work to the writer, counters to the metrics.
+    fn publish(&mut self) {
+        while let Some(ev) = self.engine.poll_event() {
+            let _ = self.events.send(ev);
+        }
+        while let Some(op) = self.engine.poll_recording() {
+            self.rec_backlog_bytes += op_bytes(&op);
+            self.rec_backlog.push_back(op);
+        }
+        while let Some(op) = self.rec_backlog.pop_front() {
+            let bytes = op_bytes(&op);
+            match self.recordings.try_send(op) {
+                Ok(()) => self.rec_backlog_bytes -= bytes,
+                Err(TrySendError::Full(op)) => {
+                    self.rec_backlog.push_front(op);
+                    break;
+                }
+                Err(TrySendError::Disconnected(_)) => {
+                    self.rec_backlog_bytes -= bytes;
+                }
             }
-            metrics.record_lateness(pkt.lateness);
-        });
+        }
+        if self.rec_backlog_bytes > self.max_backlog {
+            // The writer cannot keep up: drop samples (never a Start or an End) rather than grow.
+            let mut dropped = 0;
+            self.rec_backlog.retain(|op| match op {
+                RecordingOp::Data { bytes, .. } => {
+                    dropped += bytes.len();
+                    false
+                }
+                _ => true,
+            });
+            self.rec_backlog_bytes -= dropped;
+            self.stats.recording_bytes_dropped.fetch_add(dropped as u64, Ordering::Relaxed);
+            tracing::warn!(bytes = dropped, "recording writer behind: samples dropped");
+        }
+        let s: EngineStats = self.engine.take_stats();
+        let st = &self.stats;
+        let sent = s.pacer_sent + s.relayed + s.dtmf_sent;
         if sent > 0 {
             self.metrics.add(Counter::RtpSent, sent);
         }
-        while let Some(ev) = self.pacer.poll_event() {
-            match ev {
-                PacerEvent::Finished { user, .. } => {
-                    if let Some(leg) = self.legs.get_mut(&user) {
-                        leg.stream = None;
-                    }
-                    let _ = self.events.send(MediaEvent::Finished { call: user });
-                }
-            }
+        if s.rtp_in > 0 {
+            self.metrics.add(Counter::RtpReceived, s.rtp_in);
+            st.rtp_received.fetch_add(s.rtp_in, Ordering::Relaxed);
+        }
+        if s.digits_in > 0 {
+            self.metrics.add(Counter::DtmfDigits, s.digits_in);
+        }
+        st.rtp_relayed.fetch_add(s.relayed, Ordering::Relaxed);
+        st.rtp_invalid.fetch_add(s.invalid, Ordering::Relaxed);
+        st.pacer_sent.fetch_add(s.pacer_sent, Ordering::Relaxed);
+        st.dtmf_sent.fetch_add(s.dtmf_sent, Ordering::Relaxed);
+        let calls = self.engine.calls() as u64;
+        if calls != self.calls_published {
+            st.calls.fetch_add(calls.wrapping_sub(self.calls_published), Ordering::Relaxed);
+            self.calls_published = calls;
+        }
+        let skipped = self.engine.pacer_stats().skipped_frames;
+        if skipped != self.skipped_published {
+            st.skipped_frames.fetch_add(skipped - self.skipped_published, Ordering::Relaxed);
+            self.skipped_published = skipped;
         }
     }
+}
 
-    fn command(&mut self, cmd: MediaCommand) {
-        match cmd {
-            MediaCommand::Play { call, local_port, dst, codec, pt, dtmf_pt, ssrc, seq, ts, playlist } => {
-                let playlist = match self.prompts.playlist(&playlist) {
-                    Ok(p) => p,
-                    Err(missing) => {
-                        let name = match missing {
-                            MediaError::UnknownPrompt { name } => name,
-                            other => other.to_string(),
-                        };
-                        let _ = self.events.send(MediaEvent::Failed { call, failure: MediaFailure::UnknownPrompt { name } });
-                        return;
-                    }
-                };
-                let socket = match self.bind(local_port, dst, call) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        let addr = SocketAddr::new(self.local_ip, local_port);
-                        let _ = self.events.send(MediaEvent::Failed { call, failure: MediaFailure::Bind { addr, kind: e.kind() } });
-                        return;
-                    }
-                };
-                let spec = StreamSpec { dst, socket, codec, pt, ssrc, seq, ts, playlist, looped: false, user: call };
-                let stream = self.pacer.add(Instant::now(), spec);
-                let dtmf = dtmf_pt.map(|pt| (pt, DtmfReceiver::new()));
-                self.legs.insert(call, Leg { socket, stream: Some(stream), dtmf });
-            }
-            MediaCommand::Stop { call } => self.stop(call),
-        }
-    }
-
-    fn stop(&mut self, call: CallKey) {
-        self.pressing.remove(&call);
-        if let Some(leg) = self.legs.remove(&call) {
-            if let Some(s) = leg.stream {
-                self.pacer.remove(s);
-            }
-            if let Some(slot) = self.sockets.get_mut(leg.socket as usize) {
-                // Closing the socket removes it from the epoll set.
-                *slot = None;
-                self.free_sockets.push(leg.socket);
-            }
-        }
-    }
-
-    fn bind(&mut self, port: u16, dst: SocketAddr, call: CallKey) -> std::io::Result<u32> {
-        let addr = SocketAddr::new(self.local_ip, port);
-        let sock = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
-        let _ = sock.set_recv_buffer_size(RECV_BUFFER);
-        sock.set_nonblocking(true)?;
-        sock.bind(&addr.into())?;
-        // The stream goes to the SDP address: connecting to it lets the kernel cache the route
-        // (measured: p50 send lateness 8.3 ms -> 0.4 ms at 5,000 streams, benches/README.md).
-        // A connected UDP socket also only receives from its peer: right for the caller's RTP
-        // during the announcement (DTMF), but before latching to another source (media::bridge)
-        // a socket must be disconnected (connect to AF_UNSPEC) and sends go back to send_to.
-        sock.connect(&dst.into())?;
-        let sock: UdpSocket = sock.into();
-        let id = match self.free_sockets.pop() {
-            Some(id) => id,
-            None => {
-                self.sockets.push(None);
-                (self.sockets.len() - 1) as u32
-            }
-        };
-        if let Err(e) = epoll_add(self.epoll.as_raw_fd(), sock.as_raw_fd(), u64::from(id)) {
-            self.free_sockets.push(id);
-            return Err(e);
-        }
-        self.sockets[id as usize] = Some(Slot { sock, peer: dst, call });
-        Ok(id)
+fn op_bytes(op: &RecordingOp) -> usize {
+    match op {
+        RecordingOp::Data { bytes, .. } => bytes.len(),
+        _ => 0,
     }
 }
 
@@ -410,4 +1025,434 @@ fn drain_counter(fd: RawFd) {
     let mut v: u64 = 0;
     // SAFETY: a valid fd and 8 writable bytes.
     unsafe { libc::read(fd, &mut v as *mut u64 as *mut libc::c_void, 8) };
+}
+
+struct OpenRecording {
+    file: Option<BufWriter<File>>,
+    call: CallKey,
+    path: PathBuf,
+    bytes: u64,
+}
+
+/// The recording writer thread: the only place recordings touch the file system. It ends when every
+/// media thread has dropped its sender.
+fn write_recordings(rx: Receiver<RecordingOp>, events: UnboundedSender<MediaEvent>, stats: Arc<MediaStats>) {
+    let mut open: HashMap<u64, OpenRecording> = HashMap::new();
+    let fail = |r: &mut OpenRecording, e: std::io::Error| {
+        tracing::warn!(call = r.call, path = %r.path.display(), error = %e, "recording failed");
+        stats.recording_failures.fetch_add(1, Ordering::Relaxed);
+        let _ = events.send(MediaEvent::Failed {
+            call: r.call,
+            failure: MediaFailure::Recording { path: r.path.clone(), kind: e.kind() },
+        });
+        r.file = None;
+    };
+    for op in rx {
+        match op {
+            RecordingOp::Start { id, call, path } => {
+                let mut r = OpenRecording { file: None, call, path, bytes: 0 };
+                let created = (|| {
+                    if let Some(dir) = r.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                        std::fs::create_dir_all(dir)?;
+                    }
+                    let mut f = BufWriter::with_capacity(64 * 1024, File::create(&r.path)?);
+                    f.write_all(&wav_header(0))?;
+                    Ok::<_, std::io::Error>(f)
+                })();
+                match created {
+                    Ok(f) => r.file = Some(f),
+                    Err(e) => fail(&mut r, e),
+                }
+                open.insert(id, r);
+            }
+            RecordingOp::Data { id, bytes } => {
+                let Some(r) = open.get_mut(&id) else { continue };
+                let Some(f) = r.file.as_mut() else { continue };
+                match f.write_all(&bytes) {
+                    Ok(()) => r.bytes += bytes.len() as u64,
+                    Err(e) => fail(r, e),
+                }
+            }
+            RecordingOp::End { id, .. } => {
+                let Some(mut r) = open.remove(&id) else { continue };
+                let Some(mut f) = r.file.take() else { continue };
+                let data_len = u32::try_from(r.bytes).unwrap_or(u32::MAX);
+                let closed = (|| {
+                    f.flush()?;
+                    let mut file = f.into_inner().map_err(|e| e.into_error())?;
+                    for (off, bytes) in patch_sizes(data_len) {
+                        file.seek(SeekFrom::Start(off))?;
+                        file.write_all(&bytes)?;
+                    }
+                    Ok(())
+                })();
+                match closed {
+                    Ok(()) => {
+                        stats.recordings_written.fetch_add(1, Ordering::Relaxed);
+                        let seconds = (r.bytes / (4 * u64::from(crate::media::CLOCK_RATE))) as u32;
+                        let _ = events.send(MediaEvent::Recorded { call: r.call, path: r.path.clone(), seconds });
+                    }
+                    Err(e) => fail(&mut r, e),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The real media threads over loopback UDP: fake callers and agents are plain sockets.
+
+    use super::*;
+    use crate::media::bridge::LegMedia;
+    use crate::media::g711;
+    use crate::media::prompt::Prompt;
+    use crate::media::rtp::{write_header, RtpHeader};
+    use crate::media::sdp::Direction;
+    use crate::media::Codec;
+    use std::sync::Mutex;
+
+    /// The /proc/self/fd test must not run beside the others of this module.
+    static SERIAL: Mutex<()> = Mutex::new(());
+
+    fn tone(freq: f64, amp: f64, samples: usize, from: usize) -> Vec<i16> {
+        (from..from + samples).map(|k| (amp * (2.0 * std::f64::consts::PI * freq * k as f64 / 8000.0).sin()) as i16).collect()
+    }
+
+    fn prompts() -> Arc<PromptSet> {
+        let mut set = PromptSet::default();
+        set.insert(Prompt::from_pcm("guidance", &tone(600.0, 8000.0, 8000, 0))); // 1 s
+        set.insert(Prompt::from_pcm("music", &tone(300.0, 6000.0, 1600, 0)));
+        set.insert(Prompt::from_pcm("menu", &tone(800.0, 6000.0, 40_000, 0))); // 5 s
+        Arc::new(set)
+    }
+
+    /// Frequency of a tone from its zero crossings.
+    fn frequency(pcm: &[i16]) -> f64 {
+        let crossings = pcm.windows(2).filter(|w| (w[0] < 0) != (w[1] < 0)).count();
+        crossings as f64 / 2.0 / (pcm.len() as f64 / 8000.0)
+    }
+
+    /// An even port whose pair (port, port + 1) is free now.
+    fn free_port_pair() -> u16 {
+        loop {
+            let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let p = s.local_addr().unwrap().port();
+            if p % 2 == 0 && p < 65_000 {
+                drop(s);
+                if UdpSocket::bind(("127.0.0.1", p + 1)).is_ok() && UdpSocket::bind(("127.0.0.1", p)).is_ok() {
+                    return p;
+                }
+            }
+        }
+    }
+
+    struct Peer {
+        sock: UdpSocket,
+    }
+
+    impl Peer {
+        fn new() -> Peer {
+            let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+            sock.set_read_timeout(Some(Duration::from_millis(5))).unwrap();
+            Peer { sock }
+        }
+        fn addr(&self) -> SocketAddr {
+            self.sock.local_addr().unwrap()
+        }
+        fn send(&self, to: u16, pt: u8, seq: u16, ts: u32, ssrc: u32, payload: &[u8]) {
+            let mut h = [0u8; 12];
+            write_header(&mut h, pt, false, seq, ts, ssrc);
+            let mut p = h.to_vec();
+            p.extend_from_slice(payload);
+            self.sock.send_to(&p, ("127.0.0.1", to)).unwrap();
+        }
+        /// Every datagram waiting now: (header, payload).
+        fn drain(&self, into: &mut Vec<(RtpHeader, Vec<u8>)>) {
+            let mut buf = [0u8; 2048];
+            while let Ok((n, _)) = self.sock.recv_from(&mut buf) {
+                if let Ok(h) = RtpHeader::parse(&buf[..n]) {
+                    into.push((h, h.payload(&buf[..n]).to_vec()));
+                }
+            }
+        }
+    }
+
+    struct Engine {
+        tx: Option<MediaTx>,
+        handle: Option<JoinHandle<()>>,
+        rx: UnboundedReceiver<MediaEvent>,
+        seen: Vec<MediaEvent>,
+    }
+
+    impl Engine {
+        fn start(config: MediaConfig) -> Engine {
+            let (tx, handle, rx) = spawn_with(prompts(), "127.0.0.1".parse().unwrap(), Arc::new(Metrics::new()), config).unwrap();
+            Engine { tx: Some(tx), handle: Some(handle), rx, seen: Vec::new() }
+        }
+        fn send(&self, cmd: MediaCommand) {
+            self.tx.as_ref().unwrap().send(cmd);
+        }
+        fn stats(&self) -> MediaStatsSnapshot {
+            self.tx.as_ref().unwrap().stats()
+        }
+        fn poll(&mut self) {
+            while let Ok(ev) = self.rx.try_recv() {
+                self.seen.push(ev);
+            }
+        }
+        /// Waits up to `within` for an event `pred` accepts.
+        fn wait_for(&mut self, within: Duration, pred: impl Fn(&MediaEvent) -> bool) -> MediaEvent {
+            let until = Instant::now() + within;
+            loop {
+                self.poll();
+                if let Some(i) = self.seen.iter().position(&pred) {
+                    return self.seen.remove(i);
+                }
+                assert!(Instant::now() < until, "event not seen within {within:?}; seen: {:?}", self.seen);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        fn stop(mut self) -> Vec<MediaEvent> {
+            drop(self.tx.take());
+            self.handle.take().unwrap().join().unwrap();
+            self.poll();
+            std::mem::take(&mut self.seen)
+        }
+    }
+
+    fn open(e: &Engine, call: u64, leg: Leg, port: u16, remote: SocketAddr, codec: Codec, ssrc: u32, seq: u16) {
+        let media = LegMedia { remote: Some(remote), codec, audio_pt: codec.payload_type(), dtmf_pt: Some(101), ptime_ms: 20 };
+        e.send(MediaCommand::Open { call, leg, local_port: port, media, direction: Direction::SendRecv, ssrc, seq, ts: 0 });
+    }
+
+    fn play(e: &Engine, call: u64, leg: Leg, name: &str, looped: bool, barge_in: bool) {
+        e.send(MediaCommand::Play { call, leg, playlist: vec![name.into()], looped, barge_in });
+    }
+
+    fn assert_continuous(pkts: &[(RtpHeader, Vec<u8>)]) {
+        for (k, w) in pkts.windows(2).enumerate() {
+            assert_eq!(w[1].0.ssrc, w[0].0.ssrc, "SSRC changed at packet {k}");
+            assert_eq!(w[1].0.seq, w[0].0.seq.wrapping_add(1), "sequence gap at packet {k}");
+            assert!(w[1].0.timestamp.wrapping_sub(w[0].0.timestamp) < 0x8000_0000, "timestamp back at {k}");
+        }
+    }
+
+    #[test]
+    fn pcma_caller_and_pcmu_agent_hear_each_other_through_hold_and_resume() {
+        let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+        let mut e = Engine::start(MediaConfig { threads: 2, ..MediaConfig::default() });
+        let (caller, agent_sdp, agent) = (Peer::new(), Peer::new(), Peer::new());
+        let (pa, pb) = (free_port_pair(), free_port_pair());
+        let call = 41;
+        open(&e, call, Leg::A, pa, caller.addr(), Codec::Pcma, 0xCA11, 1000);
+        play(&e, call, Leg::A, "guidance", false, false);
+        e.wait_for(Duration::from_secs(3), |ev| *ev == MediaEvent::Finished { call, leg: Leg::A });
+        // The agent's SDP names one port but its RTP comes from another (NAT): callgate latches to it.
+        open(&e, call, Leg::B, pb, agent_sdp.addr(), Codec::Pcmu, 0xB0B, 5000);
+        e.send(MediaCommand::Relay { call, to_leg: Leg::A });
+        e.send(MediaCommand::Relay { call, to_leg: Leg::B });
+        let (mut at_caller, mut at_agent) = (Vec::new(), Vec::new());
+        let talk = |frames: usize, start: usize, at_caller: &mut Vec<(RtpHeader, Vec<u8>)>, at_agent: &mut Vec<(RtpHeader, Vec<u8>)>| {
+            let t0 = Instant::now();
+            for i in 0..frames {
+                let k = start + i;
+                let a: Vec<u8> = tone(1000.0, 8000.0, 160, k * 160).iter().map(|&x| g711::linear_to_alaw(x)).collect();
+                let b: Vec<u8> = tone(400.0, 8000.0, 160, k * 160).iter().map(|&x| g711::linear_to_ulaw(x)).collect();
+                caller.send(pa, 8, k as u16, (k * 160) as u32, 0x1111, &a);
+                agent.send(pb, 0, k as u16, (k * 160) as u32, 0x2222, &b);
+                let next = t0 + Duration::from_millis(20 * (i as u64 + 1));
+                std::thread::sleep(next.saturating_duration_since(Instant::now()));
+                caller.drain(at_caller);
+                agent.drain(at_agent);
+            }
+        };
+        talk(50, 0, &mut at_caller, &mut at_agent);
+        let latched = e.wait_for(Duration::from_secs(1), |ev| matches!(ev, MediaEvent::Latched { leg: Leg::B, .. }));
+        assert_eq!(latched, MediaEvent::Latched { call, leg: Leg::B, addr: agent.addr() });
+        // Before the agent's first packet the caller's went to the SDP address; after it, none.
+        let mut sdp_got = Vec::new();
+        agent_sdp.drain(&mut sdp_got);
+        let to_sdp = sdp_got.len() as u16;
+        assert!(to_sdp <= 3, "{to_sdp} packets to the SDP address");
+        sdp_got.clear();
+        // The agent hears the caller's 1 kHz tone, in μ-law, with its own stream identity.
+        let voice: Vec<&(RtpHeader, Vec<u8>)> = at_agent.iter().filter(|(h, _)| h.payload_type == 0).collect();
+        assert!(voice.len() >= 45, "{} packets reached the agent", voice.len());
+        assert!(voice.iter().all(|(h, _)| h.ssrc == 0xB0B));
+        assert_eq!(voice[0].0.seq, 5000 + to_sdp, "the stream continues from the packets sent to the SDP address");
+        let pcm: Vec<i16> = voice.iter().flat_map(|(_, p)| p.iter().map(|&b| g711::ulaw_to_linear(b))).collect();
+        let f = frequency(&pcm);
+        assert!((f - 1000.0).abs() < 15.0, "the agent hears {f} Hz");
+        // The caller hears the guidance (600 Hz), then the agent's 400 Hz in A-law.
+        let relayed: Vec<i16> = at_caller.iter().filter(|(h, _)| h.seq >= 1050).flat_map(|(_, p)| p.iter().map(|&b| g711::alaw_to_linear(b))).collect();
+        let f = frequency(&relayed);
+        assert!((f - 400.0).abs() < 10.0, "the caller hears {f} Hz");
+        // Hold (music to the caller) and resume.
+        play(&e, call, Leg::A, "music", true, false);
+        talk(25, 50, &mut at_caller, &mut at_agent);
+        e.send(MediaCommand::Relay { call, to_leg: Leg::A });
+        talk(25, 75, &mut at_caller, &mut at_agent);
+        agent_sdp.drain(&mut sdp_got);
+        assert!(sdp_got.is_empty(), "after latching nothing goes to the SDP address: {}", sdp_got.len());
+        assert!(at_caller.len() >= 140, "{}", at_caller.len());
+        assert_eq!(at_caller[0].0.seq, 1000);
+        assert!(at_caller.iter().all(|(h, _)| h.ssrc == 0xCA11 && h.payload_type == 8));
+        assert_continuous(&at_caller);
+        let music: Vec<i16> = at_caller[at_caller.len() - 40..at_caller.len() - 30].iter().flat_map(|(_, p)| p.iter().map(|&b| g711::alaw_to_linear(b))).collect();
+        let tail: Vec<i16> = at_caller[at_caller.len() - 10..].iter().flat_map(|(_, p)| p.iter().map(|&b| g711::alaw_to_linear(b))).collect();
+        assert!((frequency(&tail) - 400.0).abs() < 25.0, "resumed: {} Hz", frequency(&tail));
+        let _ = music;
+        assert_continuous(&at_agent);
+        e.send(MediaCommand::Stop { call });
+        let stats = e.stats();
+        // 100 frames each way, less the 25 the held caller did not hear.
+        assert!((165..=175).contains(&stats.rtp_relayed), "{stats:?}");
+        e.stop();
+    }
+
+    #[test]
+    fn a_caller_who_sends_nothing_in_the_queue_is_reported_inactive() {
+        let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+        let mut e = Engine::start(MediaConfig { inactivity: Duration::from_millis(300), threads: 1, ..MediaConfig::default() });
+        let (silent, talker) = (Peer::new(), Peer::new());
+        let (p1, p2) = (free_port_pair(), free_port_pair());
+        open(&e, 1, Leg::A, p1, silent.addr(), Codec::Pcmu, 1, 1);
+        open(&e, 2, Leg::A, p2, talker.addr(), Codec::Pcmu, 2, 1);
+        play(&e, 1, Leg::A, "music", true, false);
+        play(&e, 2, Leg::A, "music", true, false);
+        let t0 = Instant::now();
+        for i in 0..40u16 {
+            talker.send(p2, 0, i, i as u32 * 160, 9, &[0xFF; 160]);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let ev = e.wait_for(Duration::from_millis(10), |ev| matches!(ev, MediaEvent::Inactive { .. }));
+        assert_eq!(ev, MediaEvent::Inactive { call: 1, leg: Leg::A });
+        assert!(t0.elapsed() >= Duration::from_millis(300));
+        e.poll();
+        assert!(!e.seen.iter().any(|ev| matches!(ev, MediaEvent::Inactive { call: 2, .. })), "{:?}", e.seen);
+        e.wait_for(Duration::from_secs(1), |ev| *ev == MediaEvent::Inactive { call: 2, leg: Leg::A });
+        e.stop();
+    }
+
+    #[test]
+    fn a_key_on_a_barge_in_menu_stops_it_and_is_reported() {
+        let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+        let mut e = Engine::start(MediaConfig { threads: 1, ..MediaConfig::default() });
+        let caller = Peer::new();
+        let p = free_port_pair();
+        open(&e, 7, Leg::A, p, caller.addr(), Codec::Pcmu, 3, 1);
+        play(&e, 7, Leg::A, "menu", false, true);
+        std::thread::sleep(Duration::from_millis(300));
+        for (i, end) in [(0u16, false), (1, false), (2, true), (3, true), (4, true)] {
+            let ev = crate::media::dtmf::TelephoneEvent { event: 3, end, volume: 10, duration: 160 * (i.min(2) + 1) };
+            caller.send(p, 101, 100 + i, 4000, 0x33, &ev.to_bytes());
+        }
+        e.wait_for(Duration::from_secs(1), |ev| *ev == MediaEvent::Digit { call: 7, leg: Leg::A, digit: '3' });
+        let mut got = Vec::new();
+        caller.drain(&mut got);
+        std::thread::sleep(Duration::from_millis(200));
+        let n = got.len();
+        caller.drain(&mut got);
+        assert_eq!(got.len(), n, "the menu stopped");
+        assert!((10..30).contains(&n), "{n} packets of the menu before the key");
+        e.poll();
+        assert!(!e.seen.contains(&MediaEvent::Finished { call: 7, leg: Leg::A }));
+        e.send(MediaCommand::Stop { call: 7 });
+        e.stop();
+    }
+
+    #[test]
+    fn the_recording_has_the_caller_on_the_left_and_the_agent_on_the_right() {
+        let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+        let dir = std::env::temp_dir().join(format!("callgate-rec-{}", std::process::id()));
+        let path = dir.join("sub").join("call-9.wav");
+        let mut e = Engine::start(MediaConfig { threads: 1, ..MediaConfig::default() });
+        let (caller, agent) = (Peer::new(), Peer::new());
+        let (pa, pb) = (free_port_pair(), free_port_pair());
+        open(&e, 9, Leg::A, pa, caller.addr(), Codec::Pcma, 1, 1);
+        open(&e, 9, Leg::B, pb, agent.addr(), Codec::Pcmu, 2, 1);
+        e.send(MediaCommand::Relay { call: 9, to_leg: Leg::A });
+        e.send(MediaCommand::Relay { call: 9, to_leg: Leg::B });
+        e.send(MediaCommand::Record { call: 9, path: path.clone() });
+        std::thread::sleep(Duration::from_millis(20));
+        let t0 = Instant::now();
+        for k in 0..100usize {
+            let a: Vec<u8> = tone(1000.0, 8000.0, 160, k * 160).iter().map(|&x| g711::linear_to_alaw(x)).collect();
+            let b: Vec<u8> = tone(400.0, 8000.0, 160, k * 160).iter().map(|&x| g711::linear_to_ulaw(x)).collect();
+            caller.send(pa, 8, k as u16, (k * 160) as u32, 0x1111, &a);
+            agent.send(pb, 0, k as u16, (k * 160) as u32, 0x2222, &b);
+            std::thread::sleep((t0 + Duration::from_millis(20 * (k as u64 + 1))).saturating_duration_since(Instant::now()));
+        }
+        e.send(MediaCommand::Stop { call: 9 });
+        let ev = e.wait_for(Duration::from_secs(2), |ev| matches!(ev, MediaEvent::Recorded { .. }));
+        assert_eq!(ev, MediaEvent::Recorded { call: 9, path: path.clone(), seconds: 2 });
+        let wav = std::fs::read(&path).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(&wav[..4], b"RIFF");
+        assert_eq!(u32::from_le_bytes(wav[40..44].try_into().unwrap()) as usize, wav.len() - 44, "sizes patched");
+        assert_eq!(u16::from_le_bytes([wav[22], wav[23]]), 2, "stereo");
+        let frames: Vec<(i16, i16)> =
+            wav[44..].chunks_exact(4).map(|c| (i16::from_le_bytes([c[0], c[1]]), i16::from_le_bytes([c[2], c[3]]))).collect();
+        assert!(frames.len() >= 15_000, "{} frames", frames.len());
+        // The middle second: each side's tone on its own channel.
+        let mid = &frames[4000..12_000];
+        let left: Vec<i16> = mid.iter().map(|f| f.0).collect();
+        let right: Vec<i16> = mid.iter().map(|f| f.1).collect();
+        assert!((frequency(&left) - 1000.0).abs() < 20.0, "left {} Hz", frequency(&left));
+        assert!((frequency(&right) - 400.0).abs() < 20.0, "right {} Hz", frequency(&right));
+        assert!(e.stats().recordings_written >= 1);
+        e.stop();
+    }
+
+    fn open_fds() -> usize {
+        std::fs::read_dir("/proc/self/fd").unwrap().count()
+    }
+
+    #[test]
+    fn a_thousand_calls_stopped_leave_no_socket_behind() {
+        let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+        let mut e = Engine::start(MediaConfig { threads: 2, ..MediaConfig::default() });
+        let peer = Peer::new();
+        let before = open_fds();
+        let base = 1_000_000u64;
+        for call in base..base + 1000 {
+            // Port 0: any free RTP port (no RTCP then); two legs per call.
+            let media = LegMedia { remote: Some(peer.addr()), codec: Codec::Pcmu, audio_pt: 0, dtmf_pt: None, ptime_ms: 20 };
+            for leg in Leg::BOTH {
+                e.send(MediaCommand::Open { call, leg, local_port: 0, media, direction: Direction::SendRecv, ssrc: 1, seq: 1, ts: 1 });
+            }
+            play(&e, call, Leg::A, "music", true, false);
+            e.send(MediaCommand::Relay { call, to_leg: Leg::B });
+        }
+        let until = Instant::now() + Duration::from_secs(10);
+        while e.stats().sockets < 2000 {
+            assert!(Instant::now() < until, "{:?}", e.stats());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(open_fds() >= before + 2000);
+        std::thread::sleep(Duration::from_millis(100));
+        let mut got = Vec::new();
+        peer.drain(&mut got);
+        assert!(got.len() >= 1000, "music reaches the peer: {}", got.len());
+        for call in base..base + 1000 {
+            e.send(MediaCommand::Stop { call });
+        }
+        let until = Instant::now() + Duration::from_secs(10);
+        while e.stats().sockets > 0 || e.stats().calls > 0 {
+            assert!(Instant::now() < until, "{:?}", e.stats());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let after = open_fds();
+        assert!(after <= before + 5, "fds before {before}, after {after}");
+        std::thread::sleep(Duration::from_millis(60));
+        peer.drain(&mut Vec::new());
+        std::thread::sleep(Duration::from_millis(60));
+        let mut late = Vec::new();
+        peer.drain(&mut late);
+        assert!(late.is_empty(), "{} packets after Stop", late.len());
+        e.poll();
+        assert!(!e.seen.iter().any(|ev| matches!(ev, MediaEvent::Failed { .. })), "{:?}", &e.seen[..e.seen.len().min(3)]);
+        e.stop();
+    }
 }

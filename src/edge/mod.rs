@@ -18,6 +18,7 @@
 //! has its answer (or after a 5 s grace period) the tasks stop, the
 //! media thread ends, the record writer drains into SQLite, and the latency summary is printed.
 
+pub mod cti;
 pub mod http;
 mod media;
 mod tcp;
@@ -362,6 +363,7 @@ impl SipShell {
                     self.media_tx.send(cmd);
                 }
                 Output::Record(rec) => self.sink.submit(rec),
+                Output::QueueLog(ev) => self.sink.submit_queue(ev),
             }
         }
         if f.udp.is_empty() {

@@ -11,6 +11,7 @@
 //! - [`menu`]: the DTMF menu after a guidance (choice, timeout, invalid digit, re-prompt, default).
 //! - [`recording`]: per-call stereo recording (caller left, agent right) aligned on the wall clock.
 //! - [`bridge`]: the sans-IO RTP relay between a caller leg and an agent leg.
+//! - [`engine`]: one media thread's calls, sans-IO: commands, the pacer, bridges, DTMF, recording.
 //!
 //! [`Codec`] is defined here (not in `config`) so that `config` can use it without `media` depending on
 //! `config`.
@@ -19,6 +20,7 @@ pub mod announce;
 pub mod bridge;
 pub mod command;
 pub mod dtmf;
+pub mod engine;
 pub mod g711;
 pub mod menu;
 pub mod pacer;

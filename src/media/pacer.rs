@@ -35,6 +35,14 @@
 //! The announcement therefore stays in real time and ends when it would have ended. Skipped frames are
 //! counted in [`PacerStats::skipped_frames`].
 //!
+//! # Muted streams
+//!
+//! A stream whose destination has port 0 (e.g. `0.0.0.0:0`: the peer gave no address yet, or its
+//! direction does not let callgate send, as on hold) is *muted*: it keeps its timing, its playlist
+//! position and its timestamps advance in real time, but nothing is emitted and its sequence number
+//! does not advance (the receiver must not count the silence as loss). [`Pacer::set_destination`] to a
+//! real address unmutes it; the first packet then carries the marker bit.
+//!
 //! # Stream lifecycle
 //!
 //! ```text
@@ -45,7 +53,7 @@
 //!                        │
 //!        remove() ───────┤ playlist exhausted (not looped), at the tick its next frame would be due
 //!                        ▼
-//!                     Removed ── (exhausted only) ──▶ PacerEvent::Finished { id, user }
+//!                     Removed ── (exhausted only) ──▶ PacerEvent::Finished { id, user, end }
 //! ```
 //! A looped playlist (with at least one frame) never finishes. RTP: one SSRC per stream, consecutive
 //! sequence numbers, timestamp +160 per frame, marker bit on the stream's first packet only; all of this
@@ -112,8 +120,14 @@ pub struct Packet<'a> {
 /// Reports for the shell.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PacerEvent {
-    /// A non-looped playlist has been played out (20 ms after its last packet). The stream is removed.
-    Finished { id: StreamId, user: u64 },
+    /// A non-looped playlist has been played out (20 ms after its last packet). The stream is removed;
+    /// `end` is where it stood (the sequence number and timestamp its next packet would have had), so
+    /// that whatever follows on the same RTP stream can continue it.
+    Finished {
+        id: StreamId,
+        user: u64,
+        end: StreamPosition,
+    },
 }
 
 /// Counters since the pacer was created.
@@ -121,6 +135,8 @@ pub enum PacerEvent {
 pub struct PacerStats {
     pub packets: u64,
     pub skipped_frames: u64,
+    /// Frames that passed while their stream was muted (see "Muted streams").
+    pub muted_frames: u64,
     pub finished: u64,
     pub max_lateness: Duration,
 }
@@ -352,6 +368,19 @@ impl Pacer {
         true
     }
 
+    /// Moves a stream's playlist position to frame `frame` of item `item` (e.g. to continue a playlist
+    /// that was interrupted by a DTMF digit sent on the same RTP stream). A position past the end of an
+    /// item moves on to the next one; past the end of the playlist the stream finishes (looped: starts
+    /// again) at its next due tick. Timing and RTP identity are unchanged. False if `id` is not live.
+    pub fn seek(&mut self, id: StreamId, item: usize, frame: usize) -> bool {
+        let Some(s) = self.stream_mut(id) else {
+            return false;
+        };
+        s.item = item;
+        s.frame = frame;
+        true
+    }
+
     /// Changes where a stream's packets go (e.g. after a re-INVITE). False if `id` is not live.
     pub fn set_destination(&mut self, id: StreamId, dst: SocketAddr) -> bool {
         let Some(s) = self.stream_mut(id) else {
@@ -444,35 +473,48 @@ impl Pacer {
                     exhausted = true;
                     break;
                 }
-                let mut header = [0u8; HEADER_LEN];
-                write_header(&mut header, s.pt, s.marker, s.seq, s.ts, s.ssrc);
-                let due = start + Duration::from_millis(s.next_due);
-                let lateness = now.saturating_duration_since(due);
-                if lateness > self.stats.max_lateness {
-                    self.stats.max_lateness = lateness;
+                if s.dst.port() == 0 {
+                    // Muted: the frame passes in silence; the next packet sent starts a talkspurt.
+                    s.marker = true;
+                    self.stats.muted_frames += 1;
+                } else {
+                    let mut header = [0u8; HEADER_LEN];
+                    write_header(&mut header, s.pt, s.marker, s.seq, s.ts, s.ssrc);
+                    let due = start + Duration::from_millis(s.next_due);
+                    let lateness = now.saturating_duration_since(due);
+                    if lateness > self.stats.max_lateness {
+                        self.stats.max_lateness = lateness;
+                    }
+                    out(Packet {
+                        id: StreamId { index, gen },
+                        user: s.user,
+                        socket: s.socket,
+                        dst: s.dst,
+                        header,
+                        payload: s.playlist[s.item].frame(s.frame, s.codec),
+                        lateness,
+                    });
+                    s.marker = false;
+                    s.seq = s.seq.wrapping_add(1);
+                    s.sent += 1;
+                    self.stats.packets += 1;
                 }
-                out(Packet {
-                    id: StreamId { index, gen },
-                    user: s.user,
-                    socket: s.socket,
-                    dst: s.dst,
-                    header,
-                    payload: s.playlist[s.item].frame(s.frame, s.codec),
-                    lateness,
-                });
-                s.marker = false;
                 s.frame += 1;
-                s.seq = s.seq.wrapping_add(1);
                 s.ts = s.ts.wrapping_add(FRAME_SAMPLES as u32);
-                s.sent += 1;
                 s.next_due += PERIOD;
-                self.stats.packets += 1;
             }
             if exhausted {
                 let s = self.unlink(index); // swaps another stream into position i: look at i again
                 self.events.push_back(PacerEvent::Finished {
                     id: StreamId { index, gen },
                     user: s.user,
+                    end: StreamPosition {
+                        seq: s.seq,
+                        ts: s.ts,
+                        item: s.item,
+                        frame: s.frame,
+                        sent: s.sent,
+                    },
                 });
                 self.stats.finished += 1;
                 drop(s); // the playlist's Arcs
@@ -637,7 +679,9 @@ mod tests {
             assert_eq!(s.payload0, frame_byte(i), "frame {i}");
         }
         assert_eq!(ev.len(), 1);
-        assert_eq!(ev[0].1, PacerEvent::Finished { id, user: 7 });
+        assert!(
+            matches!(ev[0].1, PacerEvent::Finished { id: i, user: 7, end } if i == id && end.seq == 65_000u16.wrapping_add(650) && end.ts == (u32::MAX - 500).wrapping_add(650 * 160) && end.sent == 650)
+        );
         assert_eq!(
             ev[0].0,
             sent[649].at + Duration::from_millis(20),
@@ -749,10 +793,10 @@ mod tests {
         assert_eq!(users, [2, 3], "no event for a removed stream");
         assert!(ev
             .iter()
-            .any(|(_, e)| *e == PacerEvent::Finished { id: b, user: 2 }));
+            .any(|(_, e)| matches!(*e, PacerEvent::Finished { id, user: 2, .. } if id == b)));
         assert!(ev
             .iter()
-            .any(|(_, e)| *e == PacerEvent::Finished { id: c, user: 3 }));
+            .any(|(_, e)| matches!(*e, PacerEvent::Finished { id, user: 3, .. } if id == c)));
     }
 
     #[test]
@@ -784,13 +828,13 @@ mod tests {
         // The second prompt starts again at frame 0.
         assert_eq!(sent[30].payload0, frame_byte(0));
         assert_eq!(sent[29].payload0, frame_byte(29));
-        assert_eq!(
-            ev,
-            [(
-                t0 + Duration::from_millis(1000),
-                PacerEvent::Finished { id, user: 1 }
-            )]
-        );
+        assert_eq!(ev.len(), 1);
+        assert_eq!(ev[0].0, t0 + Duration::from_millis(1000));
+        let PacerEvent::Finished { id: fid, user, end } = ev[0].1;
+        assert_eq!((fid, user), (id, 1));
+        // Where the next packet on the same RTP stream continues.
+        assert_eq!((end.seq, end.ts), (65_000u16.wrapping_add(50), (u32::MAX - 500).wrapping_add(50 * 160)));
+        assert_eq!((end.item, end.sent), (3, 50));
     }
 
     #[test]
@@ -828,10 +872,7 @@ mod tests {
             &mut sent,
             &mut ev,
         );
-        assert_eq!(
-            ev.last().unwrap().1,
-            PacerEvent::Finished { id: e, user: 9 }
-        );
+        assert!(matches!(ev.last().unwrap().1, PacerEvent::Finished { id, user: 9, .. } if id == e));
     }
 
     #[test]
@@ -909,5 +950,58 @@ mod tests {
             dsts.push(pkt.dst)
         });
         assert_eq!(dsts, [dst(1), moved]);
+    }
+
+    #[test]
+    fn seek_continues_a_playlist_where_it_was_interrupted() {
+        let t0 = Instant::now();
+        let mut p = Pacer::new(t0);
+        let list = vec![prompt("a", 30), prompt("b", 20)];
+        let id = p.add(t0, spec(1, list.clone(), false));
+        let (mut sent, mut ev) = (Vec::new(), Vec::new());
+        // 10 frames played, then the stream is taken off (a digit is sent on the RTP stream).
+        let now = run(&mut p, t0, t0 + Duration::from_millis(190), &mut sent, &mut ev);
+        assert_eq!(sent.len(), 10);
+        let pos = p.position(id).unwrap();
+        assert_eq!((pos.item, pos.frame), (0, 10));
+        assert!(p.remove(id));
+        // Back 100 ms later: a new stream of the same playlist, moved to where the old one stood.
+        let later = now + Duration::from_millis(100);
+        let id2 = p.add(later, spec(1, list.clone(), false));
+        assert!(p.seek(id2, pos.item, pos.frame));
+        run(&mut p, later, later + Duration::from_secs(2), &mut sent, &mut ev);
+        assert_eq!(sent.len(), 50, "every frame of the playlist played once");
+        assert_eq!(sent[10].payload0, frame_byte(10));
+        assert_eq!(sent[30].payload0, frame_byte(0), "then the second prompt");
+        // A position past the end of an item goes on with the next one.
+        let id3 = p.add(later + Duration::from_secs(2), spec(2, list, false));
+        assert!(p.seek(id3, 0, 99));
+        let before = sent.len();
+        run(&mut p, later + Duration::from_secs(2), later + Duration::from_secs(4), &mut sent, &mut ev);
+        assert_eq!(sent.len() - before, 20);
+        assert!(!p.seek(id, 0, 0), "a removed stream");
+    }
+
+    #[test]
+    fn a_muted_stream_keeps_time_but_not_sequence_numbers() {
+        let t0 = Instant::now();
+        let mut p = Pacer::new(t0);
+        let id = p.add(t0, spec(1, vec![prompt("g", 100)], false));
+        let (mut sent, mut ev) = (Vec::new(), Vec::new());
+        let now = run(&mut p, t0, t0 + Duration::from_millis(90), &mut sent, &mut ev);
+        assert_eq!(sent.len(), 5);
+        let nowhere: SocketAddr = "0.0.0.0:0".parse().unwrap();
+        assert!(p.set_destination(id, nowhere));
+        let now = run(&mut p, now, t0 + Duration::from_millis(290), &mut sent, &mut ev);
+        assert_eq!(sent.len(), 5, "muted: nothing emitted");
+        assert_eq!(p.stats().muted_frames, 10);
+        assert!(p.set_destination(id, dst(1)));
+        run(&mut p, now, t0 + Duration::from_secs(3), &mut sent, &mut ev);
+        assert_eq!(sent.len(), 90, "the muted frames are not sent later");
+        assert_eq!(sent[5].h.seq, sent[4].h.seq.wrapping_add(1), "no sequence gap");
+        assert_eq!(sent[5].h.timestamp, sent[4].h.timestamp.wrapping_add(11 * 160), "time went on");
+        assert!(sent[5].h.marker, "a new talkspurt");
+        assert_eq!(sent[5].payload0, frame_byte(15), "the announcement went on in real time");
+        assert_eq!(ev.len(), 1, "it finishes when it would have");
     }
 }

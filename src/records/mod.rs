@@ -1,17 +1,30 @@
-//! Call records in SQLite, written off the hot path.
+//! Call records, the ACD's queue log and pending callbacks in SQLite, written off the hot path.
 //!
 //! Every call leaves exactly one [`CallRecord`] (domain rule: nothing a caller did may be lost, including
-//! calls abandoned in the announcement). The SIP thread hands records to a [`RecordSink`]; `submit` only
-//! pushes onto an unbounded channel and never blocks. One writer thread ([`RecordWriter`]) drains the
-//! channel in batches and inserts each batch in one transaction.
+//! calls abandoned in the announcement). The SIP thread hands records to a [`RecordSink`], and the ACD's
+//! [`QueueEvent`](crate::acd::log::QueueEvent)s and callback changes go the same way ([`Row`]); `submit`
+//! only pushes onto an unbounded channel and never blocks. One writer thread ([`RecordWriter`]) drains
+//! the channel in batches and writes each batch in one transaction, rows in the order they were sent.
 //!
-//! Storage: SQLite in WAL mode (`journal_mode=WAL`, `synchronous=NORMAL`: a commit survives a process
-//! crash; an OS crash may lose the last transactions but never corrupts the file). The schema is versioned
-//! with `PRAGMA user_version` and evolved by the ordered list in [`MIGRATIONS`].
+//! Storage: SQLite in WAL mode (`journal_mode=WAL`, `synchronous=NORMAL`). The schema is versioned
+//! with `PRAGMA user_version` and evolved by the ordered list in [`MIGRATIONS`]:
+//! 1 `calls`, 2 `calls.digits`, 3 `queue_log`, 4 `callbacks`, 5 `calls.queue/agent/menu_choice/recording/
+//! wait_ms/talk_ms/end_reason` (nullable).
 //!
-//! Crash safety: `call_id` (callgate's own id) is the PRIMARY KEY and rows are written with
-//! `INSERT OR IGNORE`, so replaying records (e.g. from a future spill/journal file) never writes a call twice.
+//! # What survives a crash
+//! - A batch is one transaction; once its COMMIT has returned it survives `kill -9` of callgate (the WAL
+//!   frames are in the OS page cache, and SQLite replays the WAL at the next open). With
+//!   `synchronous=NORMAL` the WAL is not fsynced at every commit, so an OS crash or power loss may lose the
+//!   transactions since the last checkpoint's fsync, never corrupting the file.
+//! - Lost on `kill -9`: the rows still in the channel and the batch being gathered or written — at most
+//!   what was submitted in the last [`WriterConfig::linger`] (50 ms) plus one batch. Calls end, and
+//!   their records are submitted, after the BYE is answered, so "every call ended before the kill" means
+//!   ended more than one linger + one commit earlier.
+//! - Nothing is written twice: `calls.call_id` is the PRIMARY KEY, `queue_log` has a unique key over the
+//!   event and a per-key sequence number (see `log.rs` for why that makes a replay a no-op),
+//!   `callbacks.id` is the PRIMARY KEY with upsert/delete; rows are inserted with `INSERT OR IGNORE`.
 
+mod log;
 mod schema;
 mod writer;
 
@@ -19,7 +32,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use schema::{MIGRATIONS, SCHEMA_VERSION};
-pub use writer::{RecordSink, RecordStats, RecordWriter, WriterConfig};
+pub use log::{decode_event, event_data, read_callbacks, read_queue_log, CallContact, CallbackRecord, Contact, RecordsReader, LOAD_MARGIN_MS};
+pub use writer::{RecordSink, RecordStats, RecordWriter, Row, WriterConfig};
 
 /// How a call ended. Stored as [`Outcome::as_str`] in the `outcome` column.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -123,6 +137,55 @@ pub struct CallRecord {
     pub reason: String,
     /// The DTMF digits the caller pressed during the call, in order (RFC 4733 or SIP INFO).
     pub digits: String,
+    // Since schema version 5: what the ACD and the media path add. None when the call never had it (and
+    // for every row written before version 5).
+    /// The ACD queue the call was last in.
+    pub queue: Option<String>,
+    /// The id of the agent who answered (the last one, after transfers inside the ACD).
+    pub agent: Option<String>,
+    /// The menu option the caller chose (its key or label).
+    pub menu_choice: Option<String>,
+    /// The recording's file (relative to the tenant's recordings directory).
+    pub recording: Option<String>,
+    /// Time in queue until answered or abandoned, ms.
+    pub wait_ms: Option<u64>,
+    /// Time talking with an agent (hold excluded), ms.
+    pub talk_ms: Option<u64>,
+    /// Who or what ended the call: "caller", "agent", "system", "max_wait", ...
+    pub end_reason: Option<String>,
+}
+
+impl Default for CallRecord {
+    /// An empty record (all text empty, times 0, no optional field set). The outcome is
+    /// [`Outcome::Failed`]: a record nobody filled in is not a success. For `..Default::default()` in
+    /// constructors, so that fields added later (all optional) need no change there.
+    fn default() -> Self {
+        CallRecord {
+            call_id: String::new(),
+            sip_call_id: String::new(),
+            tenant: None,
+            trunk: None,
+            service: None,
+            caller: String::new(),
+            number: String::new(),
+            source: String::new(),
+            transport: String::new(),
+            arrived_ms: 0,
+            answered_ms: None,
+            ended_ms: 0,
+            outcome: Outcome::Failed,
+            sip_status: 0,
+            reason: String::new(),
+            digits: String::new(),
+            queue: None,
+            agent: None,
+            menu_choice: None,
+            recording: None,
+            wait_ms: None,
+            talk_ms: None,
+            end_reason: None,
+        }
+    }
 }
 
 /// Errors from the records store. Each names the database file and the operation that failed.
@@ -140,6 +203,10 @@ pub enum RecordsError {
     BadOutcome { path: PathBuf, call_id: String, found: String },
     #[error("records database {path}: call {call_id:?}: expected sip_status in 0..=65535, found {found}", path = .path.display())]
     BadStatus { path: PathBuf, call_id: String, found: i64 },
+    #[error("records database {path}: queue_log row {id} ({event}): {what}", path = .path.display())]
+    BadQueueRow { path: PathBuf, id: i64, event: String, what: String },
+    #[error("records database {path}: callback {id}: expected {field}, found {found:?}", path = .path.display())]
+    BadCallback { path: PathBuf, id: u64, field: &'static str, found: String },
     #[error("records database {path}: cannot start the writer thread: {source}", path = .path.display())]
     Spawn { path: PathBuf, source: std::io::Error },
     #[error("records database {path}: the writer thread has stopped", path = .path.display())]
@@ -159,62 +226,7 @@ pub(crate) fn sql_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(rusql
 /// Reads every record in the database, ordered by `arrived_ms` then `call_id`. For tests and the CLI.
 /// Opens the file read-only; works while a writer has it open (WAL).
 pub fn read_records(path: &Path) -> Result<Vec<CallRecord>, RecordsError> {
-    use rusqlite::OpenFlags;
-    let conn = rusqlite::Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(sql_err(path, "open read-only"))?;
-    conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(sql_err(path, "set busy_timeout"))?;
-    let mut stmt = conn
-        .prepare(
-            "SELECT call_id, sip_call_id, tenant, trunk, service, caller, number, source, transport,
-                    arrived_ms, answered_ms, ended_ms, outcome, sip_status, reason, digits
-             FROM calls ORDER BY arrived_ms, call_id",
-        )
-        .map_err(sql_err(path, "prepare SELECT from calls"))?;
-    let rows = stmt
-        .query_map([], |r| {
-            Ok((
-                CallRecord {
-                    call_id: r.get(0)?,
-                    sip_call_id: r.get(1)?,
-                    tenant: r.get(2)?,
-                    trunk: r.get(3)?,
-                    service: r.get(4)?,
-                    caller: r.get(5)?,
-                    number: r.get(6)?,
-                    source: r.get(7)?,
-                    transport: r.get(8)?,
-                    arrived_ms: r.get(9)?,
-                    answered_ms: r.get(10)?,
-                    ended_ms: r.get(11)?,
-                    outcome: Outcome::Completed, // replaced below
-                    sip_status: 0,
-                    reason: r.get(14)?,
-                    digits: r.get(15)?,
-                },
-                r.get::<_, String>(12)?,
-                r.get::<_, i64>(13)?,
-            ))
-        })
-        .map_err(sql_err(path, "query calls"))?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (mut rec, outcome, status) = row.map_err(sql_err(path, "read a row of calls"))?;
-        rec.outcome = Outcome::from_name(&outcome).ok_or_else(|| RecordsError::BadOutcome {
-            path: path.to_path_buf(),
-            call_id: rec.call_id.clone(),
-            found: outcome.clone(),
-        })?;
-        rec.sip_status = u16::try_from(status).map_err(|_| RecordsError::BadStatus {
-            path: path.to_path_buf(),
-            call_id: rec.call_id.clone(),
-            found: status,
-        })?;
-        out.push(rec);
-    }
-    Ok(out)
+    RecordsReader::open(path)?.records(i64::MIN..i64::MAX)
 }
 
 #[cfg(test)]

@@ -33,6 +33,44 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX calls_tenant ON calls(tenant, arrived_ms);",
     // 2: the DTMF digits the caller pressed during the call, in order.
     "ALTER TABLE calls ADD COLUMN digits TEXT NOT NULL DEFAULT '';",
+    // 3: the ACD's queue log, one row per QueueEvent (see log.rs for `data` and `seq`). The unique key
+    //    makes a replay write nothing; it also serves range scans by time (at_ms leads).
+    "CREATE TABLE queue_log (
+        id      INTEGER PRIMARY KEY,
+        at_ms   INTEGER NOT NULL,
+        tenant  TEXT    NOT NULL,
+        queue   TEXT    NOT NULL,
+        call    TEXT    NOT NULL,
+        agent   TEXT    NOT NULL,
+        event   TEXT    NOT NULL,
+        data    TEXT    NOT NULL,
+        seq     INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE UNIQUE INDEX queue_log_key ON queue_log(at_ms, tenant, queue, call, agent, event, seq);
+    CREATE INDEX queue_log_tenant ON queue_log(tenant, at_ms);",
+    // 4: callbacks waiting for their turn (survive a restart); id = the ACD's callback id.
+    "CREATE TABLE callbacks (
+        id           INTEGER PRIMARY KEY NOT NULL,
+        tenant       TEXT    NOT NULL,
+        queue        TEXT    NOT NULL,
+        number       TEXT    NOT NULL,
+        requested_ms INTEGER NOT NULL,
+        due_ms       INTEGER NOT NULL,
+        enqueued_ms  INTEGER NOT NULL,
+        attempts     INTEGER NOT NULL DEFAULT 0,
+        info         TEXT    NOT NULL
+    );",
+    // 5: what the ACD and the media path add to a call's record; NULL for calls that never had them
+    //    (and for every row written before this version). The covering index serves repeat-caller
+    //    look-ups (first-call resolution) without reading the table.
+    "CREATE INDEX calls_contacts ON calls(tenant, arrived_ms, caller, call_id, outcome);
+    ALTER TABLE calls ADD COLUMN queue TEXT;
+    ALTER TABLE calls ADD COLUMN agent TEXT;
+    ALTER TABLE calls ADD COLUMN menu_choice TEXT;
+    ALTER TABLE calls ADD COLUMN recording TEXT;
+    ALTER TABLE calls ADD COLUMN wait_ms INTEGER;
+    ALTER TABLE calls ADD COLUMN talk_ms INTEGER;
+    ALTER TABLE calls ADD COLUMN end_reason TEXT;",
 ];
 
 /// The schema version this build writes.

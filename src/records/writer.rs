@@ -1,18 +1,26 @@
 //! The record writer: one std thread that owns the SQLite connection.
 //!
 //! ```text
-//!   SIP thread(s) ──submit()──▶ unbounded mpsc ──▶ writer thread
-//!                                                 │ recv() one, try_recv() up to batch_max more
-//!                                                 │ (a short batch: linger, then try_recv() again)
-//!                                                 │ BEGIN IMMEDIATE; INSERT OR IGNORE ×n; COMMIT
-//!                                                 │ on error: keep the batch, back off, retry
-//!   close() ──closing flag + Close msg──────────▶ │ drain until the channel is empty, commit, exit
+//!   SIP thread(s) ─ submit(CallRecord) ──┐
+//!   ACD owner     ─ send(Row::Queue(..)) ┼─▶ unbounded mpsc ──▶ writer thread
+//!   core          ─ upsert/delete cb  ───┘                     │ recv() one, try_recv() up to batch_max more
+//!                                                              │ (a short batch: linger, then try_recv() again)
+//!                                                              │ BEGIN IMMEDIATE; each row in order; COMMIT
+//!                                                              │ on error: keep the batch, back off, retry
+//!   close() ──closing flag + Close msg───────────────────────▶ │ drain until the channel is empty, commit, exit
 //! ```
 //!
-//! `submit` never blocks: the channel is unbounded, so a slow disk costs memory, not call setup latency.
-//! A record is only lost if the writer thread is gone (after close, or if it panicked) or if the database
-//! still refuses writes at close after the retries; both are logged with `tracing::error!` and counted in
-//! [`RecordStats::dropped`] / [`RecordStats::lost`] / reported by [`RecordWriter::close`].
+//! # Channel policy
+//! Unbounded, with a gauge: `submit`/`send` never block and never drop while the writer runs, so a slow
+//! disk costs memory, not call-setup latency. [`RecordStats::queued`] is the gauge (rows accepted and not
+//! yet written); export it and alarm on its growth. A bounded channel would have to either block the SIP
+//! thread or drop records, and the domain rule is that no record is lost. A row is only lost if the writer
+//! thread is gone (after close, or if it panicked) or if the database still refuses writes at close after
+//! the retries; both are logged with `tracing::error!` and counted in [`RecordStats::dropped`] /
+//! [`RecordStats::lost`] / reported by [`RecordWriter::close`].
+//!
+//! Rows are written in the order they were sent (one FIFO channel, one thread, one transaction per batch
+//! executing the rows in order), so a callback upsert followed by its delete leaves no row.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -23,7 +31,11 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection};
 
+use std::collections::HashMap;
+
+use super::log::{event_data, CallbackRecord};
 use super::{schema, sql_err, CallRecord, RecordsError};
+use crate::acd::log::QueueEvent;
 
 /// Tuning for the writer thread.
 #[derive(Clone, Debug)]
@@ -57,22 +69,30 @@ impl Default for WriterConfig {
 /// Counters shared by the writer and its sinks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RecordStats {
-    /// Accepted by `submit`.
+    /// Rows of every kind accepted by `submit` / `send`.
     pub submitted: u64,
-    /// Rows inserted.
+    /// Call records inserted.
     pub written: u64,
-    /// Records whose call_id was already stored (INSERT OR IGNORE skipped them).
+    /// Call records whose call_id was already stored (INSERT OR IGNORE skipped them).
     pub duplicates: u64,
-    /// Records refused by `submit` because the writer had stopped.
+    /// Queue log rows inserted.
+    pub queue_written: u64,
+    /// Queue log rows already stored (a replay).
+    pub queue_duplicates: u64,
+    /// Callback upserts and deletes applied (a delete of a missing id counts too: it is done).
+    pub callback_ops: u64,
+    /// Rows refused by `submit` / `send` because the writer had stopped.
     pub dropped: u64,
-    /// Records accepted but still unwritable when close() gave up.
+    /// Rows accepted but still unwritable when close() gave up.
     pub lost: u64,
 }
 
 impl RecordStats {
-    /// Records submitted but not yet written, skipped or dropped.
+    /// Rows submitted but not yet written, skipped or lost: the channel's gauge.
     pub fn queued(&self) -> u64 {
-        self.submitted.saturating_sub(self.written + self.duplicates + self.lost)
+        self.submitted.saturating_sub(
+            self.written + self.duplicates + self.queue_written + self.queue_duplicates + self.callback_ops + self.lost,
+        )
     }
 }
 
@@ -81,6 +101,9 @@ struct Shared {
     submitted: AtomicU64,
     written: AtomicU64,
     duplicates: AtomicU64,
+    queue_written: AtomicU64,
+    queue_duplicates: AtomicU64,
+    callback_ops: AtomicU64,
     dropped: AtomicU64,
     lost: AtomicU64,
     closing: AtomicBool,
@@ -92,16 +115,44 @@ impl Shared {
             submitted: self.submitted.load(Ordering::Relaxed),
             written: self.written.load(Ordering::Relaxed),
             duplicates: self.duplicates.load(Ordering::Relaxed),
+            queue_written: self.queue_written.load(Ordering::Relaxed),
+            queue_duplicates: self.queue_duplicates.load(Ordering::Relaxed),
+            callback_ops: self.callback_ops.load(Ordering::Relaxed),
             dropped: self.dropped.load(Ordering::Relaxed),
             lost: self.lost.load(Ordering::Relaxed),
         }
     }
 }
 
-// Records are moved, not boxed: the channel stores them in blocks, so boxing would only add an allocation.
+/// One thing for the writer to write.
+// Rows are moved, not boxed: the channel stores them in blocks, so boxing would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq)]
+pub enum Row {
+    /// A call's record (`INSERT OR IGNORE` by call_id).
+    Call(CallRecord),
+    /// An ACD queue log event (`INSERT OR IGNORE` by its key, see `log.rs`).
+    Queue(QueueEvent),
+    /// A callback was taken or changed (attempts, due time): insert or replace the row with this id.
+    CallbackUpsert(CallbackRecord),
+    /// A callback is done (connected, given up, cancelled): remove its row.
+    CallbackDelete { id: u64 },
+}
+
+impl Row {
+    fn label(&self) -> String {
+        match self {
+            Row::Call(r) => format!("call record {}", r.call_id),
+            Row::Queue(e) => format!("queue event {} of call {:?} at {}", e.kind.name(), e.call, e.at_ms),
+            Row::CallbackUpsert(c) => format!("callback {} upsert", c.id),
+            Row::CallbackDelete { id } => format!("callback {id} delete"),
+        }
+    }
+}
+
 #[allow(clippy::large_enum_variant)]
 enum Msg {
-    Record(CallRecord),
+    Row(Row),
     /// Answer once everything submitted before this message is committed.
     Flush(mpsc::SyncSender<()>),
     Close,
@@ -116,27 +167,56 @@ pub struct RecordSink {
 }
 
 impl RecordSink {
-    /// Queues a record for the writer thread. Never blocks. If the writer has already stopped, the record
-    /// is dropped, logged with `tracing::error!` and counted in [`RecordStats::dropped`].
+    /// Queues a call record for the writer thread. Never blocks. If the writer has already stopped, the
+    /// record is dropped, logged with `tracing::error!` and counted in [`RecordStats::dropped`].
     #[inline]
     pub fn submit(&self, rec: CallRecord) {
-        self.try_submit(rec);
+        self.try_send(Row::Call(rec));
     }
 
     /// [`RecordSink::submit`], telling whether the record was queued (false: the writer has stopped).
     pub fn try_submit(&self, rec: CallRecord) -> bool {
+        self.try_send(Row::Call(rec))
+    }
+
+    /// Queues an ACD queue log event. Never blocks (same policy as [`RecordSink::submit`]).
+    #[inline]
+    pub fn submit_queue(&self, ev: QueueEvent) {
+        self.try_send(Row::Queue(ev));
+    }
+
+    /// Stores (or replaces, by id) a pending callback. Never blocks.
+    #[inline]
+    pub fn upsert_callback(&self, cb: CallbackRecord) {
+        self.try_send(Row::CallbackUpsert(cb));
+    }
+
+    /// Removes a pending callback. Never blocks.
+    #[inline]
+    pub fn delete_callback(&self, id: u64) {
+        self.try_send(Row::CallbackDelete { id });
+    }
+
+    /// Queues any row. Never blocks.
+    #[inline]
+    pub fn send(&self, row: Row) {
+        self.try_send(row);
+    }
+
+    /// [`RecordSink::send`], telling whether the row was queued (false: the writer has stopped).
+    pub fn try_send(&self, row: Row) -> bool {
         // Counted before the send so that `queued()` never sees a write before its submit.
         self.shared.submitted.fetch_add(1, Ordering::Relaxed);
-        match self.tx.send(Msg::Record(rec)) {
+        match self.tx.send(Msg::Row(row)) {
             Ok(()) => true,
             Err(mpsc::SendError(msg)) => {
                 self.shared.submitted.fetch_sub(1, Ordering::Relaxed);
                 let n = self.shared.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                if let Msg::Record(rec) = msg {
+                if let Msg::Row(row) = msg {
                     // Log the first drops and then every 1000th, to not flood the log.
                     if n <= 10 || n.is_multiple_of(1000) {
-                        tracing::error!(path = %self.path.display(), call_id = %rec.call_id, dropped = n,
-                            "call record dropped: the record writer has stopped");
+                        tracing::error!(path = %self.path.display(), row = %row.label(), dropped = n,
+                            "record dropped: the record writer has stopped");
                     }
                 }
                 false
@@ -182,9 +262,14 @@ impl RecordWriter {
         self.sink.clone()
     }
 
-    /// Submits through the writer's own sink.
+    /// Submits a call record through the writer's own sink.
     pub fn submit(&self, rec: CallRecord) {
         self.sink.submit(rec)
+    }
+
+    /// Sends any row through the writer's own sink.
+    pub fn send(&self, row: Row) {
+        self.sink.send(row)
     }
 
     pub fn stats(&self) -> RecordStats {
@@ -261,38 +346,140 @@ pub(crate) fn open_db(path: &Path) -> Result<Connection, RecordsError> {
 }
 
 const INSERT: &str = "INSERT OR IGNORE INTO calls (call_id, sip_call_id, tenant, trunk, service, caller, number,
-    source, transport, arrived_ms, answered_ms, ended_ms, outcome, sip_status, reason, digits)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)";
+    source, transport, arrived_ms, answered_ms, ended_ms, outcome, sip_status, reason, digits,
+    queue, agent, menu_choice, recording, wait_ms, talk_ms, end_reason)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)";
 
-/// Inserts a batch in one transaction. Returns rows inserted (duplicates are skipped).
-fn write_batch(conn: &mut Connection, batch: &[CallRecord]) -> rusqlite::Result<u64> {
+const INSERT_QUEUE: &str = "INSERT OR IGNORE INTO queue_log (at_ms, tenant, queue, call, agent, event, data, seq)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+
+const UPSERT_CALLBACK: &str = "INSERT INTO callbacks (id, tenant, queue, number, requested_ms, due_ms, enqueued_ms, attempts, info)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+    ON CONFLICT(id) DO UPDATE SET tenant = excluded.tenant, queue = excluded.queue, number = excluded.number,
+        requested_ms = excluded.requested_ms, due_ms = excluded.due_ms, enqueued_ms = excluded.enqueued_ms,
+        attempts = excluded.attempts, info = excluded.info";
+
+const DELETE_CALLBACK: &str = "DELETE FROM callbacks WHERE id = ?1";
+
+/// A row taken from the channel; queue events carry the `seq` the writer gave them.
+struct Pending {
+    row: Row,
+    seq: u32,
+}
+
+/// What one committed batch did.
+#[derive(Default)]
+struct Written {
+    calls: u64,
+    call_dups: u64,
+    queue: u64,
+    queue_dups: u64,
+    callback_ops: u64,
+}
+
+/// Writes a batch in one transaction, rows in order.
+fn write_batch(conn: &mut Connection, batch: &[Pending]) -> rusqlite::Result<Written> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let mut n = 0u64;
-    {
-        let mut stmt = tx.prepare_cached(INSERT)?;
-        for r in batch {
-            n += stmt.execute(params![
-                r.call_id,
-                r.sip_call_id,
-                r.tenant,
-                r.trunk,
-                r.service,
-                r.caller,
-                r.number,
-                r.source,
-                r.transport,
-                r.arrived_ms,
-                r.answered_ms,
-                r.ended_ms,
-                r.outcome.as_str(),
-                r.sip_status,
-                r.reason,
-                r.digits,
-            ])? as u64;
+    let mut w = Written::default();
+    for p in batch {
+        match &p.row {
+            Row::Call(r) => {
+                let n = tx.prepare_cached(INSERT)?.execute(params![
+                    r.call_id,
+                    r.sip_call_id,
+                    r.tenant,
+                    r.trunk,
+                    r.service,
+                    r.caller,
+                    r.number,
+                    r.source,
+                    r.transport,
+                    r.arrived_ms,
+                    r.answered_ms,
+                    r.ended_ms,
+                    r.outcome.as_str(),
+                    r.sip_status,
+                    r.reason,
+                    r.digits,
+                    r.queue,
+                    r.agent,
+                    r.menu_choice,
+                    r.recording,
+                    r.wait_ms.map(|v| v.min(i64::MAX as u64) as i64),
+                    r.talk_ms.map(|v| v.min(i64::MAX as u64) as i64),
+                    r.end_reason,
+                ])? as u64;
+                w.calls += n;
+                w.call_dups += 1 - n;
+            }
+            Row::Queue(e) => {
+                let n = tx.prepare_cached(INSERT_QUEUE)?.execute(params![
+                    e.at_ms,
+                    e.tenant,
+                    e.queue,
+                    e.call,
+                    e.agent,
+                    e.kind.name(),
+                    event_data(&e.kind),
+                    p.seq,
+                ])? as u64;
+                w.queue += n;
+                w.queue_dups += 1 - n;
+            }
+            Row::CallbackUpsert(c) => {
+                tx.prepare_cached(UPSERT_CALLBACK)?.execute(params![
+                    c.id as i64, // bit-for-bit: every u64 round-trips through SQLite's signed INTEGER
+                    c.tenant,
+                    c.queue,
+                    c.number,
+                    c.requested_ms,
+                    c.due_ms,
+                    c.enqueued_ms,
+                    c.attempts,
+                    c.info.to_string(),
+                ])?;
+                w.callback_ops += 1;
+            }
+            Row::CallbackDelete { id } => {
+                tx.prepare_cached(DELETE_CALLBACK)?.execute(params![*id as i64])?;
+                w.callback_ops += 1;
+            }
         }
     }
     tx.commit()?;
-    Ok(n)
+    Ok(w)
+}
+
+/// The key of a queue event without its sequence number.
+type SeqKey = (i64, String, String, String, String, &'static str);
+
+/// Gives each queue event its `seq`: how many events with the same key came before it. Keys are
+/// forgotten once the newest event seen is [`SEQ_MEMORY_MS`] later than them (checked when the map holds
+/// more than [`SEQ_PRUNE_AT`] keys), so memory stays bounded while events of one millisecond, which
+/// arrive together, are always counted together. Deterministic: the same events in the same order get
+/// the same numbers in any process, which is what makes a replay write nothing.
+#[derive(Default)]
+struct Sequencer {
+    seen: HashMap<SeqKey, u32>,
+    newest_ms: i64,
+}
+
+const SEQ_MEMORY_MS: i64 = 60_000;
+const SEQ_PRUNE_AT: usize = 8192;
+
+impl Sequencer {
+    fn next(&mut self, e: &QueueEvent) -> u32 {
+        self.newest_ms = self.newest_ms.max(e.at_ms);
+        if self.seen.len() >= SEQ_PRUNE_AT {
+            let keep_from = self.newest_ms - SEQ_MEMORY_MS;
+            self.seen.retain(|k, _| k.0 >= keep_from);
+        }
+        let key = (e.at_ms, e.tenant.clone(), e.queue.clone(), e.call.clone(), e.agent.clone(), e.kind.name());
+        let n = self.seen.entry(key).or_insert(0);
+        let seq = *n;
+        *n += 1;
+        seq
+    }
 }
 
 struct Worker {
@@ -306,7 +493,8 @@ struct Worker {
 impl Worker {
     fn run(mut self) -> Result<(), RecordsError> {
         let batch_max = self.cfg.batch_max.max(1);
-        let mut pending: Vec<CallRecord> = Vec::with_capacity(batch_max);
+        let mut pending: Vec<Pending> = Vec::with_capacity(batch_max);
+        let mut seqs = Sequencer::default();
         let mut waiters: Vec<mpsc::SyncSender<()>> = Vec::new();
         let mut closing = false;
         let mut backoff = self.cfg.retry_initial;
@@ -315,7 +503,7 @@ impl Worker {
             // 1. Wait for work when idle.
             if pending.is_empty() && !closing {
                 match self.rx.recv() {
-                    Ok(m) => closing |= take(m, &mut pending, &mut waiters),
+                    Ok(m) => closing |= take(m, &mut pending, &mut waiters, &mut seqs),
                     Err(_) => closing = true, // every sender is gone
                 }
             }
@@ -326,7 +514,7 @@ impl Worker {
             let mut more = false;
             while pending.len() < batch_max {
                 match self.rx.try_recv() {
-                    Ok(m) => closing |= take(m, &mut pending, &mut waiters),
+                    Ok(m) => closing |= take(m, &mut pending, &mut waiters, &mut seqs),
                     Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => break,
                 }
             }
@@ -336,7 +524,7 @@ impl Worker {
                 closing |= self.shared.closing.load(Ordering::SeqCst);
                 while pending.len() < batch_max {
                     match self.rx.try_recv() {
-                        Ok(m) => closing |= take(m, &mut pending, &mut waiters),
+                        Ok(m) => closing |= take(m, &mut pending, &mut waiters, &mut seqs),
                         Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => break,
                     }
                 }
@@ -347,16 +535,18 @@ impl Worker {
             // 3. Write.
             if !pending.is_empty() {
                 match write_batch(&mut self.conn, &pending) {
-                    Ok(n) => {
-                        let dup = pending.len() as u64 - n;
-                        self.shared.written.fetch_add(n, Ordering::Relaxed);
-                        self.shared.duplicates.fetch_add(dup, Ordering::Relaxed);
+                    Ok(w) => {
+                        self.shared.written.fetch_add(w.calls, Ordering::Relaxed);
+                        self.shared.duplicates.fetch_add(w.call_dups, Ordering::Relaxed);
+                        self.shared.queue_written.fetch_add(w.queue, Ordering::Relaxed);
+                        self.shared.queue_duplicates.fetch_add(w.queue_dups, Ordering::Relaxed);
+                        self.shared.callback_ops.fetch_add(w.callback_ops, Ordering::Relaxed);
                         pending.clear();
                         backoff = self.cfg.retry_initial;
                     }
                     Err(e) => {
-                        tracing::error!(path = %self.path.display(), error = %e, records = pending.len(),
-                            retry_in = ?backoff, "writing call records failed; will retry");
+                        tracing::error!(path = %self.path.display(), error = %e, rows = pending.len(),
+                            retry_in = ?backoff, "writing records failed; will retry");
                         if closing {
                             close_failures += 1;
                             if close_failures >= self.cfg.close_attempts {
@@ -391,24 +581,25 @@ impl Worker {
     }
 
     /// Close was requested and the database keeps failing: count everything left as lost.
-    fn give_up(self, pending: Vec<CallRecord>, source: rusqlite::Error) -> RecordsError {
+    fn give_up(self, pending: Vec<Pending>, source: rusqlite::Error) -> RecordsError {
         let mut lost = pending.len() as u64;
         while let Ok(m) = self.rx.try_recv() {
-            if let Msg::Record(_) = m {
+            if let Msg::Row(_) = m {
                 lost += 1;
             }
         }
         self.shared.lost.fetch_add(lost, Ordering::Relaxed);
-        tracing::error!(path = %self.path.display(), lost, error = %source, "call records lost at close");
+        tracing::error!(path = %self.path.display(), lost, error = %source, "records lost at close");
         RecordsError::Lost { path: self.path.to_path_buf(), lost, source }
     }
 }
 
 /// Files one message; returns true if it asks the writer to close.
-fn take(m: Msg, pending: &mut Vec<CallRecord>, waiters: &mut Vec<mpsc::SyncSender<()>>) -> bool {
+fn take(m: Msg, pending: &mut Vec<Pending>, waiters: &mut Vec<mpsc::SyncSender<()>>, seqs: &mut Sequencer) -> bool {
     match m {
-        Msg::Record(r) => {
-            pending.push(r);
+        Msg::Row(row) => {
+            let seq = if let Row::Queue(e) = &row { seqs.next(e) } else { 0 };
+            pending.push(Pending { row, seq });
             false
         }
         Msg::Flush(w) => {

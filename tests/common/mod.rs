@@ -17,6 +17,8 @@
 //! - [`records`]: the `calls` table read with rusqlite.
 #![allow(dead_code)]
 
+pub mod baresip;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions};
@@ -250,6 +252,20 @@ impl ProfileBuilder {
             trunks,
             tenants,
         }
+    }
+
+    /// The default profile with its callers not queued: the guidance plays and callgate hangs up
+    /// (for tests of the announcement itself).
+    pub fn announcement_only() -> ProfileBuilder {
+        let mut p = ProfileBuilder::default_profile();
+        for t in p.tenants.values_mut() {
+            if let Some(services) = t.get_mut("service").and_then(|v| v.as_array_mut()) {
+                for s in services.iter_mut().filter(|s| s.get("menu").is_none()) {
+                    s.as_table_mut().unwrap().remove("queue");
+                }
+            }
+        }
+        p
     }
 
     /// Set `[section] key = value` in callgate.toml.

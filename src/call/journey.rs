@@ -1,0 +1,553 @@
+//! The caller's path after the answer, and the ACD and registrar glue.
+//!
+//! ```text
+//!  [Answered] ──ACK──▶ [Playing] guidance ──end──▶ menu? ──▶ [Menu] prompt, key / timeout / invalid
+//!                         │ (early media: 183, no ACK)              │ choice (queue, skill) or default
+//!                         │                                         ▼
+//!                         └────────── no menu ─────────────▶ queue? ──no──▶ BYE (completed)
+//!                                                              │ yes: 200 if still early; ACD enqueue
+//!                                         full / empty ◀───────┤
+//!                                   [Closing] message, BYE     ▼
+//!                                                           [Queued] music (looped); every announce
+//!                                                              │     period: position, expected wait
+//!                                        ACD Offer ──▶ INVITE to the agent's registered contact
+//!                                        agent 2xx ──▶ ACK, [Connected]: caller ⇄ agent relayed
+//!                                        agent 4xx/6xx, ring timeout ──▶ ACD: next agent
+//!                                        max wait ──▶ overflow (inside the ACD) / message / BYE
+//!  closed (schedule) ──▶ [Closing] closed message ──▶ BYE
+//! ```
+
+use std::cmp::Reverse;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::acd::{Action, AgentRef, CallInfo, OnMaxWait, Refusal};
+use crate::media::announce::{self, Lang};
+use crate::media::command::MediaCommand;
+use crate::media::menu::{Menu, MenuAction};
+use crate::sip::registrar::RegEvent;
+
+impl Core {
+    /// Starts the guidance (or what follows it, if there is none).
+    pub(super) fn begin_guidance(&mut self, now: Instant, key: CallKey) {
+        let Some(call) = self.calls.get_mut(&key) else { return };
+        call.state = State::Playing;
+        let guidance = call.guidance.clone();
+        if guidance.is_empty() {
+            self.after_guidance(now, key);
+        } else {
+            self.play_a(now, key, guidance, false, false);
+        }
+    }
+
+    /// Plays a playlist to the caller. A caller without a media address (c=0.0.0.0, recvonly)
+    /// hears nothing, and the playlist "ends" when it would have.
+    pub(super) fn play_a(&mut self, now: Instant, key: CallKey, playlist: Vec<String>, looped: bool, barge_in: bool) {
+        let Some(call) = self.calls.get_mut(&key) else { return };
+        let sends = call.a_media.is_some_and(|(m, d)| m.remote.is_some() && d.sends());
+        if sends && call.a_open {
+            call.play_deadline = None;
+            self.outputs.push_back(Output::Media(MediaCommand::Play { call: key, leg: Leg::A, playlist, looped, barge_in }));
+        } else if looped {
+            call.play_deadline = None;
+        } else {
+            let total: Duration = playlist.iter().filter_map(|p| self.prompt_durations.get(p)).sum();
+            let at = now + total;
+            call.play_deadline = Some(at);
+            self.timers.push(Reverse((at, key, TimerKind::PlaybackEnd)));
+        }
+    }
+
+    /// What the caller does after a playlist toward it has ended.
+    pub(super) fn playback_ended(&mut self, now: Instant, key: CallKey) {
+        let Some(call) = self.calls.get_mut(&key) else { return };
+        match call.state {
+            State::Playing => self.after_guidance(now, key),
+            State::Menu => {
+                if let Some(m) = call.menu.as_mut() {
+                    m.prompt_finished(now);
+                }
+                self.drive_menu(now, key);
+            }
+            State::Queued => {
+                let music = self.music_for(key);
+                self.play_a(now, key, music, true, false);
+            }
+            State::Closing => {
+                let reason = call.end_reason.clone().unwrap_or_else(|| "message played".into());
+                self.hang_up(now, key, Outcome::Completed, 200, &reason);
+            }
+            _ => {}
+        }
+    }
+
+    fn after_guidance(&mut self, now: Instant, key: CallKey) {
+        let Some(call) = self.calls.get(&key) else { return };
+        let spec = self.menus.get(&(call.tenant.clone(), call.service.clone())).cloned();
+        match spec {
+            Some(spec) => {
+                let mut menu = Menu::new(spec);
+                menu.start(now);
+                if let Some(call) = self.calls.get_mut(&key) {
+                    call.state = State::Menu;
+                    call.menu = Some(menu);
+                }
+                self.drive_menu(now, key);
+            }
+            None => self.enter_queue(now, key),
+        }
+    }
+
+    /// Carries out what the menu asks for and keeps its timer.
+    fn drive_menu(&mut self, now: Instant, key: CallKey) {
+        loop {
+            let Some(action) = self.calls.get_mut(&key).and_then(|c| c.menu.as_mut()).and_then(Menu::poll_action) else { break };
+            match action {
+                MenuAction::Play(prompt) => {
+                    let barge = self.calls.get(&key).and_then(|c| c.menu.as_ref()).is_some_and(|m| m.spec().barge_in);
+                    self.play_a(now, key, vec![prompt], false, barge);
+                }
+                // The media engine stops a barge-in playlist itself; a key by SIP INFO is followed
+                // at once by the next Play (or the queue's music), which replaces it.
+                MenuAction::StopPlayback => {}
+                MenuAction::Chosen(choice) | MenuAction::Default(Some(choice)) => {
+                    if let Some(c) = self.calls.get_mut(&key) {
+                        tracing::info!(call = key, choice = %choice.key, "menu choice");
+                        c.choice = Some(choice);
+                        c.menu = None;
+                    }
+                    self.enter_queue(now, key);
+                    return;
+                }
+                MenuAction::Default(None) => {
+                    if let Some(c) = self.calls.get_mut(&key) {
+                        c.menu = None;
+                    }
+                    self.enter_queue(now, key);
+                    return;
+                }
+            }
+        }
+        if let Some(t) = self.calls.get(&key).and_then(|c| c.menu.as_ref()).and_then(Menu::poll_timeout) {
+            self.timers.push(Reverse((t, key, TimerKind::Menu)));
+        }
+    }
+
+    pub(super) fn menu_timeout(&mut self, now: Instant, key: CallKey) {
+        let Some(menu) = self.calls.get_mut(&key).filter(|c| c.state == State::Menu).and_then(|c| c.menu.as_mut()) else { return };
+        if menu.poll_timeout().is_some_and(|t| t <= now) {
+            menu.handle_timeout(now);
+            self.drive_menu(now, key);
+        }
+    }
+
+    /// A key pressed on a leg (RFC 4733 or SIP INFO).
+    pub(super) fn on_digit(&mut self, now: Instant, key: CallKey, leg: Leg, digit: char) {
+        let Some(call) = self.calls.get_mut(&key) else { return };
+        if leg != Leg::A {
+            return;
+        }
+        // The digit itself is not logged: callers key in ID numbers and PINs.
+        tracing::debug!(call = key, "caller pressed a key");
+        self.metrics.inc(Counter::DtmfDigits);
+        push_digit(&mut call.digits, digit);
+        match call.state {
+            State::Menu => {
+                if let Some(m) = call.menu.as_mut() {
+                    m.digit(now, digit);
+                }
+                self.drive_menu(now, key);
+            }
+            State::Queued => {
+                let (tenant, queue) = (call.tenant.clone(), call.queue.clone());
+                let wants = queue.and_then(|q| self.queue_cfg(&tenant, &q).and_then(|q| q.callback_key));
+                if wants == Some(digit) {
+                    self.keep_place(now, key);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The caller pressed the callback key: it hangs up and keeps its place; callgate calls back.
+    fn keep_place(&mut self, now: Instant, key: CallKey) {
+        let Some(call) = self.calls.get(&key) else { return };
+        let number = call.caller.clone();
+        match self.acd.request_callback(now, key, &number) {
+            Ok(id) => {
+                tracing::info!(call = key, callback = id, "caller keeps the place for a callback");
+                if let Some(c) = self.calls.get_mut(&key) {
+                    c.queued_at = None; // the place now belongs to the callback, not to this leg
+                    c.state = State::Closing;
+                    c.end_reason = Some("callback requested".into());
+                }
+                let prompts = self.existing(&["callback-confirm-ko"]);
+                if prompts.is_empty() {
+                    self.hang_up(now, key, Outcome::Completed, 200, "callback requested");
+                } else {
+                    self.play_a(now, key, prompts, false, false);
+                }
+            }
+            Err(e) => tracing::info!(call = key, error = %e, "callback not possible"),
+        }
+    }
+
+    /// After guidance and menu: into the service's (or the menu choice's) queue.
+    fn enter_queue(&mut self, now: Instant, key: CallKey) {
+        let Some(call) = self.calls.get(&key) else { return };
+        let service = self.service_cfg(&call.tenant, &call.service);
+        let queue = call.choice.as_ref().and_then(|c| c.queue.clone()).or_else(|| service.as_ref().and_then(|s| s.queue.clone()));
+        let Some(queue) = queue else {
+            self.hang_up(now, key, Outcome::Completed, 200, "announcement completed");
+            return;
+        };
+        if call.early {
+            self.send_a_200(now, key);
+        }
+        let Some(call) = self.calls.get(&key) else { return };
+        let info = CallInfo {
+            cg_id: call.cg_id.clone(),
+            caller: call.caller.clone(),
+            number: call.number.clone(),
+            priority: service.as_ref().map_or(0, |s| s.priority),
+            skill: call.choice.as_ref().and_then(|c| c.skill.clone()),
+            language: call.choice.as_ref().map(|c| c.key.clone()),
+        };
+        let tenant = call.tenant.clone();
+        match self.acd.enqueue(now, key, &tenant, &queue, info) {
+            Ok(position) => {
+                tracing::info!(call = key, %queue, position, "caller queued");
+                if let Some(c) = self.calls.get_mut(&key) {
+                    c.state = State::Queued;
+                    c.queue = Some(queue);
+                    c.queued_at = Some(now);
+                }
+                let music = self.music_for(key);
+                self.play_a(now, key, music, true, false);
+            }
+            Err(r) => {
+                let reason = match r {
+                    Refusal::Full => "queue full",
+                    Refusal::Empty => "no agent logged in",
+                    Refusal::UnknownQueue => "unknown queue",
+                };
+                tracing::info!(call = key, %queue, reason, "caller refused by the queue");
+                if let Some(c) = self.calls.get_mut(&key) {
+                    c.queue = Some(queue);
+                }
+                let prompts = service.map(|s| s.closed.clone()).unwrap_or_default();
+                self.closing(now, key, prompts, reason);
+            }
+        }
+    }
+
+    /// Plays a last message, then hangs up with `reason`.
+    fn closing(&mut self, now: Instant, key: CallKey, prompts: Vec<String>, reason: &str) {
+        let Some(c) = self.calls.get_mut(&key) else { return };
+        c.state = State::Closing;
+        c.end_reason = Some(reason.to_owned());
+        let prompts = self.existing_owned(prompts);
+        if prompts.is_empty() {
+            self.hang_up(now, key, Outcome::Completed, 200, reason);
+        } else {
+            self.play_a(now, key, prompts, false, false);
+        }
+    }
+
+    /// Outside the service's hours: the closed message.
+    pub(super) fn closed(&mut self, now: Instant, key: CallKey) {
+        let Some(call) = self.calls.get(&key) else { return };
+        let prompts = self.service_cfg(&call.tenant, &call.service).map(|s| s.closed.clone()).unwrap_or_default();
+        self.closing(now, key, prompts, "closed");
+    }
+
+    pub(super) fn service_open(&self, service: &Service, now: Instant) -> bool {
+        let Some(name) = &service.schedule else { return true };
+        let Some(tenant) = self.profile.tenants.iter().find(|t| t.id == service.tenant) else { return true };
+        let Some(s) = tenant.schedules.iter().find(|s| &s.name == name) else { return true };
+        s.is_open(self.unix_ms(now), tenant.utc_offset_min)
+    }
+
+    fn service_cfg(&self, tenant: &str, service: &str) -> Option<Service> {
+        self.profile.tenants.iter().find(|t| t.id == tenant)?.services.iter().find(|s| s.name == service).cloned()
+    }
+
+    fn queue_cfg(&self, tenant: &str, queue: &str) -> Option<&crate::config::QueueCfg> {
+        self.profile.tenants.iter().find(|t| t.id == tenant)?.queues.iter().find(|q| q.name == queue)
+    }
+
+    /// The music of the caller's queue (or the default music), only prompts that are loaded.
+    pub(super) fn music_for(&self, key: CallKey) -> Vec<String> {
+        let configured = self
+            .calls
+            .get(&key)
+            .and_then(|c| Some((c.tenant.clone(), c.queue.clone()?)))
+            .and_then(|(t, q)| self.queue_cfg(&t, &q).map(|q| q.music.clone()))
+            .unwrap_or_else(|| vec!["music".to_owned()]);
+        let music = self.existing_owned(configured);
+        if music.is_empty() {
+            self.existing(&["music"])
+        } else {
+            music
+        }
+    }
+
+    fn existing(&self, names: &[&str]) -> Vec<String> {
+        names.iter().filter(|n| self.prompt_durations.contains_key(**n)).map(|n| (*n).to_owned()).collect()
+    }
+
+    fn existing_owned(&self, names: Vec<String>) -> Vec<String> {
+        names.into_iter().filter(|n| self.prompt_durations.contains_key(n)).collect()
+    }
+
+    /// Where the service's calls are recorded, if it records.
+    pub(super) fn recordings_for(&self, tenant: &str, service: &str) -> Option<PathBuf> {
+        let s = self.service_cfg(tenant, service)?;
+        if !s.record {
+            return None;
+        }
+        let t = self.profile.tenants.iter().find(|t| t.id == tenant)?;
+        Some(self.profile.recordings_dir_for(t))
+    }
+
+    // ---- the ACD ---------------------------------------------------------------------------------
+
+    /// Carries out everything the ACD and the registrar have to say. Called after every input.
+    pub(super) fn drive(&mut self, now: Instant) {
+        for _ in 0..10_000 {
+            let mut did = false;
+            while let Some(ev) = self.registrar.poll_event() {
+                did = true;
+                self.on_reg_event(now, ev);
+            }
+            while let Some(action) = self.acd.poll_action() {
+                did = true;
+                self.on_acd_action(now, action);
+            }
+            while let Some(ev) = self.acd.poll_log() {
+                did = true;
+                self.outputs.push_back(Output::QueueLog(ev));
+            }
+            if !did {
+                break;
+            }
+        }
+    }
+
+    fn on_reg_event(&mut self, now: Instant, ev: RegEvent) {
+        match ev {
+            RegEvent::Registered { tenant, user, first } => {
+                let Some(agent) = self.acd.agent_by_extension(Some(&tenant), &user) else { return };
+                if first && self.login_on_register.contains(&agent) {
+                    if let Err(e) = self.acd.login(now, agent, "register") {
+                        tracing::info!(%tenant, %user, error = %e, "registration login refused");
+                    }
+                }
+            }
+            RegEvent::Unregistered { tenant, user, last, expired } => {
+                let Some(agent) = self.acd.agent_by_extension(Some(&tenant), &user) else { return };
+                if last && self.login_on_register.contains(&agent) {
+                    let reason = if expired { "registration expired" } else { "unregister" };
+                    if let Err(e) = self.acd.logout(now, agent, reason) {
+                        tracing::info!(%tenant, %user, error = %e, "registration logout refused");
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_acd_action(&mut self, now: Instant, action: Action) {
+        match action {
+            Action::Offer { call, agent, queue, wait } => self.offer_agent(now, call, agent, &queue, wait),
+            Action::StopOffer { call, agent } => {
+                let idx = self.calls.get(&call).and_then(|c| c.offers.iter().position(|o| o.agent == Some(agent)));
+                if let Some(idx) = idx {
+                    self.withdraw_offer(now, call, idx);
+                }
+            }
+            Action::Announce { call, position, expected_wait } => {
+                let Some(c) = self.calls.get(&call).filter(|c| c.state == State::Queued && c.held.is_none()) else { return };
+                let lang = match c.choice.as_ref().map(|c| c.key.as_str()) {
+                    Some("en") => Lang::En,
+                    _ => Lang::Ko,
+                };
+                let mut prompts = announce::position(position, lang);
+                if let Some(w) = expected_wait {
+                    prompts.extend(announce::expected_wait(w, lang));
+                }
+                let prompts = self.existing_owned(prompts);
+                if !prompts.is_empty() {
+                    self.play_a(now, call, prompts, false, false);
+                }
+            }
+            Action::MaxWait { call, then } => {
+                if let Some(c) = self.calls.get_mut(&call) {
+                    c.queued_at = None; // the ACD has let go of the caller
+                }
+                match then {
+                    OnMaxWait::Message(prompts) => self.closing(now, call, prompts, "maximum wait"),
+                    OnMaxWait::Callback => self.keep_place(now, call),
+                    OnMaxWait::Hangup | OnMaxWait::Overflow(_) => self.closing(now, call, Vec::new(), "maximum wait"),
+                }
+            }
+            Action::Evicted { call } => {
+                if let Some(c) = self.calls.get_mut(&call) {
+                    c.queued_at = None;
+                }
+                let prompts = self
+                    .calls
+                    .get(&call)
+                    .and_then(|c| self.service_cfg(&c.tenant, &c.service))
+                    .map(|s| s.closed)
+                    .unwrap_or_default();
+                self.closing(now, call, prompts, "no agent logged in");
+            }
+            Action::CallbackDue { callback, agent, number, tenant, queue } => {
+                // Outbound callbacks need an outbound trunk route (issue 4, item 6): not yet.
+                tracing::warn!(callback, ?agent, %tenant, %queue, "callback due, but outbound calls are not implemented: kept pending");
+                let _ = number;
+                self.acd.callback_result(now, callback, None);
+            }
+            Action::AgentState { agent, state, reason } => {
+                let spec = self.acd.agent_spec(agent);
+                tracing::info!(agent = %spec.id, tenant = %spec.tenant, state = ?state, %reason, "agent state");
+            }
+        }
+    }
+
+    /// Rings the agent's registered phone for the call.
+    fn offer_agent(&mut self, now: Instant, key: CallKey, agent: AgentRef, queue: &str, wait: Duration) {
+        let spec = self.acd.agent_spec(agent).clone();
+        let Some(binding) = self.registrar.lookup(&spec.tenant, &spec.extension).first().cloned() else {
+            tracing::info!(call = key, agent = %spec.id, "agent has no registered phone");
+            self.acd.missed(now, key, agent, crate::acd::log::MissReason::Unreachable);
+            return;
+        };
+        let Some(call) = self.calls.get(&key) else {
+            self.acd.missed(now, key, agent, crate::acd::log::MissReason::Withdrawn);
+            return;
+        };
+        let extra = vec![
+            ("X-Callgate-Queue", queue.to_owned()),
+            ("X-Callgate-Caller", call.caller.clone()),
+            ("X-Callgate-Number", call.number.clone()),
+            ("X-Callgate-Wait", wait.as_secs().to_string()),
+            ("X-Callgate-Choice", call.choice.as_ref().map(|c| c.key.clone()).unwrap_or_default()),
+            ("Call-Info", format!("<sip:{}>;answer-after=0", host_port(self.cfg.local_sip))),
+        ];
+        if !self.send_offer(now, key, &binding.contact, binding.source, Some(agent), 70, &extra) {
+            self.acd.missed(now, key, agent, crate::acd::log::MissReason::Unreachable);
+        }
+    }
+
+    // ---- the registrar ---------------------------------------------------------------------------
+
+    pub(super) fn on_register(&mut self, now: Instant, txn: TxnId, msg: Message, peer: Peer) {
+        let resp = self.registrar.handle_register(now, &msg, peer);
+        let code = Message::parse(resp.clone()).ok().and_then(|m| m.status()).unwrap_or(500);
+        self.txn.respond(now, txn, code, resp, None);
+    }
+}
+
+/// The ACD's view of the profile.
+pub(super) fn acd_spec(profile: &Profile) -> crate::acd::AcdSpec {
+    use crate::acd::{AcdSpec, AgentSpec, QueueSpec, SkillReq, Strategy};
+    use crate::config::{OnMaxWaitCfg, Strategy as S};
+    let mut queues = Vec::new();
+    let mut agents = Vec::new();
+    for t in &profile.tenants {
+        for q in &t.queues {
+            queues.push(QueueSpec {
+                tenant: t.id.clone(),
+                name: q.name.clone(),
+                strategy: match q.strategy {
+                    S::LongestIdle => Strategy::LongestIdle,
+                    S::RoundRobin => Strategy::RoundRobin,
+                    S::FewestCalls => Strategy::FewestCalls,
+                    S::LeastTalk => Strategy::LeastTalk,
+                    S::RingAll => Strategy::RingAll,
+                    S::Linear => Strategy::Linear,
+                    S::Random => Strategy::Random,
+                },
+                skills: q
+                    .skills
+                    .iter()
+                    .map(|s| SkillReq { skill: s.skill.clone(), level: s.level, relax: s.relax.clone() })
+                    .collect(),
+                max_len: q.max_len,
+                max_wait: q.max_wait,
+                on_max_wait: match &q.on_max_wait {
+                    OnMaxWaitCfg::Overflow(to) => OnMaxWait::Overflow(to.clone()),
+                    OnMaxWaitCfg::Message(p) => OnMaxWait::Message(p.clone()),
+                    OnMaxWaitCfg::Callback => OnMaxWait::Callback,
+                    OnMaxWaitCfg::Hangup => OnMaxWait::Hangup,
+                },
+                join_empty: q.join_empty,
+                leave_empty: q.leave_empty,
+                ring_timeout: q.ring_timeout,
+                wrapup: q.wrapup,
+                max_misses: q.max_misses,
+                sl_threshold: q.sl_threshold,
+                short_abandon: q.short_abandon,
+                announce_every: q.announce_every,
+            });
+        }
+        for a in &t.agents {
+            agents.push(AgentSpec {
+                tenant: t.id.clone(),
+                id: a.id.clone(),
+                extension: a.extension.clone(),
+                name: a.name.clone(),
+                skills: a.skills.clone(),
+                queues: a.queues.clone(),
+            });
+        }
+    }
+    AcdSpec { queues, agents }
+}
+
+/// Every agent's digest credentials, for the registrar.
+pub(super) fn credentials(profile: &Profile) -> Vec<crate::sip::registrar::UserCred> {
+    let mut out = Vec::new();
+    for t in &profile.tenants {
+        for a in &t.agents {
+            out.push(crate::sip::registrar::UserCred {
+                tenant: t.id.clone(),
+                user: a.extension.clone(),
+                realm: t.realm.clone(),
+                ha1_md5: a.ha1_md5,
+                ha1_sha256: a.ha1_sha256,
+            });
+        }
+    }
+    out
+}
+
+/// Each service's menu, as the media menu wants it.
+pub(super) fn menus(profile: &Profile) -> HashMap<(String, String), Arc<crate::media::menu::MenuSpec>> {
+    use crate::media::menu::{MenuChoice, MenuSpec};
+    let mut out = HashMap::new();
+    for t in &profile.tenants {
+        for s in &t.services {
+            let Some(name) = &s.menu else { continue };
+            let Some(m) = t.menus.iter().find(|m| &m.name == name) else { continue };
+            let choice = |o: &crate::config::MenuOptionCfg| {
+                let mut c = MenuChoice::new(o.key.clone());
+                c.queue = o.queue.clone();
+                c.skill = o.skill.clone();
+                c
+            };
+            let mut spec = MenuSpec::new(m.prompt.clone(), m.options.iter().map(|(k, o)| (*k, choice(o))).collect());
+            spec.timeout = m.timeout;
+            spec.max_attempts = m.max_attempts;
+            spec.invalid_prompt = m.invalid_prompt.clone();
+            spec.timeout_prompt = m.timeout_prompt.clone();
+            spec.default = m.default.and_then(|k| m.options.iter().find(|(kk, _)| *kk == k)).map(|(_, o)| choice(o));
+            spec.barge_in = m.barge_in;
+            out.insert((t.id.clone(), s.name.clone()), Arc::new(spec));
+        }
+    }
+    out
+}

@@ -1,0 +1,596 @@
+//! The CTI shell: the connections of CTI clients, on the aux runtime. WebSocket connections come
+//! from the HTTP server (`GET /cti`, see `http.rs`); JSON-lines connections from the Unix socket
+//! (and, optionally, a TCP address). Every connection's messages go to the sip task as [`CtiIn`];
+//! the hub's outputs come back through [`CtiShell::deliver`], which never blocks.
+//!
+//! ```text
+//!            reader task ── CtiIn::Message/Close ──────────────▶ sip task: Hub
+//!   socket ─┤   │ pong, close echo, protocol error                  │
+//!            │   ▼                                                   │ deliver(Send/Close)
+//!            writer task ◀── unbounded queue (bounded by the hub's byte accounting)
+//!               └── CtiIn::Sent{bytes} every `ack_every` bytes written ──▶ Hub::on_sent
+//! ```
+//! Closing: the peer's close frame / EOF / protocol error (close code 1002, 1003, 1007, 1009) end
+//! the reader; the hub's `Close` makes the writer send a close frame (WebSocket) or a final
+//! `{"v":1,"closing":{..}}` line (JSON lines), wait up to `close_grace` for the peer, and end both
+//! tasks; a slow consumer's `Close` aborts the writer at once (whatever is queued is dropped).
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+
+use crate::cti::ws::{self, Decoder, Incoming, Opcode};
+use crate::cti::{CloseReason, Hub, HubOutput, PeerInfo, Transport};
+
+/// What the connections tell the sip task, which hands it to the [`Hub`] (see [`CtiIn::apply`]).
+#[derive(Debug)]
+pub enum CtiIn {
+    Open { conn: u64, peer: PeerInfo },
+    Message { conn: u64, text: String },
+    /// `bytes` (as the hub counted them: the message texts) were written to the socket.
+    Sent { conn: u64, bytes: usize },
+    Close { conn: u64 },
+}
+
+impl CtiIn {
+    /// Passes the input to the hub.
+    pub fn apply(self, hub: &mut Hub, now: Instant) {
+        match self {
+            CtiIn::Open { conn, peer } => hub.on_open(now, conn, peer),
+            CtiIn::Message { conn, text } => hub.on_message(now, conn, &text),
+            CtiIn::Sent { conn, bytes } => hub.on_sent(conn, bytes),
+            CtiIn::Close { conn } => hub.on_close(conn),
+        }
+    }
+}
+
+/// Limits and addresses of the shell.
+#[derive(Clone, Debug)]
+pub struct CtiShellConfig {
+    /// JSON lines over this Unix socket (created with mode 0660; a stale socket file is replaced).
+    pub unix_socket: Option<PathBuf>,
+    /// JSON lines over TCP (keep it on loopback; tokens travel in clear text).
+    pub tcp: Option<SocketAddr>,
+    /// Connections at once (all transports); beyond, WebSocket upgrades get 503 and socket
+    /// connections are closed at once. Keep it at or below the hub's `max_connections`.
+    pub max_connections: usize,
+    /// The hard limit of one message (WebSocket message or line): beyond it the connection is
+    /// closed (1009). Messages between the hub's `max_message` and this get a `too_large` result.
+    pub max_message: usize,
+    /// Written bytes are reported to the hub in steps of this size.
+    pub ack_every: usize,
+    /// WebSocket ping period; a peer silent for three periods is disconnected.
+    pub ping_every: Duration,
+    /// How long a closing connection waits for the peer's close before dropping it.
+    pub close_grace: Duration,
+}
+
+impl Default for CtiShellConfig {
+    fn default() -> Self {
+        CtiShellConfig {
+            unix_socket: None,
+            tcp: None,
+            max_connections: 2048,
+            max_message: 1 << 20,
+            ack_every: 64 * 1024,
+            ping_every: Duration::from_secs(30),
+            close_grace: Duration::from_secs(2),
+        }
+    }
+}
+
+impl CtiShellConfig {
+    /// The default Unix socket: `callgate-cti.sock` in the directory of the records database.
+    pub fn default_socket(database: &Path) -> PathBuf {
+        database.parent().unwrap_or(Path::new(".")).join("callgate-cti.sock")
+    }
+}
+
+enum Out {
+    Text(Arc<str>),
+    /// The hub closes the connection.
+    Close(CloseReason),
+    Pong(Vec<u8>),
+    Ping,
+    /// The reader found a protocol error or a message over the hard limit.
+    Fail { code: u16, reason: String },
+    /// The peer sent a close frame: answer it.
+    CloseEcho(Option<u16>),
+}
+
+struct ConnTx {
+    tx: mpsc::UnboundedSender<Out>,
+    abort: Arc<Notify>,
+}
+
+struct Inner {
+    cfg: CtiShellConfig,
+    conns: DashMap<u64, ConnTx>,
+    next: AtomicU64,
+    open: AtomicUsize,
+    to_core: mpsc::UnboundedSender<CtiIn>,
+}
+
+/// The shell's handle: cheap to clone; the HTTP server holds one for `/cti`, the sip task one to
+/// deliver the hub's outputs.
+#[derive(Clone)]
+pub struct CtiShell {
+    inner: Arc<Inner>,
+}
+
+/// A connection slot; given back when dropped.
+pub struct ConnPermit {
+    inner: Arc<Inner>,
+}
+
+impl Drop for ConnPermit {
+    fn drop(&mut self) {
+        self.inner.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    WebSocket,
+    Lines,
+}
+
+impl CtiShell {
+    /// Creates the shell; binds the Unix socket and the TCP address when configured (now, so that
+    /// errors surface at start) and serves them on `aux` until `shutdown`. Returns the handle and
+    /// the receiver of [`CtiIn`] that the sip task drains.
+    pub fn spawn(
+        aux: &tokio::runtime::Handle,
+        cfg: CtiShellConfig,
+        shutdown: watch::Receiver<bool>,
+    ) -> io::Result<(CtiShell, mpsc::UnboundedReceiver<CtiIn>)> {
+        let (to_core, rx) = mpsc::unbounded_channel();
+        let shell = CtiShell {
+            inner: Arc::new(Inner {
+                cfg: cfg.clone(),
+                conns: DashMap::new(),
+                next: AtomicU64::new(1),
+                open: AtomicUsize::new(0),
+                to_core,
+            }),
+        };
+        if let Some(path) = &cfg.unix_socket {
+            let listener = bind_unix(path)?;
+            let (shell, path, shutdown) = (shell.clone(), path.clone(), shutdown.clone());
+            aux.spawn(async move {
+                match tokio::net::UnixListener::from_std(listener) {
+                    Ok(l) => shell.accept_unix(l, &path, shutdown).await,
+                    Err(e) => tracing::error!(path = %path.display(), error = %e, "cti: unix socket"),
+                }
+            });
+        }
+        if let Some(addr) = cfg.tcp {
+            let listener = std::net::TcpListener::bind(addr)?;
+            listener.set_nonblocking(true)?;
+            let (shell, shutdown) = (shell.clone(), shutdown.clone());
+            aux.spawn(async move {
+                match tokio::net::TcpListener::from_std(listener) {
+                    Ok(l) => shell.accept_tcp(l, shutdown).await,
+                    Err(e) => tracing::error!(%addr, error = %e, "cti: tcp listener"),
+                }
+            });
+        }
+        Ok((shell, rx))
+    }
+
+    /// Hands one hub output to its connection: `Send` and `Close` are queued without waiting (the
+    /// hub bounds what is queued); `Execute` is not the shell's and is given back.
+    pub fn deliver(&self, out: HubOutput) -> Option<HubOutput> {
+        match out {
+            HubOutput::Send { conn, text } => {
+                if let Some(c) = self.inner.conns.get(&conn) {
+                    let _ = c.tx.send(Out::Text(text));
+                }
+                None
+            }
+            HubOutput::Close { conn, reason } => {
+                if let Some(c) = self.inner.conns.get(&conn) {
+                    if reason.abort() {
+                        c.abort.notify_one();
+                    }
+                    let _ = c.tx.send(Out::Close(reason));
+                }
+                None
+            }
+            ex @ HubOutput::Execute { .. } => Some(ex),
+        }
+    }
+
+    /// Open connections (all transports, including ones still being set up).
+    pub fn connections(&self) -> usize {
+        self.inner.open.load(Ordering::Acquire)
+    }
+
+    /// A connection slot, or `None` at `max_connections`.
+    pub fn try_acquire(&self) -> Option<ConnPermit> {
+        let max = self.inner.cfg.max_connections;
+        self.inner.open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)).ok()?;
+        Some(ConnPermit { inner: self.inner.clone() })
+    }
+
+    /// Closes every connection (1001 going away), e.g. at shutdown.
+    pub fn close_all(&self) {
+        for c in self.inner.conns.iter() {
+            let _ = c.tx.send(Out::Close(CloseReason::Shutdown));
+        }
+    }
+
+    /// Runs an upgraded WebSocket connection (the 101 response has been written) until it ends.
+    /// `leftover`: bytes read past the request head.
+    pub async fn run_websocket(
+        &self,
+        stream: TcpStream,
+        leftover: Vec<u8>,
+        peer: SocketAddr,
+        bearer: Option<String>,
+        permit: ConnPermit,
+    ) {
+        let _ = stream.set_nodelay(true);
+        let (rd, wr) = stream.into_split();
+        let info = PeerInfo { transport: Transport::WebSocket, remote: peer.to_string(), bearer };
+        self.run(rd, wr, Framing::WebSocket, leftover, info, permit).await;
+    }
+
+    async fn accept_unix(&self, listener: tokio::net::UnixListener, path: &Path, mut shutdown: watch::Receiver<bool>) {
+        tracing::info!(path = %path.display(), "cti: JSON lines on the unix socket");
+        loop {
+            let stream = tokio::select! {
+                biased;
+                _ = stopped(&mut shutdown) => break,
+                r = listener.accept() => match r {
+                    Ok((s, _)) => s,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cti: unix accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let remote = match stream.peer_cred() {
+                Ok(c) => format!("unix:pid={},uid={}", c.pid().unwrap_or(0), c.uid()),
+                Err(_) => "unix".to_owned(),
+            };
+            let Some(permit) = self.try_acquire() else {
+                refuse_lines(stream).await;
+                continue;
+            };
+            let shell = self.clone();
+            tokio::spawn(async move {
+                let (rd, wr) = stream.into_split();
+                let info = PeerInfo { transport: Transport::Unix, remote, bearer: None };
+                shell.run(rd, wr, Framing::Lines, Vec::new(), info, permit).await;
+            });
+        }
+        drop(listener);
+        let _ = std::fs::remove_file(path);
+        self.close_all();
+    }
+
+    async fn accept_tcp(&self, listener: tokio::net::TcpListener, mut shutdown: watch::Receiver<bool>) {
+        tracing::info!(addr = ?listener.local_addr().ok(), "cti: JSON lines on TCP");
+        loop {
+            let (stream, peer) = tokio::select! {
+                biased;
+                _ = stopped(&mut shutdown) => break,
+                r = listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cti: tcp accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let Some(permit) = self.try_acquire() else {
+                refuse_lines(stream).await;
+                continue;
+            };
+            let shell = self.clone();
+            tokio::spawn(async move {
+                let _ = stream.set_nodelay(true);
+                let (rd, wr) = stream.into_split();
+                let info = PeerInfo { transport: Transport::Tcp, remote: peer.to_string(), bearer: None };
+                shell.run(rd, wr, Framing::Lines, Vec::new(), info, permit).await;
+            });
+        }
+        self.close_all();
+    }
+
+    /// One connection: registers it, runs the reader here and the writer beside it, and tells the
+    /// sip task when it is gone.
+    async fn run<R, W>(&self, rd: R, wr: W, framing: Framing, leftover: Vec<u8>, peer: PeerInfo, permit: ConnPermit)
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
+        let conn = self.inner.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let abort = Arc::new(Notify::new());
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (done_tx, done_rx) = oneshot::channel::<()>();
+        self.inner.conns.insert(conn, ConnTx { tx: tx.clone(), abort: abort.clone() });
+        if self.inner.to_core.send(CtiIn::Open { conn, peer }).is_err() {
+            self.inner.conns.remove(&conn);
+            return; // the sip task is gone: shutting down
+        }
+        let writer = tokio::spawn(writer(self.inner.clone(), conn, wr, framing, rx, abort.clone(), stop_tx, done_rx));
+        let end = reader(&self.inner, conn, rd, framing, leftover, &tx, stop_rx).await;
+        drop(done_tx);
+        self.inner.conns.remove(&conn);
+        let _ = self.inner.to_core.send(CtiIn::Close { conn });
+        if end == ReadEnd::Gone {
+            abort.notify_one(); // nobody reads what is still queued
+        }
+        drop(tx);
+        let _ = writer.await;
+        drop(permit);
+    }
+}
+
+#[derive(PartialEq, Eq)]
+enum ReadEnd {
+    /// EOF, a read error, silence, or the writer ended the connection.
+    Gone,
+    /// A close or an error frame is queued for the writer.
+    Closing,
+}
+
+async fn reader<R: AsyncRead + Unpin>(
+    inner: &Inner,
+    conn: u64,
+    mut rd: R,
+    framing: Framing,
+    leftover: Vec<u8>,
+    tx: &mpsc::UnboundedSender<Out>,
+    mut stop: watch::Receiver<bool>,
+) -> ReadEnd {
+    let max = inner.cfg.max_message;
+    let mut dec = Decoder::new(ws::Role::Server, max);
+    let mut lines = Vec::new();
+    let idle = match framing {
+        Framing::WebSocket => inner.cfg.ping_every * 3,
+        Framing::Lines => Duration::from_secs(86_400 * 365),
+    };
+    let mut chunk = vec![0u8; 16 * 1024];
+    let mut input = leftover;
+    loop {
+        match framing {
+            Framing::WebSocket => {
+                dec.push(&input);
+                loop {
+                    match dec.decode() {
+                        Ok(None) => break,
+                        Ok(Some(Incoming::Text(text))) => {
+                            let _ = inner.to_core.send(CtiIn::Message { conn, text });
+                        }
+                        Ok(Some(Incoming::Ping(p))) => {
+                            let _ = tx.send(Out::Pong(p));
+                        }
+                        Ok(Some(Incoming::Pong(_))) => {}
+                        Ok(Some(Incoming::Close(code, _))) => {
+                            let _ = tx.send(Out::CloseEcho(code));
+                            return ReadEnd::Closing;
+                        }
+                        Err(e) => {
+                            tracing::debug!(conn, error = %e, "cti: websocket protocol error");
+                            let _ = tx.send(Out::Fail { code: e.close_code(), reason: e.to_string() });
+                            return ReadEnd::Closing;
+                        }
+                    }
+                }
+            }
+            Framing::Lines => {
+                let mut start = 0;
+                let scan_from = lines.len();
+                lines.extend_from_slice(&input);
+                let mut i = scan_from;
+                while let Some(p) = lines[i..].iter().position(|&b| b == b'\n') {
+                    let end = i + p;
+                    let mut line = &lines[start..end];
+                    if line.last() == Some(&b'\r') {
+                        line = &line[..line.len() - 1];
+                    }
+                    if !line.iter().all(u8::is_ascii_whitespace) {
+                        let text = String::from_utf8_lossy(line).into_owned();
+                        let _ = inner.to_core.send(CtiIn::Message { conn, text });
+                    }
+                    start = end + 1;
+                    i = start;
+                }
+                lines.drain(..start);
+                if lines.len() > max {
+                    let reason = format!("a line longer than {max} bytes");
+                    let _ = tx.send(Out::Fail { code: 1009, reason });
+                    return ReadEnd::Closing;
+                }
+            }
+        }
+        input.clear();
+        let n = tokio::select! {
+            biased;
+            _ = stop.changed() => return ReadEnd::Gone,
+            r = tokio::time::timeout(idle, rd.read(&mut chunk)) => match r {
+                Ok(Ok(0)) | Ok(Err(_)) => return ReadEnd::Gone,
+                Ok(Ok(n)) => n,
+                Err(_) => {
+                    tracing::debug!(conn, "cti: peer silent, closing");
+                    let _ = tx.send(Out::Fail { code: 1001, reason: "no traffic from the peer".into() });
+                    return ReadEnd::Closing;
+                }
+            },
+        };
+        input.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Writes at most this much in one go (several queued messages are batched up to it).
+const WRITE_BATCH: usize = 64 * 1024;
+
+#[allow(clippy::too_many_arguments)]
+async fn writer<W: AsyncWrite + Unpin>(
+    inner: Arc<Inner>,
+    conn: u64,
+    mut wr: W,
+    framing: Framing,
+    mut rx: mpsc::UnboundedReceiver<Out>,
+    abort: Arc<Notify>,
+    stop: watch::Sender<bool>,
+    reader_done: oneshot::Receiver<()>,
+) {
+    let cfg = &inner.cfg;
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + cfg.ping_every, cfg.ping_every);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut buf = Vec::with_capacity(16 * 1024);
+    let mut unacked = 0usize;
+    let mut closing = false;
+    'outer: loop {
+        let first = tokio::select! {
+            biased;
+            _ = abort.notified() => break 'outer,
+            m = rx.recv() => match m {
+                Some(m) => m,
+                None => break 'outer,
+            },
+            _ = ping.tick(), if framing == Framing::WebSocket => Out::Ping,
+        };
+        buf.clear();
+        let mut texts = 0usize;
+        let mut next = Some(first);
+        while let Some(m) = next.take() {
+            match m {
+                Out::Text(t) => {
+                    texts += t.len();
+                    match framing {
+                        Framing::WebSocket => ws::encode(Opcode::Text, t.as_bytes(), None, &mut buf),
+                        Framing::Lines => {
+                            buf.extend_from_slice(t.as_bytes());
+                            buf.push(b'\n');
+                        }
+                    }
+                }
+                Out::Ping => ws::encode(Opcode::Ping, b"", None, &mut buf),
+                Out::Pong(p) => ws::encode(Opcode::Pong, &p, None, &mut buf),
+                Out::Close(reason) => {
+                    encode_close(framing, reason.ws_code(), reason.as_str(), &mut buf);
+                    closing = true;
+                }
+                Out::Fail { code, reason } => {
+                    encode_close(framing, code, &reason, &mut buf);
+                    closing = true;
+                }
+                Out::CloseEcho(code) => {
+                    if framing == Framing::WebSocket {
+                        ws::encode_close(code.unwrap_or(1000), "", None, &mut buf);
+                    }
+                    closing = true;
+                }
+            }
+            if closing || buf.len() >= WRITE_BATCH {
+                break;
+            }
+            next = rx.try_recv().ok();
+        }
+        let write = async {
+            if closing {
+                tokio::time::timeout(cfg.close_grace, wr.write_all(&buf)).await.unwrap_or(Ok(()))
+            } else {
+                wr.write_all(&buf).await
+            }
+        };
+        let ok = tokio::select! {
+            biased;
+            _ = abort.notified() => break 'outer,
+            r = write => r.is_ok(),
+        };
+        if !ok {
+            break;
+        }
+        unacked += texts;
+        if unacked >= cfg.ack_every {
+            let _ = inner.to_core.send(CtiIn::Sent { conn, bytes: unacked });
+            unacked = 0;
+        }
+        if closing {
+            let _ = tokio::time::timeout(cfg.close_grace, wr.flush()).await;
+            // Give the peer a moment to answer the close (the reader sees it and ends).
+            let _ = tokio::time::timeout(cfg.close_grace, reader_done).await;
+            break;
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_millis(200), wr.shutdown()).await;
+    let _ = stop.send(true);
+}
+
+fn encode_close(framing: Framing, code: u16, reason: &str, buf: &mut Vec<u8>) {
+    match framing {
+        Framing::WebSocket => ws::encode_close(code, reason, None, buf),
+        Framing::Lines => {
+            let v = serde_json::json!({ "v": 1, "closing": { "code": code, "reason": reason } });
+            buf.extend_from_slice(v.to_string().as_bytes());
+            buf.push(b'\n');
+        }
+    }
+}
+
+/// Tells a JSON-lines client beyond the connection limit why, and closes.
+async fn refuse_lines<S: AsyncWrite + Unpin>(mut s: S) {
+    tracing::warn!("cti: connection refused: too many connections");
+    let mut buf = Vec::new();
+    let r = CloseReason::TooManyConnections;
+    encode_close(Framing::Lines, r.ws_code(), r.as_str(), &mut buf);
+    let _ = tokio::time::timeout(Duration::from_secs(1), s.write_all(&buf)).await;
+    let _ = s.shutdown().await;
+}
+
+/// Binds the Unix socket: a stale socket file (nobody listening) is replaced, a live one is an
+/// error; the socket gets mode 0660.
+fn bind_unix(path: &Path) -> io::Result<std::os::unix::net::UnixListener> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} exists and is not a socket", path.display()),
+            ));
+        }
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("{} is in use by another process", path.display()),
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let l = std::os::unix::net::UnixListener::bind(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot bind the CTI socket {}: {e}", path.display())))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    l.set_nonblocking(true)?;
+    Ok(l)
+}
+
+async fn stopped(rx: &mut watch::Receiver<bool>) {
+    loop {
+        if *rx.borrow_and_update() {
+            return;
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
