@@ -63,6 +63,7 @@ impl Harness {
                 Output::Media(c) => self.media.push(c),
                 Output::Record(r) => self.records.push(r),
                 Output::QueueLog(e) => self.queue_log.push(e),
+                Output::CallbackStore(_) | Output::CallbackDelete(_) => {}
             }
         }
     }

@@ -147,3 +147,173 @@ fn an_unregistered_phone_gets_no_calls_and_a_wrong_password_is_refused() {
     let log = bad.stop();
     assert!(log.contains("401") || log.contains("403") || log.to_lowercase().contains("unauthorized"), "{log}");
 }
+
+#[test]
+fn an_agent_holds_the_citizen_hears_music_then_the_agent_again() {
+    let dir = test_dir("acd-hold");
+    let ports = PortBlock::acquire();
+    let cg = Callgate::start_with(&dir, &ports, profile(1));
+    let a = agent(&dir, &ports, &cg, 0, "1001", AGENT1_HZ);
+    let c = citizen(&dir, &ports, "citizen", "pcmu");
+    c.dial(&format!("sip:120@{}", cg.sip));
+    std::thread::sleep(Duration::from_secs(4));
+    let r = a.command("hold", "");
+    std::thread::sleep(Duration::from_secs(5));
+    let r2 = a.command("resume", "");
+    std::thread::sleep(Duration::from_secs(4));
+    c.hangup();
+    let recs = records_after(&cg, 1);
+    let (c_log, a_log) = (c.stop(), a.stop());
+    let file = common::baresip::read_dump_dir(&dir.join("citizen/dumps")).expect("citizen dump");
+    let t = common::baresip::tone_timeline(&file, AGENT1_HZ, &[CITIZEN_HZ]);
+    let agent_secs: Vec<usize> = t.iter().enumerate().filter(|(_, (tone, _))| *tone).map(|(i, _)| i).collect();
+    let ctx = format!("hold: {r}\nresume: {r2}\ntimeline {t:?}\n{a_log}\n{c_log}\n{}", cg.stderr());
+    // Before the hold and after the resume the citizen hears the agent; in between, music (sound,
+    // but not the agent's tone).
+    let before = agent_secs.iter().filter(|&&s| s < 4).count();
+    let after = agent_secs.iter().filter(|&&s| s >= 10).count();
+    assert!(before >= 2 && after >= 2, "agent heard before {before} s, after {after} s\n{ctx}");
+    let held: Vec<&(bool, f64)> = t.iter().skip(6).take(2).collect();
+    assert!(held.iter().all(|(tone, energy)| !tone && *energy > 1e4), "music, not the agent, while held: {held:?}\n{ctx}");
+    assert!(recs[0].int("talk_ms").unwrap_or(0) > 0, "{:?}", recs[0]);
+}
+
+#[test]
+fn a_caller_choosing_english_in_the_menu_by_rfc4733_reaches_an_agent_with_the_choice_recorded() {
+    let dir = test_dir("acd-menu");
+    let ports = PortBlock::acquire();
+    let cg = Callgate::start_with(&dir, &ports, profile(1));
+    let a = agent(&dir, &ports, &cg, 0, "1001", AGENT1_HZ);
+    let run = Sipp::uac(&dir, "uac", "uac_menu_en.xml", cg.sip, "1200")
+        .ports(&ports, P_UAC, P_UAC_CTRL, P_UAC_MEDIA)
+        .run();
+    run.assert_ok(Some(&cg));
+    let recs = records_after(&cg, 1);
+    let a_log = a.stop();
+    let r = &recs[0];
+    assert_eq!(r.text("menu_choice"), "en", "{r:?}\n{a_log}\n{}", cg.stderr());
+    assert_eq!(r.text("digits"), "2");
+    assert_eq!(r.text("agent"), "1001", "{r:?}");
+    assert_eq!(r.text("outcome"), "completed");
+    assert!(r.int("talk_ms").unwrap_or(0) >= 3000, "{r:?}");
+    // The queue log has the whole path: enter (with the skill), offer, connect, complete.
+    let events = callgate::records::read_queue_log(&cg.db, 0..i64::MAX).expect("queue log");
+    let names: Vec<&str> = events.iter().filter(|e| e.call == r.text("call_id")).map(|e| e.kind.name()).collect();
+    for want in ["enter", "offer", "connect", "complete"] {
+        assert!(names.contains(&want), "{want} missing from {names:?}");
+    }
+}
+
+#[test]
+fn a_caller_hanging_up_while_the_agent_rings_cancels_the_agents_phone() {
+    let dir = test_dir("acd-ring-cancel");
+    let ports = PortBlock::acquire();
+    let cg = Callgate::start_with(&dir, &ports, profile(1));
+    let mut cfg = BaresipConfig::agent(dir.join("agent-1001"), "1001", "demo1001", cg.sip, agent_ports(&ports, 0), AGENT1_HZ);
+    cfg.account = cfg.account.replace("answermode=auto", "answermode=manual");
+    let a = Baresip::start(cfg);
+    a.wait_registered(Duration::from_secs(10));
+    let c = citizen(&dir, &ports, "citizen", "pcmu");
+    c.dial(&format!("sip:120@{}", cg.sip));
+    std::thread::sleep(Duration::from_secs(3));
+    let ringing = a.command("listcalls", "");
+    eprintln!("listcalls while ringing: {ringing}");
+    c.hangup();
+    let recs = records_after(&cg, 1);
+    std::thread::sleep(Duration::from_millis(500));
+    let calls_after = a.command("listcalls", "");
+    let (_, a_log) = (c.stop(), a.stop());
+    let r = &recs[0];
+    assert_eq!(r.text("outcome"), "abandoned", "{r:?}");
+    assert_eq!(r.text("agent"), "", "nobody answered");
+    assert!(ringing.contains("1001") || ringing.to_lowercase().contains("incoming") || ringing.contains("sip:"), "the agent's phone rang: {ringing}\n{a_log}");
+    assert!(!calls_after.contains("sip:0"), "the agent's phone stopped ringing: {calls_after}\n{a_log}");
+    let events = callgate::records::read_queue_log(&cg.db, 0..i64::MAX).expect("queue log");
+    let names: Vec<&str> = events.iter().filter(|e| e.call == r.text("call_id")).map(|e| e.kind.name()).collect();
+    assert!(names.contains(&"offer") && names.contains(&"abandon"), "{names:?}");
+    assert!(!names.contains(&"connect"), "{names:?}");
+}
+
+#[test]
+fn a_caller_who_presses_star_is_called_back_when_an_agent_is_ready_and_bridged() {
+    let dir = test_dir("acd-callback");
+    let ports = PortBlock::acquire();
+    let cg = Callgate::start_with(&dir, &ports, profile(1));
+    // No agent yet: the caller waits, presses *, hears the confirmation and is hung up on.
+    let run = Sipp::uac(&dir, "uac", "uac_callback_request.xml", cg.sip, "120")
+        .ports(&ports, P_UAC, P_UAC_CTRL, P_UAC_MEDIA)
+        .run();
+    run.assert_ok(Some(&cg));
+    let first = cg.wait_records(1);
+    assert_eq!(first[0].text("end_reason"), "callback requested", "{:?}", first[0]);
+    // The citizen's phone (the carrier's address the call came from) now waits for the callback.
+    let uas = Sipp::uas(&dir, "citizen", "uas_answer.xml")
+        .ports(&ports, P_UAC, P_UAC_CTRL, P_UAC_MEDIA)
+        .arg("-rtp_echo")
+        .calls(1)
+        .timeout_s(40)
+        .spawn();
+    std::thread::sleep(Duration::from_millis(300));
+    // An agent becomes ready: callgate reserves them, dials the citizen, then rings the agent.
+    let a = agent(&dir, &ports, &cg, 0, "1001", AGENT1_HZ);
+    let t0 = Instant::now();
+    while a.command("listcalls", "").contains("(0)") {
+        assert!(t0.elapsed() < Duration::from_secs(15), "the agent never got the callback\n{}", cg.stderr());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    a.hangup();
+    let recs = cg.wait_records(2);
+    let uas_run = uas.wait();
+    let a_log = a.stop();
+    uas_run.assert_ok(Some(&cg));
+    let cb = &recs[1];
+    assert_eq!(cb.text("agent"), "1001", "{cb:?}\n{a_log}");
+    assert_eq!(cb.text("outcome"), "completed", "{cb:?}");
+    assert!(cb.int("talk_ms").unwrap_or(0) >= 2000, "{cb:?}");
+    // The agent heard the citizen's side (SIPp echoes what it hears, i.e. the agent's own tone back).
+    let heard = common::baresip::read_dump_dir(&dir.join("agent-1001/dumps")).expect("agent dump");
+    assert!(seconds_with_tone(&heard, AGENT1_HZ, &[CITIZEN_HZ]) >= 1, "the agent heard the citizen's echo");
+    let events = callgate::records::read_queue_log(&cg.db, 0..i64::MAX).expect("queue log");
+    let names: Vec<&str> = events.iter().map(|e| e.kind.name()).collect();
+    for want in ["callback_requested", "callback_connect"] {
+        assert!(names.contains(&want), "{want} missing from {names:?}");
+    }
+}
+
+#[test]
+fn a_callback_request_survives_a_restart() {
+    let dir = test_dir("acd-callback-restart");
+    let ports = PortBlock::acquire();
+    let p = profile(1).write(&dir, &ports);
+    let cg = Callgate::start(&dir, &ports, &p);
+    Sipp::uac(&dir, "uac", "uac_callback_request.xml", cg.sip, "120")
+        .ports(&ports, P_UAC, P_UAC_CTRL, P_UAC_MEDIA)
+        .run()
+        .assert_ok(Some(&cg));
+    cg.wait_records(1);
+    let stopped = cg.stop();
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    // A new process on the same database: the callback is still in line.
+    let cg = Callgate::start(&dir, &ports, &p);
+    let uas = Sipp::uas(&dir, "citizen", "uas_answer.xml")
+        .ports(&ports, P_UAC, P_UAC_CTRL, P_UAC_MEDIA)
+        .arg("-rtp_echo")
+        .calls(1)
+        .timeout_s(40)
+        .spawn();
+    std::thread::sleep(Duration::from_millis(300));
+    let a = agent(&dir, &ports, &cg, 0, "1001", AGENT1_HZ);
+    let t0 = Instant::now();
+    while a.command("listcalls", "").contains("(0)") {
+        assert!(t0.elapsed() < Duration::from_secs(15), "no callback after the restart\n{}", cg.stderr());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    a.hangup();
+    let recs = cg.wait_records(2);
+    uas.wait().assert_ok(Some(&cg));
+    a.stop();
+    assert_eq!(recs[1].text("agent"), "1001", "{:?}", recs[1]);
+    assert!(cg.stderr().contains("restoring pending callbacks"), "{}", cg.stderr());
+}

@@ -549,6 +549,11 @@ impl Acd {
 
     // ---------------------------------------------------------------- queries
 
+    /// A queue's specification (e.g. its `sl_threshold` and `short_abandon` for the statistics).
+    pub fn queue_spec(&self, tenant: &str, queue: &str) -> Option<&QueueSpec> {
+        self.lookup(tenant, queue).map(|q| &self.queues[q as usize].spec)
+    }
+
     /// Everyone in line in the queue (waiting, ringing, callbacks keeping their place).
     pub fn waiting(&self, tenant: &str, queue: &str) -> usize {
         self.lookup(tenant, queue).map(|q| self.queues[q as usize].line.len()).unwrap_or(0)

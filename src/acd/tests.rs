@@ -210,6 +210,8 @@ fn maximum_length_refuses_and_logs() {
     let logs = h.take_logs();
     assert!(matches!(&logs[2].kind, K::Refused { reason, .. } if reason == "full"));
     assert_eq!(h.call_in(4, "t", "nope", 0, None), Err(Refusal::UnknownQueue));
+    assert_eq!(h.acd.queue_spec("t", "g").map(|q| q.sl_threshold), Some(Duration::from_secs(20)));
+    assert!(h.acd.queue_spec("u", "g").is_none());
 }
 
 #[test]

@@ -110,6 +110,7 @@ impl Core {
             end_reason: None,
             sdp_version: 1,
             play_deadline: None,
+            callback: None,
         };
         self.dialogs.insert((call.a.call_id.clone(), local_tag), (key, Side::A));
         if let (Some(o), Ok(cseq)) = (origin, msg.cseq()) {
@@ -525,7 +526,14 @@ impl Core {
             self.ports.release(port);
             return false;
         };
-        let from_user = if call.caller.is_empty() { "anonymous".to_owned() } else { call.caller.clone() };
+        // A callback calls the citizen from the centre's number; everyone else sees the caller.
+        let from_user = if call.callback.is_some() && agent.is_none() {
+            call.number.clone()
+        } else if call.caller.is_empty() {
+            "anonymous".to_owned()
+        } else {
+            call.caller.clone()
+        };
         let from = format!("<sip:{}@{}>", from_user, host_port(self.cfg.local_sip));
         let to = format!("<{}>", target);
         let contact = self.contact_uri(peer.transport);
@@ -619,6 +627,18 @@ impl Core {
                 let offer = call.offers.remove(idx);
                 self.dialogs.remove(dkey(&(offer.dialog.call_id.as_str(), offer.dialog.local_tag.as_str())));
                 self.ports.release(offer.port);
+                if let Some((id, _)) = call.callback {
+                    // The citizen did not answer the callback, or the reserved agent did not: the
+                    // ACD retries later (the place is kept).
+                    tracing::info!(call = key, callback = id, code, "callback attempt failed");
+                    self.acd.callback_result(now, id, None);
+                    let reason = if offer.agent.is_some() { "agent unavailable for the callback" } else { "citizen did not answer the callback" };
+                    if let Some(c) = self.calls.get_mut(&key) {
+                        c.end_reason = Some("callback failed".into());
+                    }
+                    self.hang_up(now, key, Outcome::Failed, code, reason);
+                    return;
+                }
                 if let Some(agent) = offer.agent {
                     let reason = match code {
                         486 | 600 => MissReason::Busy,
@@ -669,6 +689,10 @@ impl Core {
     /// An offer's 2xx: the B leg is connected; every other offer of the call is withdrawn.
     fn offer_answered(&mut self, now: Instant, key: CallKey, idx: usize, msg: Message) {
         let Some(call) = self.calls.get_mut(&key) else { return };
+        if call.state == State::Dialing {
+            self.citizen_answered(now, key, idx, msg);
+            return;
+        }
         let mut offer = call.offers.remove(idx);
         let keep_peer = offer.dialog.peer;
         offer.dialog.confirm_uac(&msg);
@@ -679,7 +703,14 @@ impl Core {
         let (peer, ack) = offer.dialog.ack(&msg, &mut self.rng, &self.cfg);
         self.outputs.push_back(Output::Transmit(Transmit { peer, data: ack, mark: None }));
         let answer = sdp::parse_answer(&msg.body()).ok();
+        let callback = self.calls.get(&key).and_then(|c| c.callback);
         let accepted = match offer.agent {
+            Some(_) if callback.is_some() => {
+                if let Some((id, _)) = callback {
+                    self.acd.callback_result(now, id, Some(key));
+                }
+                true
+            }
             Some(agent) => match self.acd.answered(now, key, agent) {
                 Ok(()) => true,
                 Err(e) => {
@@ -873,15 +904,17 @@ impl Core {
         let Some(mut call) = self.calls.remove(&key) else { return };
         self.a_invites.remove(&call.a_invite);
         self.dialogs.remove(dkey(&(call.a.call_id.as_str(), call.a.local_tag.as_str())));
-        let mut rb = ResponseBuilder::new(&call.a_invite_msg, code, reason).to_tag(&call.a.local_tag);
-        if code == 503 {
-            rb = rb.header("Retry-After", &self.cfg.retry_after_s.to_string());
+        if call.callback.is_none() {
+            let mut rb = ResponseBuilder::new(&call.a_invite_msg, code, reason).to_tag(&call.a.local_tag);
+            if code == 503 {
+                rb = rb.header("Retry-After", &self.cfg.retry_after_s.to_string());
+            }
+            if let Some((name, value)) = &extra {
+                rb = rb.header(name, value);
+            }
+            let resp = rb.build();
+            self.txn.respond(now, call.a_invite, code, resp, None);
         }
-        if let Some((name, value)) = &extra {
-            rb = rb.header(name, value);
-        }
-        let resp = rb.build();
-        self.txn.respond(now, call.a_invite, code, resp, None);
         self.release_media(now, key, &mut call);
         call.answered = None;
         let by = if code == 487 { "caller" } else { "system" };

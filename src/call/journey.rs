@@ -27,7 +27,26 @@ use crate::acd::{Action, AgentRef, CallInfo, OnMaxWait, Refusal};
 use crate::media::announce::{self, Lang};
 use crate::media::command::MediaCommand;
 use crate::media::menu::{Menu, MenuAction};
+use crate::acd::log::QueueEventKind;
 use crate::sip::registrar::RegEvent;
+
+/// How to reach a callback's citizen again: the trunk (and its address) the call came in on.
+#[derive(Clone, Debug)]
+pub(super) struct CallbackRoute {
+    pub peer: Peer,
+    pub trunk: String,
+    pub service: String,
+    /// The centre's number the citizen dialled: callgate calls back from it.
+    pub centre_number: String,
+}
+
+/// A request to stand in for the caller's INVITE of a call callgate placed itself (callbacks).
+fn placeholder_request() -> Message {
+    Message::parse(bytes::Bytes::from_static(
+        b"INVITE sip:callback@invalid SIP/2.0\r\nVia: SIP/2.0/UDP invalid;branch=z9hG4bKcallback\r\nFrom: <sip:callgate@invalid>;tag=cb\r\nTo: <sip:callback@invalid>\r\nCall-ID: callback\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+    ))
+    .expect("the placeholder request parses")
+}
 
 impl Core {
     /// Starts the guidance (or what follows it, if there is none).
@@ -175,15 +194,24 @@ impl Core {
     fn keep_place(&mut self, now: Instant, key: CallKey) {
         let Some(call) = self.calls.get(&key) else { return };
         let number = call.caller.clone();
+        let route = CallbackRoute {
+            peer: Peer { transport: call.transport, addr: call.source, conn: None },
+            trunk: call.trunk.clone(),
+            service: call.service.clone(),
+            centre_number: call.number.clone(),
+        };
         match self.acd.request_callback(now, key, &number) {
             Ok(id) => {
                 tracing::info!(call = key, callback = id, "caller keeps the place for a callback");
+                self.callback_routes.insert(id, route);
+                self.callbacks_dirty = true;
                 if let Some(c) = self.calls.get_mut(&key) {
                     c.queued_at = None; // the place now belongs to the callback, not to this leg
                     c.state = State::Closing;
                     c.end_reason = Some("callback requested".into());
                 }
-                let prompts = self.existing(&["callback-confirm-ko"]);
+                let lang = if self.calls.get(&key).and_then(|c| c.choice.as_ref()).is_some_and(|c| c.key == "en") { "en" } else { "ko" };
+                let prompts = self.existing_owned(vec![format!("callback-confirm-{lang}")]);
                 if prompts.is_empty() {
                     self.hang_up(now, key, Outcome::Completed, 200, "callback requested");
                 } else {
@@ -328,11 +356,248 @@ impl Core {
             }
             while let Some(ev) = self.acd.poll_log() {
                 did = true;
+                if matches!(
+                    ev.kind,
+                    QueueEventKind::CallbackRequested { .. } | QueueEventKind::CallbackConnect { .. } | QueueEventKind::CallbackFailed { .. }
+                ) {
+                    self.callbacks_dirty = true;
+                }
                 self.outputs.push_back(Output::QueueLog(ev));
             }
             if !did {
                 break;
             }
+        }
+        if self.callbacks_dirty {
+            self.callbacks_dirty = false;
+            self.sync_callbacks();
+        }
+    }
+
+    /// Writes every pending callback to the records database (with how to reach the citizen) and
+    /// deletes the ones that are done, so that they survive a restart.
+    fn sync_callbacks(&mut self) {
+        let pending = self.acd.pending_callbacks();
+        let live: std::collections::HashSet<u64> = pending.iter().map(|c| c.id).collect();
+        for cb in pending {
+            let route = self.callback_routes.get(&cb.id);
+            let info = serde_json::json!({
+                "cg_id": cb.info.cg_id,
+                "caller": cb.info.caller,
+                "number": cb.info.number,
+                "priority": cb.info.priority,
+                "skill": cb.info.skill,
+                "language": cb.info.language,
+                "route": route.map(|r| serde_json::json!({
+                    "transport": r.peer.transport.as_via(),
+                    "addr": r.peer.addr.to_string(),
+                    "trunk": r.trunk,
+                    "service": r.service,
+                    "centre_number": r.centre_number,
+                })),
+            });
+            self.callbacks_stored.insert(cb.id);
+            self.outputs.push_back(Output::CallbackStore(crate::records::CallbackRecord {
+                id: cb.id,
+                tenant: cb.tenant,
+                queue: cb.queue,
+                number: cb.number,
+                requested_ms: cb.enqueued_ms,
+                due_ms: cb.due_ms,
+                enqueued_ms: cb.enqueued_ms,
+                attempts: cb.attempts,
+                info,
+            }));
+        }
+        let gone: Vec<u64> = self.callbacks_stored.iter().copied().filter(|id| !live.contains(id)).collect();
+        for id in gone {
+            self.callbacks_stored.remove(&id);
+            self.callback_routes.remove(&id);
+            self.outputs.push_back(Output::CallbackDelete(id));
+        }
+    }
+
+    /// Callbacks stored before a restart: back in line, in their places.
+    pub fn restore_callbacks(&mut self, now: Instant, stored: Vec<crate::records::CallbackRecord>) {
+        for r in stored {
+            let info = &r.info;
+            let text = |k: &str| info.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+            let call_info = CallInfo {
+                cg_id: text("cg_id").unwrap_or_default(),
+                caller: text("caller").unwrap_or_else(|| r.number.clone()),
+                number: text("number").unwrap_or_default(),
+                priority: info.get("priority").and_then(|v| v.as_u64()).unwrap_or(0).min(255) as u8,
+                skill: text("skill"),
+                language: text("language"),
+            };
+            if let Some(route) = info.get("route").filter(|v| !v.is_null()) {
+                let s = |k: &str| route.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+                if let Ok(addr) = s("addr").parse() {
+                    let transport = if s("transport").eq_ignore_ascii_case("tcp") { Transport::Tcp } else { Transport::Udp };
+                    self.callback_routes.insert(
+                        r.id,
+                        CallbackRoute {
+                            peer: Peer { transport, addr, conn: None },
+                            trunk: s("trunk"),
+                            service: s("service"),
+                            centre_number: s("centre_number"),
+                        },
+                    );
+                }
+            }
+            self.callbacks_stored.insert(r.id);
+            self.acd.restore_callback(
+                now,
+                crate::acd::PendingCallback {
+                    id: r.id,
+                    tenant: r.tenant,
+                    queue: r.queue,
+                    number: r.number,
+                    info: call_info,
+                    enqueued_ms: r.enqueued_ms,
+                    due_ms: r.due_ms,
+                    attempts: r.attempts,
+                },
+            );
+        }
+        self.drive(now);
+    }
+
+    /// A callback reached the front: the agent is reserved; callgate dials the citizen through the
+    /// trunk the call came in on, plays music once the citizen answers, and rings the agent.
+    fn dial_callback(&mut self, now: Instant, id: u64, agent: AgentRef, number: &str, tenant: &str, queue: &str) {
+        let Some(route) = self.callback_routes.get(&id).cloned() else {
+            tracing::warn!(callback = id, %tenant, "no route back to the citizen (no trunk known): attempt failed");
+            self.acd.callback_result(now, id, None);
+            return;
+        };
+        let key = self.next_key;
+        self.next_key += 1;
+        let placeholder = placeholder_request();
+        let a = Dialog::uac(String::new(), String::new(), String::new(), String::new(), String::new(), String::new(), route.peer);
+        let call = Call {
+            cg_id: format!("cg-{}", self.rng.token(16)),
+            state: State::Dialing,
+            a,
+            a_invite: TxnId(u64::MAX),
+            a_invite_msg: placeholder,
+            b: None,
+            offers: Vec::new(),
+            tenant: tenant.to_owned(),
+            trunk: route.trunk.clone(),
+            service: route.service.clone(),
+            caller: number.to_owned(),
+            number: route.centre_number.clone(),
+            source: route.peer.addr,
+            transport: route.peer.transport,
+            arrived: now,
+            answered: None,
+            media_port: None,
+            a_media: None,
+            a_open: false,
+            early: false,
+            guidance: Vec::new(),
+            local_sdp: None,
+            origin: None,
+            bye_on_ack: false,
+            digits: String::new(),
+            menu: None,
+            choice: None,
+            queue: Some(queue.to_owned()),
+            queued_at: None,
+            agent: Some(agent),
+            b_port: None,
+            b_media: None,
+            b_sdp: None,
+            talk_from: None,
+            held: None,
+            hold_ms: 0,
+            recording: None,
+            end_reason: None,
+            sdp_version: 1,
+            play_deadline: None,
+            callback: Some((id, agent)),
+        };
+        self.calls.insert(key, call);
+        self.metrics.set_active_calls(self.calls.len());
+        let target = format!("sip:{}@{}", number, host_port(route.peer.addr));
+        tracing::info!(call = key, callback = id, "dialling the citizen back");
+        if !self.send_offer(now, key, &target, route.peer, None, 70, &[("X-Callgate-Callback", id.to_string())]) {
+            self.acd.callback_result(now, id, None);
+            if let Some(mut c) = self.calls.remove(&key) {
+                c.end_reason = Some("callback failed".into());
+                self.finish(now, &c, Outcome::Failed, 503, "no RTP port for the callback");
+            }
+            return;
+        }
+        // Its A "invite" is the INVITE to the citizen: remember it for the record's Call-ID.
+        if let Some(c) = self.calls.get_mut(&key) {
+            if let Some(o) = c.offers.first() {
+                c.a_invite_msg = o.invite.clone();
+                c.a = o.dialog.clone();
+            }
+        }
+    }
+
+    /// The citizen answered the callback: its leg becomes the call's A leg; it hears music while the
+    /// reserved agent's phone rings.
+    pub(super) fn citizen_answered(&mut self, now: Instant, key: CallKey, idx: usize, msg: Message) {
+        let Some(call) = self.calls.get_mut(&key) else { return };
+        let mut offer = call.offers.remove(idx);
+        offer.dialog.confirm_uac(&msg);
+        let (peer, ack) = offer.dialog.ack(&msg, &mut self.rng, &self.cfg);
+        self.outputs.push_back(Output::Transmit(Transmit { peer, data: ack, mark: None }));
+        let Some(answer) = sdp::parse_answer(&msg.body()).ok() else {
+            tracing::info!(call = key, "citizen answered the callback without usable SDP: BYE");
+            let (peer, branch, bye) = offer.dialog.bye(&mut self.rng, &self.cfg, "no usable media");
+            let t = self.txn.request(now, Method::Bye, &branch, bye, peer);
+            self.clients.insert(t, (key, Purpose::Bye));
+            if let Some((id, _)) = call.callback {
+                self.acd.callback_result(now, id, None);
+            }
+            self.ports.release(offer.port);
+            self.dialogs.remove(dkey(&(offer.dialog.call_id.as_str(), offer.dialog.local_tag.as_str())));
+            if let Some(mut c) = self.calls.remove(&key) {
+                c.end_reason = Some("callback failed".into());
+                self.finish(now, &c, Outcome::Failed, 488, "citizen's answer had no usable media");
+            }
+            return;
+        };
+        // The leg is now A: requests in its dialog are the caller's.
+        self.dialogs.insert((offer.dialog.call_id.clone(), offer.dialog.local_tag.clone()), (key, Side::A));
+        call.a = offer.dialog;
+        call.media_port = Some(offer.port);
+        call.local_sdp = Some(offer.sdp);
+        call.a_media = Some((super::flow::leg_media(&answer), answer.direction));
+        call.answered = Some(now);
+        call.state = State::Queued;
+        call.queued_at = Some(now);
+        let agent = call.callback.map(|(_, a)| a);
+        self.open_a(key);
+        let music = self.music_for(key);
+        self.play_a(now, key, music, true, false);
+        let Some(agent) = agent else { return };
+        let spec = self.acd.agent_spec(agent).clone();
+        let binding = self.registrar.lookup(&spec.tenant, &spec.extension).first().cloned();
+        let ok = match binding {
+            Some(b) => {
+                let extra = vec![
+                    ("X-Callgate-Callback", "yes".to_owned()),
+                    ("X-Callgate-Caller", self.calls.get(&key).map(|c| c.caller.clone()).unwrap_or_default()),
+                    ("Call-Info", format!("<sip:{}>;answer-after=0", host_port(self.cfg.local_sip))),
+                ];
+                self.send_offer(now, key, &b.contact, b.source, Some(agent), 70, &extra)
+            }
+            None => false,
+        };
+        if !ok {
+            if let Some((id, _)) = self.calls.get(&key).and_then(|c| c.callback) {
+                self.acd.callback_result(now, id, None);
+            }
+            if let Some(c) = self.calls.get_mut(&key) {
+                c.end_reason = Some("callback failed".into());
+            }
+            self.hang_up(now, key, Outcome::Failed, 480, "agent unavailable for the callback");
         }
     }
 
@@ -377,6 +642,11 @@ impl Core {
                 if let Some(w) = expected_wait {
                     prompts.extend(announce::expected_wait(w, lang));
                 }
+                let offers_callback =
+                    c.queue.as_ref().and_then(|q| self.queue_cfg(&c.tenant, q)).is_some_and(|q| q.callback_key.is_some());
+                if offers_callback {
+                    prompts.push(format!("callback-offer-{}", if lang == Lang::En { "en" } else { "ko" }));
+                }
                 let prompts = self.existing_owned(prompts);
                 if !prompts.is_empty() {
                     self.play_a(now, call, prompts, false, false);
@@ -405,10 +675,7 @@ impl Core {
                 self.closing(now, call, prompts, "no agent logged in");
             }
             Action::CallbackDue { callback, agent, number, tenant, queue } => {
-                // Outbound callbacks need an outbound trunk route (issue 4, item 6): not yet.
-                tracing::warn!(callback, ?agent, %tenant, %queue, "callback due, but outbound calls are not implemented: kept pending");
-                let _ = number;
-                self.acd.callback_result(now, callback, None);
+                self.dial_callback(now, callback, agent, &number, &tenant, &queue);
             }
             Action::AgentState { agent, state, reason } => {
                 let spec = self.acd.agent_spec(agent);

@@ -79,6 +79,9 @@ pub enum Output {
     Record(CallRecord),
     /// An ACD event for the queue log.
     QueueLog(crate::acd::log::QueueEvent),
+    /// A pending callback to store (it survives restarts), or to delete (done or given up).
+    CallbackStore(crate::records::CallbackRecord),
+    CallbackDelete(u64),
 }
 
 /// Why the core could not be built from a profile.
@@ -141,6 +144,8 @@ enum State {
     Ringing,
     /// Caller and agent (or bridge target) talk through callgate's media bridge.
     Connected,
+    /// A callback: callgate dials the citizen (the A leg is callgate's own INVITE, ringing).
+    Dialing,
 }
 
 /// A B leg being offered: an agent's phone ringing for a queued call, or a bridge target.
@@ -246,6 +251,9 @@ struct Call {
     sdp_version: u32,
     /// When a playlist toward a caller without media "ends" (see `play_a`).
     play_deadline: Option<Instant>,
+    /// A callback call: the ACD's callback id and the agent reserved for it. Its A leg is callgate's
+    /// INVITE to the citizen, so there is no server transaction to answer.
+    callback: Option<(u64, crate::acd::AgentRef)>,
 }
 
 /// The call core. See the module docs for the state diagram.
@@ -288,6 +296,12 @@ pub struct Core {
     menus: HashMap<(String, String), Arc<crate::media::menu::MenuSpec>>,
     /// Agents whose registration logs them in and out.
     login_on_register: std::collections::HashSet<crate::acd::AgentRef>,
+    /// How to reach each pending callback's citizen: the trunk the call came in on.
+    callback_routes: HashMap<u64, journey::CallbackRoute>,
+    /// Callback ids written to the records database (to delete the ones that are done).
+    callbacks_stored: std::collections::HashSet<u64>,
+    /// A callback changed since the last sync to the records database.
+    callbacks_dirty: bool,
 }
 
 impl Core {
@@ -344,6 +358,9 @@ impl Core {
             registrar,
             menus,
             login_on_register,
+            callback_routes: HashMap::new(),
+            callbacks_stored: Default::default(),
+            callbacks_dirty: false,
             txn: TxnLayer::new(cfg.txn.clone()),
             ports: PortPool::new(cfg.rtp_ports.0, cfg.rtp_ports.1),
             cfg,

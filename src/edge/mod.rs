@@ -94,7 +94,7 @@ pub fn run(opts: Options) -> Result<(), EdgeError> {
         profile.prompt_names().into_iter().filter_map(|n| prompts.get(&n).map(|p| (n, p.duration()))).collect();
     let metrics = Arc::new(Metrics::new());
     let writer = RecordWriter::open(&profile.records.database)?;
-    let core = Core::new(
+    let mut core = Core::new(
         profile.clone(),
         metrics.clone(),
         durations,
@@ -102,6 +102,16 @@ pub fn run(opts: Options) -> Result<(), EdgeError> {
         Instant::now(),
         SystemTime::now(),
     )?;
+    // Callbacks citizens asked for before a restart keep their places.
+    match crate::records::read_callbacks(&profile.records.database) {
+        Ok(stored) => {
+            if !stored.is_empty() {
+                tracing::info!(callbacks = stored.len(), "restoring pending callbacks");
+            }
+            core.restore_callbacks(Instant::now(), stored);
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read pending callbacks"),
+    }
 
     // Two runtimes. The sip task runs alone on a current-thread runtime on this thread: it
     // polls its own UDP socket and timers, so a datagram's readiness never has to be handed
@@ -364,6 +374,8 @@ impl SipShell {
                 }
                 Output::Record(rec) => self.sink.submit(rec),
                 Output::QueueLog(ev) => self.sink.submit_queue(ev),
+                Output::CallbackStore(cb) => self.sink.upsert_callback(cb),
+                Output::CallbackDelete(id) => self.sink.delete_callback(id),
             }
         }
         if f.udp.is_empty() {

@@ -307,3 +307,17 @@ pub fn read_dump_dir(dir: &Path) -> Option<PathBuf> {
     }
     best.map(|(_, p)| p)
 }
+
+/// Per second of `path`: whether `hz` clearly dominates (as in [`seconds_with_tone`]), and the
+/// second's overall energy (mean square), to tell silence from other sound.
+pub fn tone_timeline(path: &Path, hz: f64, others: &[f64]) -> Vec<(bool, f64)> {
+    let (x, rate, _) = read_wav(path);
+    x.chunks(rate as usize)
+        .map(|sec| {
+            let p = tone_power(sec, rate, hz);
+            let tone = p > 1e4 && others.iter().all(|&o| p > 10.0 * tone_power(sec, rate, o));
+            let energy = sec.iter().map(|v| v * v).sum::<f64>() / sec.len().max(1) as f64;
+            (tone, energy)
+        })
+        .collect()
+}
