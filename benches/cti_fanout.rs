@@ -162,12 +162,15 @@ fn end_to_end() {
             let mut live = false;
             while got < expected {
                 while let Some(m) = dec.decode().unwrap() {
+                    // The client side shares the machine with the server: read the one field
+                    // needed instead of parsing each event.
                     if let ws::Incoming::Text(t) = m {
-                        let v: serde_json::Value = serde_json::from_str(&t).unwrap();
-                        if v["event"] == "snapshot" && !live {
+                        if !live && t.contains("\"event\":\"snapshot\"") {
                             live = true;
                             connected.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-                        } else if let Some(at) = v["data"]["t_ns"].as_u64() {
+                        } else if let Some(at) = t.split("\"t_ns\":").nth(1).and_then(|r| {
+                            r[..r.find(|c: char| !c.is_ascii_digit()).unwrap_or(r.len())].parse::<u64>().ok()
+                        }) {
                             let now = base.elapsed().as_nanos() as u64;
                             h.record(now.saturating_sub(at)).unwrap();
                             got += 1;

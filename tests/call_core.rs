@@ -64,6 +64,7 @@ impl Harness {
                 Output::Record(r) => self.records.push(r),
                 Output::QueueLog(e) => self.queue_log.push(e),
                 Output::CallbackStore(_) | Output::CallbackDelete(_) => {}
+                Output::Measured(mark) => self.metrics.record(mark.stage, self.now - mark.since),
             }
         }
     }
@@ -935,4 +936,153 @@ fn a_flood_of_key_presses_keeps_a_bounded_number_of_digits() {
     }
     h.input(CARRIER, in_dialog("BYE", "fl1", &tag, 200, "bye1"));
     assert_eq!(h.records[0].digits.len(), callgate::call::MAX_DIGITS);
+}
+
+// ---- the ACD: agents registered with digest, offers, bridging, wrap-up ---------------------------
+
+const AGENT1: &str = "127.0.0.1:6001";
+const AGENT2: &str = "127.0.0.1:6002";
+
+fn register(ext: &str, from: &str, call_id: &str, cseq: u32, auth: Option<&str>) -> String {
+    let auth = auth.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
+    format!(
+        "REGISTER sip:127.0.0.1:5060 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {from};branch=z9hG4bKreg{cseq}{ext};rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:{ext}@127.0.0.1>;tag=r{ext}\r\n\
+         To: <sip:{ext}@127.0.0.1>\r\n\
+         Call-ID: {call_id}\r\n\
+         CSeq: {cseq} REGISTER\r\n\
+         Contact: <sip:{ext}@{from}>\r\n\
+         Expires: 3600\r\n\
+         {auth}Content-Length: 0\r\n\r\n"
+    )
+}
+
+/// Registers an agent's phone with digest auth (401, then the answer); asserts the 200.
+fn register_agent(h: &mut Harness, ext: &str, password: &str, from: &str) {
+    use callgate::sip::digest::{Challenge, Credentials};
+    let cid = format!("reg-{ext}");
+    h.input(from, register(ext, from, &cid, 1, None));
+    let sent = h.take();
+    assert_eq!(Harness::summary(&sent), ["401"]);
+    let ch = Challenge::parse(sent[0].1.header(HeaderName::WwwAuthenticate).unwrap()).unwrap();
+    let cred = Credentials::answer(&ch, "REGISTER", "sip:127.0.0.1:5060", ext, password, "abc", 1);
+    h.input(from, register(ext, from, &cid, 2, Some(&cred.to_header_value())));
+    assert_eq!(Harness::summary(&h.take()), ["200"], "agent {ext} registered");
+}
+
+/// A queued caller (service 130): answered, ACKed; returns the caller's To tag and what was sent.
+fn queued_caller(h: &mut Harness, call_id: &str) -> (String, Vec<(Peer, Message)>) {
+    h.input(CARRIER, invite("130", call_id, &format!("inv-{call_id}"), &sdp("0 101", 40000)));
+    let sent = h.take();
+    assert_eq!(Harness::summary(&sent), ["100", "200"]);
+    let tag = to_tag(&sent[1].1);
+    h.input(CARRIER, in_dialog("ACK", call_id, &tag, 1, &format!("ack-{call_id}")));
+    (tag, h.take())
+}
+
+fn agent_answer(req: &Message, code: u16, tag: &str, port: u16) -> String {
+    let body = if code == 200 { sdp("0 101", port) } else { String::new() };
+    answer(req, code, if code == 200 { "OK" } else { "Busy Here" }, Some(tag), &body)
+}
+
+#[test]
+fn a_queued_caller_is_offered_to_the_registered_agent_bridged_and_the_agent_wraps_up() {
+    let mut h = Harness::new();
+    register_agent(&mut h, "2001", "secret2001", AGENT1);
+    let (tag, sent) = queued_caller(&mut h, "q1");
+    // The agent is ready: the INVITE leaves in the same input that queued the caller.
+    assert_eq!(Harness::summary(&sent), ["INVITE"]);
+    let (peer, inv) = &sent[0];
+    assert_eq!(peer.addr, AGENT1.parse::<SocketAddr>().unwrap(), "sent where the phone registered from");
+    assert_eq!(inv.request_uri(), Some(format!("sip:2001@{AGENT1}").as_str()));
+    for (name, want) in [("X-Callgate-Queue", "agents"), ("X-Callgate-Caller", "01012345678"), ("X-Callgate-Number", "130")] {
+        let got = inv.headers().find(|hh| hh.raw_name.eq_ignore_ascii_case(name)).map(|hh| hh.value.to_owned());
+        assert_eq!(got.as_deref(), Some(want), "{name}");
+    }
+    assert!(inv.headers().any(|hh| hh.raw_name == "Call-Info" && hh.value.contains("answer-after=0")));
+    assert_eq!(h.metrics.stage_summary(Stage::EnqueueToOffer).map(|s| s.count), Some(1));
+    assert!(h.media.iter().any(|c| matches!(c, MediaCommand::Play { leg: Leg::A, looped: true, .. })), "music while it rings");
+
+    let inv = inv.clone();
+    h.advance(Duration::from_secs(2));
+    let s = Harness::summary(&h.take());
+    assert!(s.iter().all(|m| m == "INVITE"), "only INVITE retransmissions while it rings: {s:?}");
+    h.input(AGENT1, agent_answer(&inv, 200, "ag1", 42000));
+    assert_eq!(Harness::summary(&h.take()), ["ACK"]);
+    assert!(h.media.iter().any(|c| matches!(c, MediaCommand::Relay { to_leg: Leg::A, .. })));
+    assert!(h.media.iter().any(|c| matches!(c, MediaCommand::Open { leg: Leg::B, media, .. } if media.remote == Some("127.0.0.1:42000".parse().unwrap()))));
+    assert_eq!(h.metrics.stage_summary(Stage::AnswerToBridge).map(|s| s.count), Some(1));
+
+    h.advance(Duration::from_secs(30));
+    h.input(CARRIER, in_dialog("BYE", "q1", &tag, 2, "bye-q1"));
+    let sent = h.take();
+    assert_eq!(Harness::summary(&sent), ["200", "BYE"]);
+    assert_eq!(sent[1].0.addr, AGENT1.parse::<SocketAddr>().unwrap());
+    h.input(AGENT1, answer(&sent[1].1, 200, "OK", None, ""));
+    let rec = h.records.last().unwrap();
+    assert_eq!((rec.outcome, rec.agent.as_deref(), rec.queue.as_deref()), (Outcome::Completed, Some("2001"), Some("agents")));
+    assert_eq!(rec.talk_ms, Some(30_000));
+    assert_eq!(rec.wait_ms, Some(2_000));
+    assert_eq!(rec.end_reason.as_deref(), Some("caller"));
+    let kinds: Vec<&str> = h.queue_log.iter().map(|e| e.kind.name()).collect();
+    for want in ["enter", "offer", "connect", "complete"] {
+        assert!(kinds.contains(&want), "{want} in {kinds:?}");
+    }
+
+    // Wrap-up: a caller arriving 3 s later waits (the only agent is in after-call work, 5 s) ...
+    h.advance(Duration::from_secs(3));
+    let (_, sent) = queued_caller(&mut h, "q2");
+    assert!(sent.is_empty(), "no offer during wrap-up: {:?}", Harness::summary(&sent));
+    // ... and is offered when the wrap-up ends.
+    h.advance(Duration::from_secs(3));
+    let sent = h.take();
+    assert!(Harness::summary(&sent).contains(&"INVITE".to_owned()), "offered after wrap-up: {:?}", Harness::summary(&sent));
+    assert_eq!(h.metrics.stage_summary(Stage::ReadyToOffer).map(|s| s.count), Some(1));
+}
+
+#[test]
+fn an_agent_who_does_not_answer_is_cancelled_and_the_next_agent_rings() {
+    let mut h = Harness::new();
+    register_agent(&mut h, "2001", "secret2001", AGENT1);
+    h.advance(Duration::from_secs(1));
+    register_agent(&mut h, "2002", "secret2002", AGENT2);
+    let (_, sent) = queued_caller(&mut h, "r1");
+    let (p1, inv1) = sent[0].clone();
+    assert_eq!(p1.addr, AGENT1.parse::<SocketAddr>().unwrap(), "longest idle first");
+    h.input(AGENT1, answer(&inv1, 180, "Ringing", Some("ag1"), ""));
+    h.take();
+    h.advance(Duration::from_secs(15));
+    let sent = h.take();
+    let s = Harness::summary(&sent);
+    assert!(s.contains(&"CANCEL".to_owned()) && s.contains(&"INVITE".to_owned()), "{s:?}");
+    let inv2 = sent.iter().find(|(_, m)| m.method() == Some(&Method::Invite)).unwrap();
+    assert_eq!(inv2.0.addr, AGENT2.parse::<SocketAddr>().unwrap(), "the next agent rings");
+    let misses: Vec<_> = h.queue_log.iter().filter(|e| e.kind.name() == "miss").collect();
+    assert_eq!(misses.len(), 1, "{:?}", h.queue_log);
+    assert_eq!(misses[0].agent, "2001");
+}
+
+#[test]
+fn a_busy_agent_passes_the_call_on_and_a_late_answer_after_the_caller_left_is_ended() {
+    let mut h = Harness::new();
+    register_agent(&mut h, "2001", "secret2001", AGENT1);
+    register_agent(&mut h, "2002", "secret2002", AGENT2);
+    let (tag, sent) = queued_caller(&mut h, "b1");
+    let (first, inv1) = sent[0].clone();
+    h.input(first.addr.to_string().as_str(), agent_answer(&inv1, 486, "ag1", 0));
+    let sent = h.take();
+    let inv2 = sent.iter().find(|(_, m)| m.method() == Some(&Method::Invite)).expect("next agent offered").clone();
+    assert_ne!(inv2.0.addr, first.addr, "the busy agent is not rung again at once");
+    assert!(h.queue_log.iter().any(|e| e.kind.name() == "miss" && e.agent == if first.addr.port() == 6001 { "2001" } else { "2002" }));
+    // The caller hangs up while the second agent rings: CANCEL to it.
+    h.input(CARRIER, in_dialog("BYE", "b1", &tag, 2, "bye-b1"));
+    let s = Harness::summary(&h.take());
+    assert!(s.contains(&"CANCEL".to_owned()), "{s:?}");
+    assert_eq!(h.records.last().unwrap().outcome, Outcome::Abandoned);
+    // Its 200 crosses the CANCEL: ACK and BYE, so no agent is left on a dead call.
+    h.input(inv2.0.addr.to_string().as_str(), agent_answer(&inv2.1, 200, "ag2", 42002));
+    let s = Harness::summary(&h.take());
+    assert!(s.contains(&"ACK".to_owned()) && s.contains(&"BYE".to_owned()), "{s:?}");
 }

@@ -556,7 +556,13 @@ impl Core {
             self.ports.release(port);
             return false;
         };
-        let t = self.txn.request(now, Method::Invite, &branch, invite, peer);
+        // An agent's offer is measured from the input that caused it: the caller entering the queue
+        // (in this very input), or an agent becoming available.
+        let mark = agent.map(|_| {
+            let entered_now = self.calls.get(&key).is_some_and(|c| c.queued_at == Some(now));
+            Mark { stage: if entered_now { Stage::EnqueueToOffer } else { Stage::ReadyToOffer }, since: now }
+        });
+        let t = self.txn.request_marked(now, Method::Invite, &branch, invite, peer, mark);
         self.clients.insert(t, (key, Purpose::BInvite));
         let dialog = Dialog::uac(call_id.clone(), local_tag.clone(), from, to, target.to_owned(), contact, peer);
         self.dialogs.insert((call_id, local_tag), (key, Side::B));
@@ -758,6 +764,7 @@ impl Core {
         self.send_a_200(now, key);
         self.open_a(key);
         self.relay_both(key);
+        self.outputs.push_back(Output::Measured(Mark { stage: Stage::AnswerToBridge, since: now }));
         self.start_recording(key);
     }
 

@@ -82,6 +82,8 @@ pub enum Output {
     /// A pending callback to store (it survives restarts), or to delete (done or given up).
     CallbackStore(crate::records::CallbackRecord),
     CallbackDelete(u64),
+    /// A latency measurement: record `since.elapsed()` once the outputs before it are handed on.
+    Measured(Mark),
 }
 
 /// Why the core could not be built from a profile.

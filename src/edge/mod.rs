@@ -376,6 +376,7 @@ impl SipShell {
                 Output::QueueLog(ev) => self.sink.submit_queue(ev),
                 Output::CallbackStore(cb) => self.sink.upsert_callback(cb),
                 Output::CallbackDelete(id) => self.sink.delete_callback(id),
+                Output::Measured(mark) => self.metrics.record(mark.stage, mark.since.elapsed()),
             }
         }
         if f.udp.is_empty() {

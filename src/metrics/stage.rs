@@ -8,16 +8,30 @@ pub enum Stage {
     InviteTo100,
     /// INVITE received → final `200 OK` sent.
     InviteTo200,
+    /// The input that put a caller in a queue with an agent free → the INVITE to the agent sent.
+    EnqueueToOffer,
+    /// The input that made an agent available (registration, wrap-up end, CTI ready) → the INVITE
+    /// for the longest-waiting caller sent.
+    ReadyToOffer,
+    /// The agent's 200 received → the media bridge commanded (both relays handed to the media thread).
+    AnswerToBridge,
+    /// A CTI command received → its effect (result sent).
+    CtiCommand,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 2] = [Stage::InviteTo100, Stage::InviteTo200];
+    pub const ALL: [Stage; 6] =
+        [Stage::InviteTo100, Stage::InviteTo200, Stage::EnqueueToOffer, Stage::ReadyToOffer, Stage::AnswerToBridge, Stage::CtiCommand];
 
     /// The Prometheus label value.
     pub fn label(self) -> &'static str {
         match self {
             Stage::InviteTo100 => "invite_to_100",
             Stage::InviteTo200 => "invite_to_200",
+            Stage::EnqueueToOffer => "enqueue_to_offer",
+            Stage::ReadyToOffer => "ready_to_offer",
+            Stage::AnswerToBridge => "answer_to_bridge",
+            Stage::CtiCommand => "cti_command",
         }
     }
 }

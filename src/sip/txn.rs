@@ -983,8 +983,21 @@ impl TxnLayer {
         data: Bytes,
         peer: Peer,
     ) -> TxnId {
+        self.request_marked(now, method, branch, data, peer, None)
+    }
+
+    /// [`request`](Self::request) whose first transmission carries a latency `mark`.
+    pub fn request_marked(
+        &mut self,
+        now: Instant,
+        method: Method,
+        branch: &str,
+        data: Bytes,
+        peer: Peer,
+        mark: Option<Mark>,
+    ) -> TxnId {
         let id = self.alloc_id();
-        send(&mut self.transmits, peer, data.clone(), None);
+        send(&mut self.transmits, peer, data.clone(), mark);
         if method == Method::Ack {
             return id;
         }
