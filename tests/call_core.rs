@@ -26,6 +26,7 @@ struct Harness {
     media: Vec<MediaCommand>,
     records: Vec<CallRecord>,
     queue_log: Vec<callgate::acd::log::QueueEvent>,
+    cti: Vec<callgate::cti::Event>,
 }
 
 impl Harness {
@@ -35,7 +36,7 @@ impl Harness {
         let now = Instant::now();
         let durations = HashMap::from([("guidance-ko".to_owned(), Duration::from_secs(13))]);
         let core = Core::new(profile, metrics.clone(), durations, 42, now, SystemTime::UNIX_EPOCH).expect("core builds");
-        Harness { core, now, metrics, sent: Vec::new(), media: Vec::new(), records: Vec::new(), queue_log: Vec::new() }
+        Harness { core, now, metrics, sent: Vec::new(), media: Vec::new(), records: Vec::new(), queue_log: Vec::new(), cti: Vec::new() }
     }
 
     fn input(&mut self, from: &str, text: String) {
@@ -65,6 +66,7 @@ impl Harness {
                 Output::QueueLog(e) => self.queue_log.push(e),
                 Output::CallbackStore(_) | Output::CallbackDelete(_) => {}
                 Output::Measured(mark) => self.metrics.record(mark.stage, self.now - mark.since),
+                Output::Cti(ev) => self.cti.push(ev),
             }
         }
     }

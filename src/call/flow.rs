@@ -111,12 +111,27 @@ impl Core {
             sdp_version: 1,
             play_deadline: None,
             callback: None,
+            data: serde_json::Map::new(),
+            last_agent: None,
+            transfer_talk_ms: 0,
+            transferred_to: None,
         };
         self.dialogs.insert((call.a.call_id.clone(), local_tag), (key, Side::A));
         if let (Some(o), Ok(cseq)) = (origin, msg.cseq()) {
             self.origins.insert(o, (key, cseq.seq));
         }
         self.a_invites.insert(txn, key);
+        let arrived_ms = self.unix_ms(now);
+        self.note_contact(&call.tenant, &call.caller, arrived_ms);
+        self.last_route.insert(
+            call.tenant.clone(),
+            journey::CallbackRoute {
+                peer: Peer { transport: peer.transport, addr: peer.addr, conn: None },
+                trunk: call.trunk.clone(),
+                service: call.service.clone(),
+                centre_number: call.number.clone(),
+            },
+        );
         self.calls.insert(key, call);
         self.metrics.set_active_calls(self.calls.len());
 
@@ -381,12 +396,14 @@ impl Core {
                     barge_in: false,
                 }));
                 self.acd.hold(now, key, true);
+                self.publish_call_event(key, crate::cti::events::CALL_HELD);
             }
             (Some((who, since)), false) if who == by => {
                 call.held = None;
                 call.hold_ms += now.saturating_duration_since(since).as_millis() as u64;
                 self.outputs.push_back(Output::Media(MediaCommand::Relay { call: key, to_leg: held_leg }));
                 self.acd.hold(now, key, false);
+                self.publish_call_event(key, crate::cti::events::CALL_RESUMED);
             }
             _ => {}
         }
@@ -645,6 +662,13 @@ impl Core {
                     self.hang_up(now, key, Outcome::Failed, code, reason);
                     return;
                 }
+                if offer.agent.is_none() && call.answered.is_some() {
+                    // A transfer target refused: the caller goes back into the queue.
+                    tracing::info!(call = key, code, "transfer target refused: back into the queue");
+                    call.transferred_to = None;
+                    self.enter_queue(now, key);
+                    return;
+                }
                 if let Some(agent) = offer.agent {
                     let reason = match code {
                         486 | 600 => MissReason::Busy,
@@ -743,6 +767,9 @@ impl Core {
         self.withdraw_all(now, key);
         let Some(call) = self.calls.get_mut(&key) else { return };
         call.state = State::Connected;
+        if offer.agent.is_some() {
+            call.last_agent = offer.agent;
+        }
         call.agent = offer.agent;
         call.talk_from = Some(now);
         call.b_port = Some(offer.port);
@@ -765,6 +792,7 @@ impl Core {
         self.open_a(key);
         self.relay_both(key);
         self.outputs.push_back(Output::Measured(Mark { stage: Stage::AnswerToBridge, since: now }));
+        self.publish_call_event(key, crate::cti::events::CALL_ANSWERED);
         self.start_recording(key);
     }
 

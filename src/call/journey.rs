@@ -223,7 +223,7 @@ impl Core {
     }
 
     /// After guidance and menu: into the service's (or the menu choice's) queue.
-    fn enter_queue(&mut self, now: Instant, key: CallKey) {
+    pub(super) fn enter_queue(&mut self, now: Instant, key: CallKey) {
         let Some(call) = self.calls.get(&key) else { return };
         let service = self.service_cfg(&call.tenant, &call.service);
         let queue = call.choice.as_ref().and_then(|c| c.queue.clone()).or_else(|| service.as_ref().and_then(|s| s.queue.clone()));
@@ -362,7 +362,9 @@ impl Core {
                 ) {
                     self.callbacks_dirty = true;
                 }
+                self.stats.push(&ev);
                 self.outputs.push_back(Output::QueueLog(ev));
+                self.schedule_stats_tick(now);
             }
             if !did {
                 break;
@@ -517,6 +519,10 @@ impl Core {
             sdp_version: 1,
             play_deadline: None,
             callback: Some((id, agent)),
+            data: serde_json::Map::new(),
+            last_agent: Some(agent),
+            transfer_talk_ms: 0,
+            transferred_to: None,
         };
         self.calls.insert(key, call);
         self.metrics.set_active_calls(self.calls.len());
@@ -679,7 +685,8 @@ impl Core {
             }
             Action::AgentState { agent, state, reason } => {
                 let spec = self.acd.agent_spec(agent);
-                tracing::info!(agent = %spec.id, tenant = %spec.tenant, state = ?state, %reason, "agent state");
+                tracing::info!(agent = %spec.id, tenant = %spec.tenant, state = state.name(), %reason, "agent state");
+                self.publish_agent_state(agent, &state, &reason);
             }
         }
     }
@@ -704,7 +711,9 @@ impl Core {
             ("X-Callgate-Choice", call.choice.as_ref().map(|c| c.key.clone()).unwrap_or_default()),
             ("Call-Info", format!("<sip:{}>;answer-after=0", host_port(self.cfg.local_sip))),
         ];
-        if !self.send_offer(now, key, &binding.contact, binding.source, Some(agent), 70, &extra) {
+        if self.send_offer(now, key, &binding.contact, binding.source, Some(agent), 70, &extra) {
+            self.publish_offered(now, key, agent, queue);
+        } else {
             self.acd.missed(now, key, agent, crate::acd::log::MissReason::Unreachable);
         }
     }

@@ -42,6 +42,7 @@
 //!             B 2xx after A left ─▶ ACK + BYE to B
 //! ```
 
+mod cti;
 mod dialog;
 mod flow;
 mod journey;
@@ -84,6 +85,8 @@ pub enum Output {
     CallbackDelete(u64),
     /// A latency measurement: record `since.elapsed()` once the outputs before it are handed on.
     Measured(Mark),
+    /// An event for the CTI stream.
+    Cti(crate::cti::Event),
 }
 
 /// Why the core could not be built from a profile.
@@ -179,6 +182,8 @@ enum TimerKind {
     PlaybackEnd,
     /// The caller's menu waits for a key.
     Menu,
+    /// Once a second: `queue.stats` to the CTI stream (call key 0).
+    StatsTick,
     /// A bridge leg that rings too long (a 1xx stops Timer B, RFC 3261 17.1.1.2): CANCEL it.
     RingTimeout,
 }
@@ -256,6 +261,12 @@ struct Call {
     /// A callback call: the ACD's callback id and the agent reserved for it. Its A leg is callgate's
     /// INVITE to the citizen, so there is no server transaction to answer.
     callback: Option<(u64, crate::acd::AgentRef)>,
+    /// The case's data attached by the CTI (note, subject, ...): travels with transfers.
+    data: serde_json::Map<String, serde_json::Value>,
+    /// The agent who had the call before a transfer, and their talk time.
+    last_agent: Option<crate::acd::AgentRef>,
+    transfer_talk_ms: u64,
+    transferred_to: Option<String>,
 }
 
 /// The call core. See the module docs for the state diagram.
@@ -304,6 +315,17 @@ pub struct Core {
     callbacks_stored: std::collections::HashSet<u64>,
     /// A callback changed since the last sync to the records database.
     callbacks_dirty: bool,
+    /// Live statistics from the queue log and the records (queue.stats events, /stats/live).
+    stats: crate::stats::Stats,
+    /// Ended calls (tenant, agent) by callgate id, for wrap-up dispositions that come after.
+    recent: HashMap<String, (String, Option<crate::acd::AgentRef>)>,
+    /// Each tenant's last carrier route (scheduled callbacks go out the same way).
+    last_route: HashMap<String, journey::CallbackRoute>,
+    last_queue_stats: HashMap<(String, String), crate::cti::events::QueueStats>,
+    /// (tenant, caller) → arrival times of the last 7 days (repeat callers).
+    contacts: HashMap<(String, String), VecDeque<i64>>,
+    /// A `StatsTick` is scheduled (ticks run while anything happens in the queues).
+    stats_tick_pending: bool,
 }
 
 impl Core {
@@ -355,6 +377,7 @@ impl Core {
             }
         }
         let menus = journey::menus(&profile);
+        let timers = BinaryHeap::new();
         Ok(Core {
             acd,
             registrar,
@@ -363,6 +386,12 @@ impl Core {
             callback_routes: HashMap::new(),
             callbacks_stored: Default::default(),
             callbacks_dirty: false,
+            stats: crate::stats::Stats::new(stats_config(&profile)),
+            recent: HashMap::new(),
+            last_route: HashMap::new(),
+            last_queue_stats: HashMap::new(),
+            contacts: HashMap::new(),
+            stats_tick_pending: false,
             txn: TxnLayer::new(cfg.txn.clone()),
             ports: PortPool::new(cfg.rtp_ports.0, cfg.rtp_ports.1),
             cfg,
@@ -376,7 +405,7 @@ impl Core {
             cancelled: IdMap::default(),
             origins: HashMap::new(),
             refused_budget: (f64::from(REFUSED_RECORDS_PER_S), now),
-            timers: BinaryHeap::new(),
+            timers,
             prompt_durations,
             outputs: VecDeque::new(),
             next_key: 1,
@@ -480,6 +509,7 @@ impl Core {
                     }
                 }
                 TimerKind::Menu => self.menu_timeout(now, key),
+                TimerKind::StatsTick => self.stats_tick(now),
                 TimerKind::RingTimeout => {
                     if self.calls.get(&key).is_some_and(|c| c.state == State::Ringing) {
                         tracing::info!(call = key, "bridge target rang too long: CANCEL, 480 to the caller");
@@ -682,14 +712,20 @@ impl Core {
             reason: reason.to_owned(),
             digits: call.digits.clone(),
             queue: call.queue.clone(),
-            agent: call.agent.map(|a| self.acd.agent_spec(a).id.clone()),
+            agent: call.agent.or(call.last_agent).map(|a| self.acd.agent_spec(a).id.clone()),
             menu_choice: call.choice.as_ref().map(|c| c.key.clone()),
             recording: call.recording.clone(),
             wait_ms: call.queued_at.map(|q| ms_between(q, call.talk_from.unwrap_or(now))),
-            talk_ms: call.talk_from.map(|t| ms_between(t, now).saturating_sub(call.hold_ms)),
+            talk_ms: match (call.talk_from, call.transfer_talk_ms) {
+                (None, 0) => None,
+                (t, before) => Some((before + t.map_or(0, |t| ms_between(t, now))).saturating_sub(call.hold_ms)),
+            },
             end_reason: call.end_reason.clone(),
         };
+        self.stats.push_call(&rec);
+        let why = rec.end_reason.clone().unwrap_or_else(|| reason.to_owned());
         self.outputs.push_back(Output::Record(rec));
+        self.publish_ended(now, call, &why);
     }
 
     /// A refused INVITE that never became a call (404, 503, 483 ...): final answer and record.
@@ -965,6 +1001,21 @@ pub(crate) fn host_port(a: SocketAddr) -> String {
         SocketAddr::V4(v4) => format!("{}:{}", v4.ip(), v4.port()),
         SocketAddr::V6(v6) => format!("[{}]:{}", v6.ip(), v6.port()),
     }
+}
+
+/// The statistics' settings from the profile: each tenant's clock and each queue's thresholds.
+fn stats_config(p: &Profile) -> crate::stats::StatsConfig {
+    let mut c = crate::stats::StatsConfig::default();
+    for t in &p.tenants {
+        c.tenant_utc_offset_min.insert(t.id.clone(), t.utc_offset_min);
+        for q in &t.queues {
+            c.queue_thresholds.insert(
+                (t.id.clone(), q.name.clone()),
+                crate::stats::Thresholds { sl_ms: q.sl_threshold.as_millis() as u64, short_abandon_ms: q.short_abandon.as_millis() as u64 },
+            );
+        }
+    }
+    c
 }
 
 fn ms_between(from: Instant, to: Instant) -> u64 {

