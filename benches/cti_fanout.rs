@@ -112,7 +112,8 @@ fn end_to_end() {
     let rate: u64 = std::env::var("CTI_BENCH_RATE").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
     let secs: u64 = std::env::var("CTI_BENCH_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
     // The server as callgate runs it: one aux worker for connections; the core on its own thread.
-    let aux = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let workers: usize = std::env::var("CTI_BENCH_AUX_WORKERS").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
+    let aux = tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build().unwrap();
     let clients_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let (stop_tx, stop_rx) = watch::channel(false);
     let cfg = CtiShellConfig { max_connections: 2 * CLIENTS, ..Default::default() };
@@ -128,15 +129,18 @@ fn end_to_end() {
     let base = Instant::now();
     let core = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(core_loop(shell, cti_rx, pub_rx));
+        rt.block_on(core_loop(shell, cti_rx, pub_rx))
     });
     // Clients.
     let hist = Arc::new(Mutex::new(Histogram::<u64>::new(3).unwrap()));
     let connected = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let expected = rate * secs;
+    // Per event: when the last client decoded it (ns since `base`), to get the fan-out completion time.
+    let last: Arc<Vec<std::sync::atomic::AtomicU64>> = Arc::new((0..expected).map(|_| std::sync::atomic::AtomicU64::new(0)).collect());
+    let published: Arc<Vec<std::sync::atomic::AtomicU64>> = Arc::new((0..expected).map(|_| std::sync::atomic::AtomicU64::new(0)).collect());
     let mut tasks = Vec::new();
     for i in 0..CLIENTS {
-        let (hist, connected) = (hist.clone(), connected.clone());
+        let (hist, connected, last) = (hist.clone(), connected.clone(), last.clone());
         tasks.push(clients_rt.spawn(async move {
             let token = if i < 900 { format!("tok-a{i}") } else { format!("tok-s{}", i - 900) };
             let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -173,6 +177,9 @@ fn end_to_end() {
                         }) {
                             let now = base.elapsed().as_nanos() as u64;
                             h.record(now.saturating_sub(at)).unwrap();
+                            if let Some(slot) = last.get(got as usize) {
+                                slot.fetch_max(now, std::sync::atomic::Ordering::AcqRel);
+                            }
                             got += 1;
                         }
                     }
@@ -200,7 +207,9 @@ fn end_to_end() {
         while Instant::now() < next {
             std::thread::sleep(next - Instant::now());
         }
-        let data = json!({"tenant":"seoul","queue":"general","waiting": n % 7,"longest_wait_ms":12000,"agents_ready":12,"t_ns": base.elapsed().as_nanos() as u64});
+        let at = base.elapsed().as_nanos() as u64;
+        published[n as usize].store(at, std::sync::atomic::Ordering::Release);
+        let data = json!({"tenant":"seoul","queue":"general","waiting": n % 7,"longest_wait_ms":12000,"agents_ready":12,"t_ns": at});
         pub_tx.send(Event { kind: "queue.stats".into(), vis: Visibility::tenant_wide("seoul"), data }).unwrap();
     }
     let mut delivered = 0;
@@ -213,30 +222,55 @@ fn end_to_end() {
         summary(&h, "ms", 1e6)
     );
     println!("    delivered {delivered} of {} event messages", expected * CLIENTS as u64);
+    let mut done = Histogram::<u64>::new(3).unwrap();
+    for (p, l) in published.iter().zip(last.iter()) {
+        let (p, l) = (p.load(std::sync::atomic::Ordering::Acquire), l.load(std::sync::atomic::Ordering::Acquire));
+        if l > 0 {
+            done.record(l.saturating_sub(p)).unwrap();
+        }
+    }
+    println!("    per event, publish → the last of the {CLIENTS} clients decoded it: {}", summary(&done, "ms", 1e6));
     let _ = stop_tx.send(true);
     drop(pub_tx);
-    let _ = core.join();
+    let cost = core.join().unwrap();
+    println!("    the core's time per event (publish + queue to 1,000 connections): {}", summary(&cost, "µs", 1e3));
 }
 
-async fn core_loop(shell: CtiShell, mut rx: mpsc::UnboundedReceiver<CtiIn>, mut events: mpsc::UnboundedReceiver<Event>) {
+/// The sip task's part: the hub, and handing its outputs to the shell. Returns the time the core
+/// spent per published event (publish + delivering every message to its connection's queue).
+async fn core_loop(shell: CtiShell, mut rx: mpsc::UnboundedReceiver<CtiIn>, mut events: mpsc::UnboundedReceiver<Event>) -> Histogram<u64> {
+    let mut cost = Histogram::<u64>::new(3).unwrap();
     let mut cfg = HubConfig::new(Instant::now(), 1_718_000_000_000);
     cfg.max_connections = 2 * CLIENTS;
     let mut hub = Hub::new(principals(), cfg);
     loop {
+        let mut started = None;
         tokio::select! {
             m = rx.recv() => match m {
                 Some(m) => m.apply(&mut hub, Instant::now()),
                 None => break,
             },
             e = events.recv() => match e {
-                Some(e) => hub.publish(Instant::now(), e),
+                Some(e) => {
+                    let t = Instant::now();
+                    started = Some(t);
+                    hub.publish(t, e);
+                }
                 None => break,
             },
         }
-        while let Some(out) = hub.poll_output() {
-            if let Some(HubOutput::Execute { conn, id, .. }) = shell.deliver(out) {
-                hub.command_result(conn, &id, Ok(json!({})));
+        loop {
+            let commands = shell.pump(&mut hub);
+            if commands.is_empty() {
+                break;
+            }
+            for c in commands {
+                hub.command_result(c.conn, &c.id, Ok(json!({})));
             }
         }
+        if let Some(t) = started {
+            cost.record(t.elapsed().as_nanos() as u64).unwrap();
+        }
     }
+    cost
 }

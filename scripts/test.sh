@@ -4,8 +4,9 @@
 #   bash scripts/test.sh            # from anywhere inside the repository
 #
 # On a fresh Debian 12 machine it installs (apt-get, as root or through sudo):
-#   sip-tester (SIPp, the carrier and callee in the end-to-end tests), sqlite3 (to inspect the
-#   call records by hand), a C compiler (rusqlite builds SQLite from source);
+#   sip-tester (SIPp, the carrier and callee in the end-to-end tests), baresip (the agents'
+#   softphones and citizens' phones), postgresql (the records tests on a real server), sqlite3 (to
+#   inspect the call records by hand), a C compiler (rusqlite builds SQLite from source);
 # cargo-nextest is used when present; without it the suite runs under `cargo test`. Extra arguments are passed to the test runner (e.g. a test name filter).
 set -euo pipefail
 
@@ -27,6 +28,8 @@ as_root() {
 # binary -> Debian package
 declare -A PEERS=(
     [sipp]=sip-tester
+    [baresip]=baresip
+    [/usr/lib/postgresql/15/bin/initdb]=postgresql
     [sqlite3]=sqlite3
     [cc]=gcc
 )
@@ -53,7 +56,7 @@ if ! command -v cargo >/dev/null 2>&1; then
     exit 1
 fi
 
-for bin in sipp sqlite3; do
+for bin in sipp baresip sqlite3 /usr/lib/postgresql/15/bin/initdb; do
     command -v "$bin" >/dev/null 2>&1 || { log "$bin is still missing after installing"; exit 1; }
 done
 log "sipp: $(sipp -v 2>&1 | grep -o 'v[0-9][^ ]*' | head -1), cargo: $(cargo --version)"

@@ -117,14 +117,16 @@ fn default_profile_loads_with_expected_values() {
     assert_eq!(t.tenant, None);
     assert_eq!(t.networks, vec!["127.0.0.0/8".parse::<IpNet>().unwrap(), "::1/128".parse().unwrap()]);
     assert_eq!(t.codecs, vec![Codec::Pcmu, Codec::Pcma]);
-    assert_eq!(t.numbers, vec!["120".to_string()]);
+    assert_eq!(t.numbers, vec!["120".to_string(), "1200".to_string()]);
 
     assert_eq!(p.tenants.len(), 1);
     let demo = &p.tenants[0];
     assert_eq!(demo.id, "demo");
     assert_eq!(demo.name, "Demo 120 civil-service centre");
-    assert_eq!(demo.services.len(), 1);
+    assert_eq!(demo.services.len(), 2);
     let s = &demo.services[0];
+    let m = &demo.services[1];
+    assert_eq!((m.number.as_str(), m.menu.as_deref(), m.queue.as_deref()), ("1200", Some("language"), Some("general")));
     assert_eq!(s.tenant, "demo");
     assert_eq!(s.number, "120");
     assert_eq!(s.guidance, vec!["guidance-ko".to_string()]);
@@ -142,7 +144,11 @@ fn default_profile_loads_with_expected_values() {
     assert_eq!(demo.realm, "callgate");
     assert_eq!(demo.utc_offset_min, 540);
     assert_eq!(demo.recording_retention_days, 90);
-    assert!(demo.menus.is_empty() && demo.schedules.is_empty(), "the demo is open 24/7 with no menu");
+    assert!(demo.schedules.is_empty(), "the demo is open 24/7");
+    assert_eq!(demo.menus.len(), 1);
+    let keys: Vec<char> = demo.menus[0].options.iter().map(|(k, _)| *k).collect();
+    assert_eq!(keys, ['1', '2']);
+    assert_eq!(demo.queues[0].callback_key, Some('*'));
     assert!(!s.early_media && s.menu.is_none() && s.schedule.is_none() && s.closed.is_empty());
     assert!(!s.closed_callback && !s.record);
     assert_eq!(s.priority, 0);
@@ -163,7 +169,7 @@ fn default_profile_loads_with_expected_values() {
     assert_eq!(q.sl_threshold, Duration::from_secs(20));
     assert_eq!(q.short_abandon, Duration::from_secs(5));
     assert_eq!(q.announce_every, Some(Duration::from_secs(30)));
-    assert_eq!(q.callback_key, None);
+    assert_eq!(q.callback_key, Some('*'), "press * to be called back");
     let music_file = p.prompt_path("music").is_file();
     assert_eq!(q.music, if music_file { vec!["music".to_string()] } else { vec![] }, "music.wav exists: {music_file}");
 
@@ -198,11 +204,11 @@ fn default_profile_loads_with_expected_values() {
 #[test]
 fn check_summarises_the_default_profile() {
     let s = check(&root().join("sip-profiles/default")).unwrap_or_else(|e| panic!("{e}"));
-    // guidance-ko, and the queue's default music if audio/music.wav exists.
-    let prompts = 1 + usize::from(root().join("audio/music.wav").is_file());
-    assert_eq!((s.tenants, s.services, s.trunks, s.prompts), (1, 1, 1, prompts));
+    // guidance-ko, the queue's music, and the language menu's prompt, invalid-key and timeout notices.
+    assert_eq!((s.tenants, s.services, s.trunks, s.prompts), (1, 2, 1, 5));
     let text = s.to_string();
-    assert!(text.contains("1 tenant(s), 1 service(s), 1 trunk(s)"), "{text}");
+    assert!(text.contains("1 tenant(s), 2 service(s), 1 trunk(s)"), "{text}");
+    assert!(text.contains("1200 Civil-service enquiries, language menu: guidance guidance-ko, queue general, menu language"), "{text}");
     assert!(text.contains("demo-carrier"), "{text}");
     assert!(text.contains("120 Civil-service enquiries: guidance guidance-ko, queue general, open 24/7"), "{text}");
     assert!(

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use callgate::cti::client::{run_ctl_with, Client, ClientError};
 use callgate::cti::proto::ServerMessage;
-use callgate::cti::{events, ws, Command, CtiError, Event, Hub, HubConfig, HubOutput, HubStats, Principal, Role, Visibility};
-use callgate::edge::cti::{CtiIn, CtiShell, CtiShellConfig};
+use callgate::cti::{events, ws, Command, CtiError, Event, Hub, HubConfig, HubStats, Principal, Role, Visibility};
+use callgate::edge::cti::{CtiIn, CtiShell, CtiShellConfig, Execute};
 use callgate::edge::http::{serve_with_cti, HttpConfig};
 use callgate::metrics::Metrics;
 use serde_json::{json, Value};
@@ -99,8 +99,13 @@ async fn core_loop(mut hub: Hub, shell: CtiShell, mut rx: mpsc::UnboundedReceive
             },
             _ = tokio::time::sleep_until(deadline) => hub.handle_timeout(Instant::now()),
         }
-        while let Some(out) = hub.poll_output() {
-            if let Some(HubOutput::Execute { conn, id, principal, command }) = shell.deliver(out) {
+        // As the sip task does it: one batch to the connections, commands to the core, until quiet.
+        loop {
+            let commands = shell.pump(&mut hub);
+            if commands.is_empty() {
+                break;
+            }
+            for Execute { conn, id, principal, command } in commands {
                 let (r, ev) = execute(&principal, command);
                 hub.command_result(conn, &id, r);
                 if let Some(ev) = ev {

@@ -26,11 +26,18 @@
 #
 # Needs the call core's anchored bridge (a bridge_to service opens leg B and relays) and a C
 # compiler (cc).
+#
+# The reference: SYSTEM=rtpengine runs rtpengine (Debian rtpengine-daemon, userspace only:
+# --table=-1, 2 worker threads) in callgate's place, the same blaster and SIPp echo, with each call
+# set up by an offer/answer over its ng control protocol (no SIP; both legs PCMA, so rtpengine does
+# not transcode where callgate does).
+#   SYSTEM=rtpengine CALLS=1000 bash benches/load/run-bridge.sh
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 ROOT=$PWD
 CALLS=${CALLS:-1000}
+SYSTEM=${SYSTEM:-callgate}
 HOLD_S=${HOLD_S:-20}
 RAMP_S=${RAMP_S:-10}
 OUT=${OUT:-$ROOT/target/load/bridge-$(date -u +%Y%m%dT%H%M%SZ)}
@@ -44,7 +51,7 @@ mkdir -p "$OUT"
 log "results in $OUT"
 
 CALLGATE=${CALLGATE:-}
-if [ -z "$CALLGATE" ]; then
+if [ "$SYSTEM" = callgate ] && [ -z "$CALLGATE" ]; then
     log "building callgate (release)"
     cargo build --release --quiet --bin callgate
     CALLGATE=$ROOT/target/release/callgate
@@ -153,12 +160,22 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
-"$CALLGATE" --profile "$PROFILE" --sip "127.0.0.1:$CG_SIP" --http "127.0.0.1:$CG_HTTP" --db "$OUT/calls.db" \
-    >"$OUT/callgate.out" 2>"$OUT/callgate.err" &
-CG=$!
-PIDS+=("$CG")
-for _ in $(seq 100); do grep -q "callgate ready" "$OUT/callgate.err" && break; sleep 0.1; done
-grep -q "callgate ready" "$OUT/callgate.err" || { log "callgate did not start: $(tail -3 "$OUT/callgate.err")"; exit 1; }
+if [ "$SYSTEM" = callgate ]; then
+    "$CALLGATE" --profile "$PROFILE" --sip "127.0.0.1:$CG_SIP" --http "127.0.0.1:$CG_HTTP" --db "$OUT/calls.db" \
+        >"$OUT/callgate.out" 2>"$OUT/callgate.err" &
+    CG=$!
+    PIDS+=("$CG")
+    for _ in $(seq 100); do grep -q "callgate ready" "$OUT/callgate.err" && break; sleep 0.1; done
+    grep -q "callgate ready" "$OUT/callgate.err" || { log "callgate did not start: $(tail -3 "$OUT/callgate.err")"; exit 1; }
+else
+    command -v rtpengine >/dev/null || { log "rtpengine is missing: apt-get install -y --no-install-recommends rtpengine-daemon"; exit 1; }
+    rtpengine --interface=127.0.0.1 --listen-ng=127.0.0.1:2223 --port-min=30000 --port-max=39999 --table=-1 \
+        --foreground --log-stderr --log-level=4 --num-threads=2 >"$OUT/rtpengine.out" 2>"$OUT/rtpengine.err" &
+    CG=$!
+    PIDS+=("$CG")
+    sleep 1
+    kill -0 "$CG" || { log "rtpengine did not start: $(tail -3 "$OUT/rtpengine.err")"; exit 1; }
+fi
 
 sipp -sf "$ROOT/tests/sipp/uas_answer.xml" -i 127.0.0.1 -mi 127.0.0.1 -p "$UAS_PORT" -mp "$UAS_MEDIA" \
     -cp "$UAS_CTRL" -rtp_echo -nostdin -max_recv_loops 10000 -buff_size 16777216 -trace_err \
@@ -166,8 +183,9 @@ sipp -sf "$ROOT/tests/sipp/uas_answer.xml" -i 127.0.0.1 -mi 127.0.0.1 -p "$UAS_P
 UAS=$!
 PIDS+=("$UAS")
 
-metric() { # metric NAME: one value from /metrics (the whole page is read: no SIGPIPE under pipefail)
-    curl -s --max-time 5 "http://127.0.0.1:$CG_HTTP/metrics" | awk -v n="$1" \
+metric() { # metric NAME: one value from callgate's /metrics (the whole page is read: no SIGPIPE)
+    [ "$SYSTEM" = callgate ] || return 0
+    { curl -s --max-time 5 "http://127.0.0.1:$CG_HTTP/metrics" || true; } | awk -v n="$1" \
         'index($0, n) == 1 && substr($0, length(n) + 1, 1) ~ /[ {]/ { if (!done) { print $NF; done = 1 } }'
 }
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$CG/stat"; }
@@ -180,22 +198,57 @@ rcvbuf0=$(udp RcvbufErrors)
 "$OUT/blaster" "$OUT/ports.log" "$BLAST_PORT" $(( (HOLD_S - 1) * 1000 )) $((RAMP_S + HOLD_S + 15)) >"$OUT/blaster.out" 2>&1 &
 BLASTER=$!
 PIDS+=("$BLASTER")
+if [ "$SYSTEM" = callgate ]; then
 sipp "127.0.0.1:$CG_SIP" -sf "$OUT/uac_bridge.xml" -i 127.0.0.1 -mi 127.0.0.1 -p "$UAC_PORT" -mp "$UAC_MEDIA" \
     -cp "$UAC_CTRL" -s 200 -key caller 0212345678 -r "$RATE" -m "$CALLS" -l "$CALLS" -d $((HOLD_S * 1000)) \
     -trace_logs -log_file "$OUT/ports.log" \
     -nostdin -timeout $((RAMP_S + HOLD_S + 60))s -timeout_error -max_recv_loops 10000 -buff_size 16777216 \
     -trace_stat -stf "$OUT/uac-stat.csv" -fd 1 -trace_err -error_file "$OUT/uac-errors.log" \
     >"$OUT/uac.out" 2>&1 &
+else
+# Calls through rtpengine's ng protocol: offer (the blaster's SDP) and answer (the echo's SDP);
+# the port rtpengine gives the caller side goes to the blaster as for callgate.
+python3 - "$CALLS" "$RATE" "$BLAST_PORT" "$UAS_MEDIA" "$OUT/ports.log" >"$OUT/ng.out" 2>&1 <<'PY' &
+import socket, sys, time, re
+calls, rate, blast, echo, log = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+def enc(v):
+    if isinstance(v, int): return b"i%de" % v
+    if isinstance(v, str): v = v.encode()
+    if isinstance(v, bytes): return b"%d:%s" % (len(v), v)
+    if isinstance(v, list): return b"l" + b"".join(enc(x) for x in v) + b"e"
+    return b"d" + b"".join(enc(k) + enc(v[k]) for k in sorted(v)) + b"e"
+def sdp(port): return "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio %s RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\na=sendrecv\r\n" % port
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(5)
+out = open(log, "a", buffering=1); t0 = time.monotonic(); ok = 0
+for i in range(calls):
+    time.sleep(max(0, t0 + i / rate - time.monotonic()))
+    cid = "bench-%d" % i
+    def ng(d):
+        cookie = b"c%d" % i
+        s.sendto(cookie + b" " + enc(d), ("127.0.0.1", 2223))
+        while True:
+            r = s.recv(65535)
+            if r.startswith(cookie + b" "): return r
+    ng({"command": "offer", "call-id": cid, "from-tag": "a", "sdp": sdp(blast), "replace": ["origin", "session-connection"]})
+    r = ng({"command": "answer", "call-id": cid, "from-tag": "a", "to-tag": "b", "sdp": sdp(echo), "replace": ["origin", "session-connection"]})
+    m = re.search(rb"m=audio (\d+)", r)
+    if m: out.write("AUDIOPORT %s\n" % m.group(1).decode()); ok += 1
+print("calls set up", ok)
+PY
+fi
 SIPP=$!
 PIDS+=("$SIPP")
 
-# Once a second: calls at once, packets received and sent by callgate, CPU (process, media threads).
+[ "$SYSTEM" = callgate ] || SIPP=$BLASTER # (rtpengine: the calls last as long as the blaster)
+# Once a second: elapsed time, calls at once, packets received and sent by callgate (/metrics), CPU
+# ticks of the relay (whole process, and callgate's media threads).
 : >"$OUT/samples.tsv"
-prev=$(cpu_ticks); prev_media=$(media_ticks); prev_t=$(wall)
+start_t=$(wall); prev=$(cpu_ticks); prev_media=$(media_ticks); prev_t=$start_t
 while kill -0 "$SIPP" 2>/dev/null; do
     sleep 1
     now=$(cpu_ticks); now_media=$(media_ticks); now_t=$(wall)
-    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$(metric callgate_active_calls)" "$((now - prev))" "$((now_media - prev_media))" \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$(awk -v a="$start_t" -v b="$now_t" 'BEGIN { printf "%.3f", b - a }')" \
+        "$(metric callgate_active_calls)" "$((now - prev))" "$((now_media - prev_media))" \
         "$(awk -v a="$prev_t" -v b="$now_t" 'BEGIN { printf "%.3f", b - a }')" \
         "$(metric callgate_rtp_packets_received_total)" "$(metric callgate_rtp_packets_sent_total)" >>"$OUT/samples.tsv"
     prev=$now; prev_media=$now_media; prev_t=$now_t
@@ -203,27 +256,34 @@ done
 wait "$SIPP" && SIPP_RC=0 || SIPP_RC=$?
 sleep 1
 
-peak=$(sort -n "$OUT/samples.tsv" | tail -1 | cut -f1)
-# Plateau: samples with at least 90% of the most calls; packets/s from the counters' differences.
-plateau=$(awk -v p="$peak" -v hz="$HZ" '
-    NR > 1 && $1 >= 0.9 * p && prev_s != "" { n++; s += $1; c += $2; m += $3; t += $4; r += $5 - prev_r; o += $6 - prev_s }
-    { prev_r = $5; prev_s = $6 }
+# Plateau: from RAMP_S + 1 s (every call is up) to HOLD_S - 1 s (none has ended yet).
+plateau=$(awk -v a="$((RAMP_S + 1))" -v b="$((HOLD_S - 1))" -v hz="$HZ" '
+    $1 >= a && $1 <= b && prev_s != "" { n++; s += $2; c += $3; m += $4; t += $5; r += $6 - prev_r; o += $7 - prev_s }
+    { prev_r = $6; prev_s = $7 }
     END { if (n && t > 0) printf "%d %.1f %.1f %.0f %.0f", s / n, 100 * c / hz / t, 100 * m / hz / t, r / t, o / t; else print "0 0 0 0 0" }' "$OUT/samples.tsv")
 read -r calls cpu media_cpu rx_rate tx_rate <<<"$plateau"
 received=$(metric callgate_rtp_packets_received_total)
 sent=$(metric callgate_rtp_packets_sent_total)
 rcvbuf=$(( $(udp RcvbufErrors) - rcvbuf0 ))
-completed=$(awk -F';' 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == "SuccessfulCall(C)") f = i; next } { v = $f } END { print v + 0 }' "$OUT/uac-stat.csv")
-failed=$(awk -F';' 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == "FailedCall(C)") f = i; next } { v = $f } END { print v + 0 }' "$OUT/uac-stat.csv")
+completed=-; failed=-
+if [ -f "$OUT/uac-stat.csv" ]; then
+    completed=$(awk -F';' 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == "SuccessfulCall(C)") f = i; next } { v = $f } END { print v + 0 }' "$OUT/uac-stat.csv")
+    failed=$(awk -F';' 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == "FailedCall(C)") f = i; next } { v = $f } END { print v + 0 }' "$OUT/uac-stat.csv")
+fi
 kill -TERM "$CG"; wait "$CG" || true
 wait "$BLASTER" || true
 read -r _ streams _ bl_sent _ bl_back _ <"$OUT/blaster.out" || true
-share=$(awk -v s="${bl_sent:-0}" -v b="${bl_back:-0}" 'BEGIN { if (s) printf "%.3f", 100 * (1 - b / s); else print "-" }')
+loss=$(awk -v s="${bl_sent:-0}" -v b="${bl_back:-0}" 'BEGIN { if (s) printf "%.3f", 100 * (1 - b / s); else print "-" }')
+# Relayed packets/s at the plateau: from callgate's counters, or (rtpengine) twice what came back.
+if [ "$SYSTEM" != callgate ]; then
+    tx_rate=$(awk -v b="${bl_back:-0}" -v c="$CALLS" 'BEGIN { printf "~%.0f", 2 * 50 * c * (b > 0) }')
+    rx_rate="-"; received="-"; sent="-"
+fi
 
 {
-    echo "| calls at once | calls/s ramp | completed / failed | relayed packets/s at the plateau (received/s) | end-to-end loss (blaster sent / came back) | callgate received / sent | UDP rcvbuf drops | callgate CPU at the plateau (media threads) |"
-    echo "|---:|---:|---|---:|---|---|---:|---:|"
-    echo "| $calls (of $CALLS) | $RATE | $completed / $failed (sipp exit $SIPP_RC) | $tx_rate ($rx_rate) | $share% ($bl_sent / $bl_back) | $received / $sent | $rcvbuf | ${cpu}% of one core (${media_cpu}%) |"
+    echo "| system | calls at once | calls/s ramp | completed / failed | relayed packets/s at the plateau (received/s) | end-to-end loss (blaster sent / came back) | relay received / sent | UDP rcvbuf drops | relay CPU at the plateau (media threads) |"
+    echo "|---|---:|---:|---|---:|---|---|---:|---:|"
+    echo "| $SYSTEM | $calls (of $CALLS) | $RATE | $completed / $failed (exit $SIPP_RC) | $tx_rate ($rx_rate) | $loss% ($bl_sent / $bl_back) | $received / $sent | $rcvbuf | ${cpu}% of one core (${media_cpu}%) |"
     echo
     echo "blaster: $(cat "$OUT/blaster.out")"
     echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(uname -sr)"

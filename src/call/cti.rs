@@ -571,6 +571,7 @@ impl Core {
             if let Some(obj) = tenant.as_object_mut() {
                 obj.insert("queues".into(), Value::Array(queues));
                 obj.insert("name".into(), Value::String(t.name.clone()));
+                obj.insert("utc_offset_min".into(), json!(t.utc_offset_min));
             }
             tenants.insert(t.id.clone(), tenant);
         }

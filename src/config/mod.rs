@@ -152,10 +152,16 @@ impl Default for MediaCfg {
 /// `[records]`: where call records and recordings go.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RecordsCfg {
-    /// SQLite database. Relative paths are resolved against the working directory. Default var/callgate.db.
+    /// Where call records, the queue log and pending callbacks are kept, as the profile gives it:
+    /// an SQLite file (relative paths are resolved against the working directory; default
+    /// var/callgate.db), or a PostgreSQL connection string — `postgres://USER@HOST:PORT/DBNAME`,
+    /// `postgresql://...`, or libpq key/value `host=... port=... user=... dbname=...` — checked at load
+    /// (see `records::Database::parse`, which `records::RecordWriter::open` applies to this value). It
+    /// may hold a password: print it with `records::Database`'s Display, which leaves it out.
     pub database: PathBuf,
     /// Call recordings (WAV). Resolved at load: a relative `recordings_dir` is relative to the directory
-    /// of the profile's `database` file. Default `recordings`, i.e. `var/recordings`. Each tenant's
+    /// of the profile's `database` file (with PostgreSQL, to `var`, where the default SQLite file would
+    /// be). Default `recordings`, i.e. `var/recordings`. Each tenant's
     /// recordings go to a subdirectory named by its id unless the tenant names its own directory
     /// ([`Profile::recordings_dir_for`]).
     pub recordings_dir: PathBuf,
@@ -165,10 +171,14 @@ pub struct RecordsCfg {
 }
 
 impl RecordsCfg {
-    /// A path relative to the database file's directory (absolute paths unchanged).
+    /// A path relative to the database file's directory (absolute paths unchanged). A PostgreSQL
+    /// database has no directory: `var`, the default database's.
     fn resolve(&self, p: &Path) -> PathBuf {
         if p.is_absolute() {
             return p.to_path_buf();
+        }
+        if self.database.to_str().is_some_and(crate::records::Database::is_postgres) {
+            return Path::new("var").join(p);
         }
         match self.database.parent() {
             Some(dir) => dir.join(p),
@@ -530,7 +540,9 @@ fn summary_text(p: &Profile) -> String {
     let _ = writeln!(
         s,
         "  records  {}; recordings in {}, kept {}",
-        p.records.database.display(),
+        // The PostgreSQL form without its password.
+        crate::records::Database::from_path(&p.records.database)
+            .map_or_else(|_| p.records.database.display().to_string(), |d| d.to_string()),
         p.records.recordings_dir.display(),
         retention(p.records.recording_retention_days)
     );
@@ -916,8 +928,17 @@ impl<'d> Loader<'d> {
 
         // [records]
         if let Some(v) = &f.records.database {
+            let pg = crate::records::Database::is_postgres(v.get_ref());
             if !is_text(v.get_ref()) {
-                return Err(src.at(v.span(), Problem::BadText { key: "records.database", value: v.get_ref().clone() }));
+                let value = if pg { crate::records::redact(v.get_ref()) } else { v.get_ref().clone() };
+                return Err(src.at(v.span(), Problem::BadText { key: "records.database", value }));
+            }
+            // A PostgreSQL connection string must parse now, not when the writer starts; the message
+            // leaves any password out.
+            if pg {
+                if let Err(e) = crate::records::Database::parse(v.get_ref()) {
+                    return Err(src.at(v.span(), Problem::Syntax { message: e.to_string() }));
+                }
             }
             p.records.database = PathBuf::from(v.get_ref());
         }

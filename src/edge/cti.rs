@@ -1,13 +1,18 @@
 //! The CTI shell: the connections of CTI clients, on the aux runtime. WebSocket connections come
 //! from the HTTP server (`GET /cti`, see `http.rs`); JSON-lines connections from the Unix socket
 //! (and, optionally, a TCP address). Every connection's messages go to the sip task as [`CtiIn`];
-//! the hub's outputs come back through [`CtiShell::deliver`], which never blocks.
+//! the hub's outputs come back through [`CtiShell::pump`] (or [`CtiShell::deliver`]), which never
+//! blocks: the sip task hands all of a flush's messages over in one batch to a dispatcher task on
+//! the aux runtime, which queues each on its connection. Waking a thousand writer tasks from the
+//! sip thread one by one cost it 1–10 ms per event (a cross-thread wake-up each); in one batch it
+//! is one channel send.
 //!
 //! ```text
-//!            reader task ── CtiIn::Message/Close ──────────────▶ sip task: Hub
-//!   socket ─┤   │ pong, close echo, protocol error                  │
-//!            │   ▼                                                   │ deliver(Send/Close)
-//!            writer task ◀── unbounded queue (bounded by the hub's byte accounting)
+//!            reader task ── CtiIn::Message/Close ─────────────────────────────▶ sip task: Hub
+//!   socket ─┤   │ pong, close echo, protocol error                                   │ pump()
+//!            │   ▼                                                                   ▼
+//!            writer task ◀── its queue ◀── dispatcher task ◀── one batch per flush (Send/Close)
+//!               │            (unbounded; bounded by the hub's byte accounting)
 //!               └── CtiIn::Sent{bytes} every `ack_every` bytes written ──▶ Hub::on_sent
 //! ```
 //! Closing: the peer's close frame / EOF / protocol error (close code 1002, 1003, 1007, 1009) end
@@ -28,7 +33,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use crate::cti::ws::{self, Decoder, Incoming, Opcode};
-use crate::cti::{CloseReason, Hub, HubOutput, PeerInfo, Transport};
+use crate::cti::{CloseReason, Command, Hub, HubOutput, PeerInfo, PrincipalRef, Transport};
 
 /// What the connections tell the sip task, which hands it to the [`Hub`] (see [`CtiIn::apply`]).
 #[derive(Debug)]
@@ -117,6 +122,18 @@ struct Inner {
     next: AtomicU64,
     open: AtomicUsize,
     to_core: mpsc::UnboundedSender<CtiIn>,
+    /// To the dispatcher: (connection, Send or Close) in hub order.
+    dispatch: mpsc::UnboundedSender<Vec<(u64, Out)>>,
+}
+
+/// A command for the call core, from [`CtiShell::pump`]: answer it with
+/// `hub.command_result(conn, &id, result)`.
+#[derive(Debug)]
+pub struct Execute {
+    pub conn: u64,
+    pub id: String,
+    pub principal: PrincipalRef,
+    pub command: Command,
 }
 
 /// The shell's handle: cheap to clone; the HTTP server holds one for `/cti`, the sip task one to
@@ -153,6 +170,7 @@ impl CtiShell {
         shutdown: watch::Receiver<bool>,
     ) -> io::Result<(CtiShell, mpsc::UnboundedReceiver<CtiIn>)> {
         let (to_core, rx) = mpsc::unbounded_channel();
+        let (dispatch, batches) = mpsc::unbounded_channel();
         let shell = CtiShell {
             inner: Arc::new(Inner {
                 cfg: cfg.clone(),
@@ -160,8 +178,10 @@ impl CtiShell {
                 next: AtomicU64::new(1),
                 open: AtomicUsize::new(0),
                 to_core,
+                dispatch,
             }),
         };
+        aux.spawn(dispatcher(Arc::downgrade(&shell.inner), batches));
         if let Some(path) = &cfg.unix_socket {
             let listener = bind_unix(path)?;
             let (shell, path, shutdown) = (shell.clone(), path.clone(), shutdown.clone());
@@ -186,27 +206,36 @@ impl CtiShell {
         Ok((shell, rx))
     }
 
-    /// Hands one hub output to its connection: `Send` and `Close` are queued without waiting (the
-    /// hub bounds what is queued); `Execute` is not the shell's and is given back.
-    pub fn deliver(&self, out: HubOutput) -> Option<HubOutput> {
-        match out {
-            HubOutput::Send { conn, text } => {
-                if let Some(c) = self.inner.conns.get(&conn) {
-                    let _ = c.tx.send(Out::Text(text));
-                }
-                None
+    /// Drains the hub's outputs: every `Send` and `Close` goes to the connections in one batch
+    /// (never waiting: the hub bounds what is queued); the commands for the call core are returned.
+    /// Call it after each round of input; answering the commands produces more output, so loop
+    /// until it returns none.
+    pub fn pump(&self, hub: &mut Hub) -> Vec<Execute> {
+        let mut batch = Vec::new();
+        let mut exec = Vec::new();
+        while let Some(out) = hub.poll_output() {
+            match out {
+                HubOutput::Send { conn, text } => batch.push((conn, Out::Text(text))),
+                HubOutput::Close { conn, reason } => batch.push((conn, Out::Close(reason))),
+                HubOutput::Execute { conn, id, principal, command } => exec.push(Execute { conn, id, principal, command }),
             }
-            HubOutput::Close { conn, reason } => {
-                if let Some(c) = self.inner.conns.get(&conn) {
-                    if reason.abort() {
-                        c.abort.notify_one();
-                    }
-                    let _ = c.tx.send(Out::Close(reason));
-                }
-                None
-            }
-            ex @ HubOutput::Execute { .. } => Some(ex),
         }
+        if !batch.is_empty() {
+            let _ = self.inner.dispatch.send(batch);
+        }
+        exec
+    }
+
+    /// Hands one hub output to its connection (a batch of one; prefer [`CtiShell::pump`]).
+    /// `Execute` is not the shell's and is given back.
+    pub fn deliver(&self, out: HubOutput) -> Option<HubOutput> {
+        let item = match out {
+            HubOutput::Send { conn, text } => (conn, Out::Text(text)),
+            HubOutput::Close { conn, reason } => (conn, Out::Close(reason)),
+            ex @ HubOutput::Execute { .. } => return Some(ex),
+        };
+        let _ = self.inner.dispatch.send(vec![item]);
+        None
     }
 
     /// Open connections (all transports, including ones still being set up).
@@ -337,6 +366,23 @@ impl CtiShell {
         drop(tx);
         let _ = writer.await;
         drop(permit);
+    }
+}
+
+/// Queues each output of a batch on its connection, on the aux runtime (where waking the writer
+/// tasks is cheap). Ends with the shell.
+async fn dispatcher(inner: std::sync::Weak<Inner>, mut batches: mpsc::UnboundedReceiver<Vec<(u64, Out)>>) {
+    while let Some(batch) = batches.recv().await {
+        let Some(inner) = inner.upgrade() else { return };
+        for (conn, out) in batch {
+            let Some(c) = inner.conns.get(&conn) else { continue };
+            if let Out::Close(reason) = &out {
+                if reason.abort() {
+                    c.abort.notify_one();
+                }
+            }
+            let _ = c.tx.send(out);
+        }
     }
 }
 

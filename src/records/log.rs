@@ -1,6 +1,7 @@
 //! The queue log and the pending callbacks in the records database: row encoding and the reading side.
 //!
 //! # `queue_log` (migration 3)
+//! (Both backends; PostgreSQL's spelling of the tables is in `schema.rs`, its queries in `pg.rs`.)
 //! One row per [`QueueEvent`]: `at_ms, tenant, queue, call, agent` as in the event, `event` =
 //! [`QueueEventKind::name`], `data` = the kind's fields as a JSON object with the field names of
 //! [`QueueEventKind`] (e.g. `{"wait_ms":12000,"ring_ms":3000}` for `connect`, `{"reason":"no_answer",
@@ -8,7 +9,7 @@
 //! committed in, which is the order the ACD emitted them (one writer thread, FIFO channel).
 //!
 //! **No duplicates on replay.** The unique key is `(at_ms, tenant, queue, call, agent, event, seq)`, and rows
-//! are written with `INSERT OR IGNORE`. `seq` is assigned by the writer thread: the number of events with
+//! are written with `INSERT OR IGNORE` (PostgreSQL: `ON CONFLICT DO NOTHING`). `seq` is assigned by the writer thread: the number of events with
 //! the same `(at_ms, tenant, queue, call, agent, event)` it has taken before this one (almost always 0).
 //! So two identical events in the same millisecond are two facts and both are stored (seq 0 and 1), while
 //! a restarted process that submits the same sequence of events again (a replay from a journal or from
@@ -27,10 +28,12 @@
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+use std::cell::RefCell;
+
 use rusqlite::{Connection, OpenFlags};
 use serde_json::{json, Value};
 
-use super::{sql_err, CallRecord, Outcome, RecordsError};
+use super::{pg, sql_err, CallRecord, Database, Outcome, RecordsError};
 use crate::acd::log::{MissReason, QueueEvent, QueueEventKind};
 use crate::stats::{Date, Stats, DAY_MS};
 
@@ -195,30 +198,64 @@ pub fn decode_event(event: &str, data: &str) -> Result<QueueEventKind, String> {
     })
 }
 
-/// A read-only connection for the statistics, the CLI and HTTP: works while the writer has the file
-/// open (WAL readers do not block the writer, nor it them).
+/// A read-only connection for the statistics, the CLI and HTTP. SQLite: works while the writer has
+/// the file open (WAL readers do not block the writer, nor it them). PostgreSQL: one connection whose
+/// session is read-only; each query sees the rows committed when it starts.
 pub struct RecordsReader {
-    conn: Connection,
+    conn: ReaderConn,
     path: PathBuf,
+    /// What errors call the database: the SQLite path, or the PostgreSQL label (no password).
+    label: PathBuf,
+}
+
+enum ReaderConn {
+    Sqlite(Connection),
+    // The client's methods take &mut self; the reader's take &self (it was never Sync: neither is
+    // rusqlite's Connection).
+    Postgres(Box<RefCell<postgres::Client>>),
 }
 
 impl RecordsReader {
+    /// Opens the database `path` names: an SQLite file, or a PostgreSQL connection string (see
+    /// [`Database::from_path`]), as the profile's `[records] database` holds it.
     pub fn open(path: &Path) -> Result<RecordsReader, RecordsError> {
-        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-            .map_err(sql_err(path, "open read-only"))?;
-        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(sql_err(path, "set busy_timeout"))?;
-        Ok(RecordsReader { conn, path: path.to_path_buf() })
+        Self::open_database(&Database::from_path(path)?)
     }
 
+    /// [`RecordsReader::open`] for an already classified database.
+    pub fn open_database(db: &Database) -> Result<RecordsReader, RecordsError> {
+        match db {
+            Database::Sqlite(path) => {
+                let conn = Connection::open_with_flags(
+                    path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )
+                .map_err(sql_err(path, "open read-only"))?;
+                conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(sql_err(path, "set busy_timeout"))?;
+                Ok(RecordsReader { conn: ReaderConn::Sqlite(conn), path: path.clone(), label: path.clone() })
+            }
+            Database::Postgres(target) => {
+                let client = pg::open_reader(target)?;
+                let label = db.label();
+                Ok(RecordsReader { conn: ReaderConn::Postgres(Box::new(RefCell::new(client))), path: label.clone(), label })
+            }
+        }
+    }
+
+    /// The SQLite file, or for PostgreSQL its label (`postgresql host=.. port=.. user=.. dbname=..`,
+    /// no password).
     pub fn path(&self) -> &Path {
         &self.path
     }
 
     /// The call records with `range.start <= arrived_ms < range.end`, ordered by `arrived_ms` then `call_id`.
     pub fn records(&self, range: Range<i64>) -> Result<Vec<CallRecord>, RecordsError> {
-        let path = &self.path;
-        let mut stmt = self
-            .conn
+        let path = &self.label;
+        let conn = match &self.conn {
+            ReaderConn::Sqlite(c) => c,
+            ReaderConn::Postgres(c) => return pg::records(&mut c.borrow_mut(), path, range),
+        };
+        let mut stmt = conn
             .prepare_cached(
                 "SELECT call_id, sip_call_id, tenant, trunk, service, caller, number, source, transport,
                         arrived_ms, answered_ms, ended_ms, outcome, sip_status, reason, digits,
@@ -229,7 +266,7 @@ impl RecordsReader {
         let mut rows = stmt.query([range.start, range.end]).map_err(sql_err(path, "query calls"))?;
         let mut out = Vec::new();
         while let Some(r) = rows.next().map_err(sql_err(path, "read a row of calls"))? {
-            let (mut rec, outcome, status) = (|| -> rusqlite::Result<_> {
+            let (rec, outcome, status) = (|| -> rusqlite::Result<_> {
                 Ok((
                     CallRecord {
                         call_id: r.get(0)?,
@@ -253,25 +290,14 @@ impl RecordsReader {
                         wait_ms: r.get::<_, Option<i64>>(20)?.map(|v| v.max(0) as u64),
                         talk_ms: r.get::<_, Option<i64>>(21)?.map(|v| v.max(0) as u64),
                         end_reason: r.get(22)?,
-                        outcome: Outcome::Completed, // replaced below
-                        sip_status: 0,
+                        ..Default::default() // outcome and sip_status: below
                     },
                     r.get::<_, String>(12)?,
                     r.get::<_, i64>(13)?,
                 ))
             })()
             .map_err(sql_err(path, "read a row of calls"))?;
-            rec.outcome = Outcome::from_name(&outcome).ok_or_else(|| RecordsError::BadOutcome {
-                path: path.clone(),
-                call_id: rec.call_id.clone(),
-                found: outcome.clone(),
-            })?;
-            rec.sip_status = u16::try_from(status).map_err(|_| RecordsError::BadStatus {
-                path: path.clone(),
-                call_id: rec.call_id.clone(),
-                found: status,
-            })?;
-            out.push(rec);
+            out.push(finish_call(path, rec, outcome, status)?);
         }
         Ok(out)
     }
@@ -279,9 +305,12 @@ impl RecordsReader {
     /// The calls of `tenant` with `range.start <= arrived_ms < range.end`: who called when and how it
     /// ended. Reads only the covering index (fast over weeks of records).
     pub fn call_contacts(&self, range: Range<i64>, tenant: &str) -> Result<Vec<CallContact>, RecordsError> {
-        let path = &self.path;
-        let mut stmt = self
-            .conn
+        let path = &self.label;
+        let conn = match &self.conn {
+            ReaderConn::Sqlite(c) => c,
+            ReaderConn::Postgres(c) => return pg::call_contacts(&mut c.borrow_mut(), path, range, tenant),
+        };
+        let mut stmt = conn
             .prepare_cached(
                 "SELECT call_id, caller, arrived_ms, outcome FROM calls INDEXED BY calls_contacts
                  WHERE tenant = ?1 AND arrived_ms >= ?2 AND arrived_ms < ?3 ORDER BY arrived_ms",
@@ -292,12 +321,7 @@ impl RecordsReader {
         while let Some(r) = rows.next().map_err(sql_err(path, "read a row of calls"))? {
             let (call_id, caller, arrived_ms, outcome): (String, String, i64, String) =
                 (|| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))().map_err(sql_err(path, "read a row of calls"))?;
-            let outcome = Outcome::from_name(&outcome).ok_or_else(|| RecordsError::BadOutcome {
-                path: path.clone(),
-                call_id: call_id.clone(),
-                found: outcome.clone(),
-            })?;
-            out.push(CallContact { call_id, caller, arrived_ms, outcome });
+            out.push(finish_contact(path, call_id, caller, arrived_ms, outcome)?);
         }
         Ok(out)
     }
@@ -305,13 +329,16 @@ impl RecordsReader {
     /// The queue log rows with `range.start <= at_ms < range.end`, of one tenant or all, in the order they
     /// happened (`at_ms`, then the order they were written).
     pub fn queue_log(&self, range: Range<i64>, tenant: Option<&str>) -> Result<Vec<QueueEvent>, RecordsError> {
-        let path = &self.path;
+        let path = &self.label;
+        let conn = match &self.conn {
+            ReaderConn::Sqlite(c) => c,
+            ReaderConn::Postgres(c) => return pg::queue_log(&mut c.borrow_mut(), path, range, tenant),
+        };
         let sql_all = "SELECT id, at_ms, tenant, queue, call, agent, event, data FROM queue_log
                        WHERE at_ms >= ?1 AND at_ms < ?2 ORDER BY at_ms, id";
         let sql_tenant = "SELECT id, at_ms, tenant, queue, call, agent, event, data FROM queue_log
                           WHERE tenant = ?3 AND at_ms >= ?1 AND at_ms < ?2 ORDER BY at_ms, id";
-        let mut stmt = self
-            .conn
+        let mut stmt = conn
             .prepare_cached(if tenant.is_some() { sql_tenant } else { sql_all })
             .map_err(sql_err(path, "prepare SELECT from queue_log"))?;
         let mut rows = match tenant {
@@ -335,9 +362,7 @@ impl RecordsReader {
             })()
             .map_err(sql_err(path, "read a row of queue_log"))?;
             let (id, at_ms, tenant, queue, call, agent, event, data) = row;
-            let kind = decode_event(&event, &data)
-                .map_err(|what| RecordsError::BadQueueRow { path: path.clone(), id, event: event.clone(), what })?;
-            out.push(QueueEvent { at_ms, tenant, queue, call, agent, kind });
+            out.push(finish_event(path, id, at_ms, tenant, queue, call, agent, &event, &data)?);
         }
         Ok(out)
     }
@@ -345,9 +370,12 @@ impl RecordsReader {
     /// The callers' contacts (`enter` rows) with `range.start <= at_ms < range.end`, for repeat-caller
     /// detection (first-call resolution) over the days after a report's day.
     pub fn contacts(&self, range: Range<i64>, tenant: Option<&str>) -> Result<Vec<Contact>, RecordsError> {
-        let path = &self.path;
-        let mut stmt = self
-            .conn
+        let path = &self.label;
+        let conn = match &self.conn {
+            ReaderConn::Sqlite(c) => c,
+            ReaderConn::Postgres(c) => return pg::contacts(&mut c.borrow_mut(), path, range, tenant),
+        };
+        let mut stmt = conn
             .prepare_cached(
                 "SELECT id, at_ms, tenant, call, data FROM queue_log
                  WHERE at_ms >= ?1 AND at_ms < ?2 AND event = 'enter' AND (?3 IS NULL OR tenant = ?3)
@@ -360,23 +388,19 @@ impl RecordsReader {
             let (id, at_ms, tenant, call, data): (i64, i64, String, String, String) =
                 (|| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))()
                     .map_err(sql_err(path, "read a contact row"))?;
-            let bad = |what: String| RecordsError::BadQueueRow { path: path.clone(), id, event: "enter".into(), what };
-            let v: Value = serde_json::from_str(&data).map_err(|e| bad(format!("data is not JSON ({e})")))?;
-            let caller = v
-                .get("caller")
-                .and_then(Value::as_str)
-                .ok_or_else(|| bad("caller: expected a string".into()))?
-                .to_owned();
-            out.push(Contact { at_ms, tenant, call, caller });
+            out.push(finish_enter_contact(path, id, at_ms, tenant, call, &data)?);
         }
         Ok(out)
     }
 
     /// Every pending callback, by due time then id.
     pub fn callbacks(&self) -> Result<Vec<CallbackRecord>, RecordsError> {
-        let path = &self.path;
-        let mut stmt = self
-            .conn
+        let path = &self.label;
+        let conn = match &self.conn {
+            ReaderConn::Sqlite(c) => c,
+            ReaderConn::Postgres(c) => return pg::callbacks(&mut c.borrow_mut(), path),
+        };
+        let mut stmt = conn
             .prepare_cached(
                 "SELECT id, tenant, queue, number, requested_ms, due_ms, enqueued_ms, attempts, info
                  FROM callbacks ORDER BY due_ms, id",
@@ -385,6 +409,7 @@ impl RecordsReader {
         let mut rows = stmt.query([]).map_err(sql_err(path, "query callbacks"))?;
         let mut out = Vec::new();
         while let Some(r) = rows.next().map_err(sql_err(path, "read a row of callbacks"))? {
+            #[allow(clippy::type_complexity)]
             let (id, tenant, queue, number, requested_ms, due_ms, enqueued_ms, attempts, info): (
                 i64,
                 String,
@@ -409,13 +434,92 @@ impl RecordsReader {
                 ))
             })()
             .map_err(sql_err(path, "read a row of callbacks"))?;
-            let bad = |field: &'static str, found: String| RecordsError::BadCallback { path: path.clone(), id: id as u64, field, found };
-            let info: Value = serde_json::from_str(&info).map_err(|_| bad("info (JSON)", info.clone()))?;
-            let attempts = u32::try_from(attempts).map_err(|_| bad("attempts (0..=4294967295)", attempts.to_string()))?;
-            out.push(CallbackRecord { id: id as u64, tenant, queue, number, requested_ms, due_ms, enqueued_ms, attempts, info });
+            out.push(finish_callback(path, id, tenant, queue, number, requested_ms, due_ms, enqueued_ms, attempts, info)?);
         }
         Ok(out)
     }
+}
+
+// Row decoding shared by both backends: the same checks, the same errors.
+
+pub(super) fn finish_call(path: &Path, mut rec: CallRecord, outcome: String, status: i64) -> Result<CallRecord, RecordsError> {
+    rec.outcome = Outcome::from_name(&outcome).ok_or_else(|| RecordsError::BadOutcome {
+        path: path.to_path_buf(),
+        call_id: rec.call_id.clone(),
+        found: outcome.clone(),
+    })?;
+    rec.sip_status = u16::try_from(status).map_err(|_| RecordsError::BadStatus {
+        path: path.to_path_buf(),
+        call_id: rec.call_id.clone(),
+        found: status,
+    })?;
+    Ok(rec)
+}
+
+pub(super) fn finish_contact(
+    path: &Path,
+    call_id: String,
+    caller: String,
+    arrived_ms: i64,
+    outcome: String,
+) -> Result<CallContact, RecordsError> {
+    let outcome = Outcome::from_name(&outcome).ok_or_else(|| RecordsError::BadOutcome {
+        path: path.to_path_buf(),
+        call_id: call_id.clone(),
+        found: outcome.clone(),
+    })?;
+    Ok(CallContact { call_id, caller, arrived_ms, outcome })
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn finish_event(
+    path: &Path,
+    id: i64,
+    at_ms: i64,
+    tenant: String,
+    queue: String,
+    call: String,
+    agent: String,
+    event: &str,
+    data: &str,
+) -> Result<QueueEvent, RecordsError> {
+    let kind = decode_event(event, data)
+        .map_err(|what| RecordsError::BadQueueRow { path: path.to_path_buf(), id, event: event.to_owned(), what })?;
+    Ok(QueueEvent { at_ms, tenant, queue, call, agent, kind })
+}
+
+pub(super) fn finish_enter_contact(
+    path: &Path,
+    id: i64,
+    at_ms: i64,
+    tenant: String,
+    call: String,
+    data: &str,
+) -> Result<Contact, RecordsError> {
+    let bad = |what: String| RecordsError::BadQueueRow { path: path.to_path_buf(), id, event: "enter".into(), what };
+    let v: Value = serde_json::from_str(data).map_err(|e| bad(format!("data is not JSON ({e})")))?;
+    let caller =
+        v.get("caller").and_then(Value::as_str).ok_or_else(|| bad("caller: expected a string".into()))?.to_owned();
+    Ok(Contact { at_ms, tenant, call, caller })
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn finish_callback(
+    path: &Path,
+    id: i64,
+    tenant: String,
+    queue: String,
+    number: String,
+    requested_ms: i64,
+    due_ms: i64,
+    enqueued_ms: i64,
+    attempts: i64,
+    info: String,
+) -> Result<CallbackRecord, RecordsError> {
+    let bad = |field: &'static str, found: String| RecordsError::BadCallback { path: path.to_path_buf(), id: id as u64, field, found };
+    let info: Value = serde_json::from_str(&info).map_err(|_| bad("info (JSON)", info.clone()))?;
+    let attempts = u32::try_from(attempts).map_err(|_| bad("attempts (0..=4294967295)", attempts.to_string()))?;
+    Ok(CallbackRecord { id: id as u64, tenant, queue, number, requested_ms, due_ms, enqueued_ms, attempts, info })
 }
 
 /// How far before local midnight [`RecordsReader::load_day`] reads, so that agents' states at midnight

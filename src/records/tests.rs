@@ -349,3 +349,59 @@ fn handles_cross_threads() {
     send::<RecordWriter>();
     send_sync::<RecordsError>();
 }
+
+#[test]
+fn the_profile_value_chooses_the_backend() {
+    for pg in [
+        "postgres://callgate@127.0.0.1:5432/callgate",
+        "postgresql://callgate:pw@db1/callgate?application_name=x",
+        "host=/var/run/postgresql dbname=callgate",
+        "dbname=callgate",
+        "  host = db1 port=5433 user=callgate dbname=callgate",
+    ] {
+        assert!(Database::is_postgres(pg), "{pg}");
+        assert!(Database::parse(pg).unwrap().is_postgres_db(), "{pg}");
+    }
+    for file in ["var/callgate.db", "/srv/a=b.db", "postgres.db", "hosts=x", "./host=x", "C:\\records.db", ""] {
+        assert!(!Database::is_postgres(file), "{file}");
+        assert_eq!(Database::parse(file).unwrap(), Database::Sqlite(PathBuf::from(file)));
+        assert_eq!(Database::from_path(Path::new(file)).unwrap(), Database::Sqlite(PathBuf::from(file)));
+    }
+}
+
+#[test]
+fn postgresql_defaults_and_labels_never_show_the_password() {
+    let db = Database::parse("postgres://callgate:s3cret@db1.example:5433/records").unwrap();
+    assert_eq!(db.to_string(), "postgresql host=db1.example port=5433 user=callgate dbname=records");
+    assert!(!format!("{db:?}").contains("s3cret"));
+    assert_eq!(db.label(), PathBuf::from("postgresql host=db1.example port=5433 user=callgate dbname=records"));
+    let Database::Postgres(t) = &db else { unreachable!() };
+    assert_eq!(t.config().get_connect_timeout(), Some(&Duration::from_secs(10)));
+    assert_eq!(t.config().get_application_name(), Some("callgate"));
+    // No host: Debian's socket directory, as libpq would.
+    let Database::Postgres(t) = Database::parse("dbname=records password='a b'").unwrap() else { unreachable!() };
+    assert_eq!(t.config().get_hosts(), [postgres::config::Host::Unix(PG_DEFAULT_SOCKET_DIR.into())]);
+    assert_eq!(t.config().get_password(), Some(&b"a b"[..]));
+    assert_eq!(t.label(), "postgresql host=/var/run/postgresql dbname=records");
+    // Given values win over callgate's defaults.
+    let Database::Postgres(t) = Database::parse("host=h connect_timeout=3 application_name=cg2").unwrap() else { unreachable!() };
+    assert_eq!(t.config().get_connect_timeout(), Some(&Duration::from_secs(3)));
+    assert_eq!(t.config().get_application_name(), Some("cg2"));
+}
+
+#[test]
+fn malformed_connection_strings_are_refused_with_the_password_cut_out() {
+    for (bad, secret) in [
+        ("postgres://callgate:s3cret@db1:notaport/records", "s3cret"),
+        ("host=db1 port=x password=s3cret", "s3cret"),
+        ("host=db1 password = 's3 \\'cret' sslmode=bogus", "cret"),
+        ("postgresql://u@db1/records?password=s3cret&sslmode=bogus", "s3cret"),
+    ] {
+        let e = Database::parse(bad).unwrap_err();
+        assert!(matches!(e, RecordsError::BadConninfo { .. }), "{bad}: {e}");
+        let msg = e.to_string();
+        assert!(msg.contains("expected a PostgreSQL connection string") && !msg.contains(secret), "{msg}");
+    }
+    assert_eq!(redact("postgres://u:pw@h:1/d"), "postgres://u:***@h:1/d");
+    assert_eq!(redact("postgres://u@h/d"), "postgres://u@h/d");
+}

@@ -1,12 +1,13 @@
-//! The record writer: one std thread that owns the SQLite connection.
+//! The record writer: one std thread that owns the database connection (SQLite, or PostgreSQL: `pg.rs`).
 //!
 //! ```text
 //!   SIP thread(s) ─ submit(CallRecord) ──┐
 //!   ACD owner     ─ send(Row::Queue(..)) ┼─▶ unbounded mpsc ──▶ writer thread
 //!   core          ─ upsert/delete cb  ───┘                     │ recv() one, try_recv() up to batch_max more
 //!                                                              │ (a short batch: linger, then try_recv() again)
-//!                                                              │ BEGIN IMMEDIATE; each row in order; COMMIT
+//!                                                              │ BEGIN (IMMEDIATE); the rows; COMMIT
 //!                                                              │ on error: keep the batch, back off, retry
+//!                                                              │ (PostgreSQL: on a new connection)
 //!   close() ──closing flag + Close msg───────────────────────▶ │ drain until the channel is empty, commit, exit
 //! ```
 //!
@@ -34,7 +35,8 @@ use rusqlite::{params, Connection};
 use std::collections::HashMap;
 
 use super::log::{event_data, CallbackRecord};
-use super::{schema, sql_err, CallRecord, RecordsError};
+use super::pg::PgWriter;
+use super::{schema, sql_err, BackendError, CallRecord, Database, RecordsError};
 use crate::acd::log::QueueEvent;
 
 /// Tuning for the writer thread.
@@ -238,18 +240,29 @@ pub struct RecordWriter {
 }
 
 impl RecordWriter {
-    /// Opens (creating it and its parent directory if needed) the database, switches it to WAL,
-    /// applies pending schema migrations, and starts the writer thread.
+    /// Opens the database the profile names (`path` is `[records] database` as it stands, see
+    /// [`Database::from_path`]), applies pending schema migrations, and starts the writer thread.
+    /// SQLite: creates the file and its parent directory if needed, switches it to WAL. PostgreSQL:
+    /// connects (the database must exist) and checks it stores UTF-8; fails if the server cannot be
+    /// reached now (later outages are retried, see `pg.rs`).
     pub fn open(path: &Path) -> Result<RecordWriter, RecordsError> {
         Self::open_with(path, WriterConfig::default())
     }
 
     pub fn open_with(path: &Path, cfg: WriterConfig) -> Result<RecordWriter, RecordsError> {
-        let conn = open_db(path)?;
+        Self::open_database(&Database::from_path(path)?, cfg)
+    }
+
+    /// [`RecordWriter::open_with`] for an already classified database.
+    pub fn open_database(db: &Database, cfg: WriterConfig) -> Result<RecordWriter, RecordsError> {
+        let store = match db {
+            Database::Sqlite(path) => Store::Sqlite(open_db(path)?),
+            Database::Postgres(target) => Store::Postgres(Box::new(PgWriter::open(target)?)),
+        };
         let (tx, rx) = mpsc::channel();
         let shared = Arc::new(Shared::default());
-        let path = Arc::new(path.to_path_buf());
-        let worker = Worker { conn, rx, shared: shared.clone(), path: path.clone(), cfg };
+        let path = Arc::new(db.label());
+        let worker = Worker { store, rx, shared: shared.clone(), path: path.clone(), cfg };
         let thread = std::thread::Builder::new()
             .name("callgate-records".into())
             .spawn(move || worker.run())
@@ -276,6 +289,8 @@ impl RecordWriter {
         self.sink.stats()
     }
 
+    /// The SQLite file, or for PostgreSQL its label (`postgresql host=.. port=.. user=.. dbname=..`,
+    /// no password).
     pub fn path(&self) -> &Path {
         &self.sink.path
     }
@@ -362,19 +377,45 @@ const UPSERT_CALLBACK: &str = "INSERT INTO callbacks (id, tenant, queue, number,
 const DELETE_CALLBACK: &str = "DELETE FROM callbacks WHERE id = ?1";
 
 /// A row taken from the channel; queue events carry the `seq` the writer gave them.
-struct Pending {
-    row: Row,
-    seq: u32,
+pub(super) struct Pending {
+    pub(super) row: Row,
+    pub(super) seq: u32,
 }
 
 /// What one committed batch did.
 #[derive(Default)]
-struct Written {
-    calls: u64,
-    call_dups: u64,
-    queue: u64,
-    queue_dups: u64,
-    callback_ops: u64,
+pub(super) struct Written {
+    pub(super) calls: u64,
+    pub(super) call_dups: u64,
+    pub(super) queue: u64,
+    pub(super) queue_dups: u64,
+    pub(super) callback_ops: u64,
+}
+
+/// The writer thread's connection.
+enum Store {
+    Sqlite(Connection),
+    Postgres(Box<PgWriter>),
+}
+
+impl Store {
+    fn write_batch(&mut self, batch: &[Pending]) -> Result<Written, BackendError> {
+        match self {
+            Store::Sqlite(conn) => Ok(write_batch(conn, batch)?),
+            Store::Postgres(pg) => pg.write_batch(batch),
+        }
+    }
+
+    fn close(self, path: &Path) {
+        match self {
+            Store::Sqlite(conn) => {
+                if let Err((_, e)) = conn.close() {
+                    tracing::error!(path = %path.display(), error = %e, "closing the records database failed");
+                }
+            }
+            Store::Postgres(pg) => pg.close(),
+        }
+    }
 }
 
 /// Writes a batch in one transaction, rows in order.
@@ -455,13 +496,18 @@ type SeqKey = (i64, String, String, String, String, &'static str);
 
 /// Gives each queue event its `seq`: how many events with the same key came before it. Keys are
 /// forgotten once the newest event seen is [`SEQ_MEMORY_MS`] later than them (checked when the map holds
-/// more than [`SEQ_PRUNE_AT`] keys), so memory stays bounded while events of one millisecond, which
-/// arrive together, are always counted together. Deterministic: the same events in the same order get
-/// the same numbers in any process, which is what makes a replay write nothing.
+/// more than [`SEQ_PRUNE_AT`] keys, or twice what the last pruning kept), so memory stays bounded while
+/// events of one millisecond, which arrive together, are always counted together. Deterministic: the
+/// same events in the same order get the same numbers in any process, which is what makes a replay
+/// write nothing. The threshold grows with what pruning keeps, so that a busy minute (more than 8192
+/// events within 60 s: about 1,000 calls a minute) costs amortised O(1) per event, not a scan of the
+/// map per event.
 #[derive(Default)]
 struct Sequencer {
     seen: HashMap<SeqKey, u32>,
     newest_ms: i64,
+    /// Prune when `seen` reaches this many keys (0: [`SEQ_PRUNE_AT`]).
+    prune_at: usize,
 }
 
 const SEQ_MEMORY_MS: i64 = 60_000;
@@ -470,9 +516,10 @@ const SEQ_PRUNE_AT: usize = 8192;
 impl Sequencer {
     fn next(&mut self, e: &QueueEvent) -> u32 {
         self.newest_ms = self.newest_ms.max(e.at_ms);
-        if self.seen.len() >= SEQ_PRUNE_AT {
+        if self.seen.len() >= self.prune_at.max(SEQ_PRUNE_AT) {
             let keep_from = self.newest_ms - SEQ_MEMORY_MS;
             self.seen.retain(|k, _| k.0 >= keep_from);
+            self.prune_at = (2 * self.seen.len()).max(SEQ_PRUNE_AT);
         }
         let key = (e.at_ms, e.tenant.clone(), e.queue.clone(), e.call.clone(), e.agent.clone(), e.kind.name());
         let n = self.seen.entry(key).or_insert(0);
@@ -483,7 +530,7 @@ impl Sequencer {
 }
 
 struct Worker {
-    conn: Connection,
+    store: Store,
     rx: Receiver<Msg>,
     shared: Arc<Shared>,
     path: Arc<PathBuf>,
@@ -534,7 +581,7 @@ impl Worker {
             }
             // 3. Write.
             if !pending.is_empty() {
-                match write_batch(&mut self.conn, &pending) {
+                match self.store.write_batch(&pending) {
                     Ok(w) => {
                         self.shared.written.fetch_add(w.calls, Ordering::Relaxed);
                         self.shared.duplicates.fetch_add(w.call_dups, Ordering::Relaxed);
@@ -573,15 +620,12 @@ impl Worker {
         for w in waiters.drain(..) {
             let _ = w.try_send(());
         }
-        let path = self.path.clone();
-        if let Err((_, e)) = self.conn.close() {
-            tracing::error!(path = %path.display(), error = %e, "closing the records database failed");
-        }
+        self.store.close(&self.path);
         Ok(())
     }
 
     /// Close was requested and the database keeps failing: count everything left as lost.
-    fn give_up(self, pending: Vec<Pending>, source: rusqlite::Error) -> RecordsError {
+    fn give_up(self, pending: Vec<Pending>, source: BackendError) -> RecordsError {
         let mut lost = pending.len() as u64;
         while let Ok(m) = self.rx.try_recv() {
             if let Msg::Row(_) = m {
