@@ -257,8 +257,8 @@ wait "$SIPP" && SIPP_RC=0 || SIPP_RC=$?
 sleep 1
 
 # Plateau: from RAMP_S + 1 s (every call is up) to HOLD_S - 1 s (none has ended yet).
-plateau=$(awk -v a="$((RAMP_S + 1))" -v b="$((HOLD_S - 1))" -v hz="$HZ" '
-    $1 >= a && $1 <= b && prev_s != "" { n++; s += $2; c += $3; m += $4; t += $5; r += $6 - prev_r; o += $7 - prev_s }
+plateau=$(awk -F'\t' -v a="$((RAMP_S + 1))" -v b="$((HOLD_S - 1))" -v hz="$HZ" '
+    NR > 1 && $1 >= a && $1 <= b { n++; s += $2; c += $3; m += $4; t += $5; if ($7 != "") { r += $6 - prev_r; o += $7 - prev_s } }
     { prev_r = $6; prev_s = $7 }
     END { if (n && t > 0) printf "%d %.1f %.1f %.0f %.0f", s / n, 100 * c / hz / t, 100 * m / hz / t, r / t, o / t; else print "0 0 0 0 0" }' "$OUT/samples.tsv")
 read -r calls cpu media_cpu rx_rate tx_rate <<<"$plateau"

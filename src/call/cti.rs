@@ -289,8 +289,19 @@ impl Core {
             return Err(CtiError::WrongState("transfer needs a call connected to an agent".into()));
         }
         let tenant = c.tenant.clone();
-        // Where to: an agent's extension of the tenant (its registered phone), or a SIP URI.
-        let (target, peer) = if to.starts_with("sip:") {
+        // Where to: a department (a service number of the tenant that bridges to a fixed SIP
+        // destination), an agent's extension of the tenant (its registered phone), or a SIP URI.
+        let department = self
+            .profile
+            .tenants
+            .iter()
+            .find(|t| t.id == tenant)
+            .and_then(|t| t.services.iter().find(|s| s.number == to && s.bridge_to.is_some()))
+            .and_then(|s| s.bridge_to.clone());
+        let (target, peer) = if let Some(uri) = department {
+            let addr = dialog::uri_socket_addr(&uri).ok_or_else(|| CtiError::Internal(format!("department {to}: bad URI {uri:?}")))?;
+            (uri.clone(), Peer { transport: bridge_transport(&uri), addr, conn: None })
+        } else if to.starts_with("sip:") {
             let addr = dialog::uri_socket_addr(to).ok_or_else(|| CtiError::BadRequest(format!("{to:?}: expected sip:user@IP:port")))?;
             (to.to_owned(), Peer { transport: bridge_transport(to), addr, conn: None })
         } else {
@@ -299,7 +310,7 @@ impl Core {
                 .agents()
                 .find(|(_, s, _)| s.tenant == tenant && s.extension == to)
                 .map(|(r, _, _)| r)
-                .ok_or_else(|| CtiError::NotFound(format!("{to:?} is neither a sip: URI nor an extension of tenant {tenant:?}")))?;
+                .ok_or_else(|| CtiError::NotFound(format!("{to:?} is neither a department number nor an extension of tenant {tenant:?}")))?;
             let spec = self.acd.agent_spec(a);
             let b = self
                 .registrar

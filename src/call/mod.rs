@@ -1003,6 +1003,11 @@ pub(crate) fn host_port(a: SocketAddr) -> String {
     }
 }
 
+/// The statistics' settings from the profile (for reports computed outside the core).
+pub fn stats_config_for(p: &Profile) -> crate::stats::StatsConfig {
+    stats_config(p)
+}
+
 /// The statistics' settings from the profile: each tenant's clock and each queue's thresholds.
 fn stats_config(p: &Profile) -> crate::stats::StatsConfig {
     let mut c = crate::stats::StatsConfig::default();

@@ -58,12 +58,27 @@ impl Default for HttpConfig {
     }
 }
 
-/// What the handlers can see. A later issue adds the wallboard state here.
+/// What the handlers can see.
 struct App {
     metrics: Arc<Metrics>,
     /// The CTI shell for `/cti` (`None`: 404).
     cti: Option<CtiShell>,
+    /// Live figures and the records, for `/stats/*` and the wallboard (`None`: 404).
+    stats: Option<StatsSource>,
 }
+
+/// Where the statistics endpoints read from.
+#[derive(Clone)]
+pub struct StatsSource {
+    /// The sip task's latest live figures (refreshed once a second).
+    pub live: Arc<std::sync::Mutex<serde_json::Value>>,
+    /// The records database (SQLite path or PostgreSQL connection string).
+    pub database: std::path::PathBuf,
+    pub profile: Arc<crate::config::Profile>,
+}
+
+/// The wallboard page (static; it reads `/cti`, `/stats/live` and `/stats/report`).
+const WALLBOARD: &str = include_str!("../../web/wallboard.html");
 
 /// Serves until `shutdown` becomes true (or its sender is dropped) with the default [`HttpConfig`].
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, shutdown: watch::Receiver<bool>) {
@@ -75,6 +90,18 @@ pub async fn serve_with(listener: TcpListener, metrics: Arc<Metrics>, cfg: HttpC
     serve_with_cti(listener, metrics, cfg, None, shutdown).await
 }
 
+/// [`serve_with_cti`], and the statistics: `GET /stats/live`, `GET /stats/report`, `GET /wallboard`.
+pub async fn serve_with_cti_stats(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    cfg: HttpConfig,
+    cti: Option<CtiShell>,
+    stats: Option<StatsSource>,
+    shutdown: watch::Receiver<bool>,
+) {
+    serve_app(listener, App { metrics, cti, stats }, cfg, shutdown).await
+}
+
 /// [`serve_with`], and `GET /cti` upgrades to a CTI WebSocket run by `cti`. WebSocket connections
 /// do not count against `cfg.max_connections` once upgraded (the CTI shell has its own limit).
 pub async fn serve_with_cti(
@@ -82,9 +109,13 @@ pub async fn serve_with_cti(
     metrics: Arc<Metrics>,
     cfg: HttpConfig,
     cti: Option<CtiShell>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let app = Arc::new(App { metrics, cti });
+    serve_app(listener, App { metrics, cti, stats: None }, cfg, shutdown).await
+}
+
+async fn serve_app(listener: TcpListener, app: App, cfg: HttpConfig, mut shutdown: watch::Receiver<bool>) {
+    let app = Arc::new(app);
     let cfg = Arc::new(cfg);
     let permits = Arc::new(Semaphore::new(cfg.max_connections.max(1)));
     let local = listener.local_addr().ok();
@@ -162,6 +193,10 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, app: &App, cfg: &HttpCo
     };
     let resp = match routed {
         Routed::Respond(r) => r,
+        Routed::Blocking(job) => match tokio::task::spawn_blocking(job).await {
+            Ok(r) => r,
+            Err(_) => Response::text(500, "Internal Server Error", "report failed\n"),
+        },
         Routed::Upgrade(up) => {
             let head = format!(
                 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
@@ -213,9 +248,11 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, app: &App, cfg: &HttpCo
     let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
 }
 
-/// What to do with a request: answer it, or switch the connection to a CTI WebSocket.
+/// What to do with a request: answer it, answer it off the async workers (database reads), or
+/// switch the connection to a CTI WebSocket.
 enum Routed {
     Respond(Response),
+    Blocking(Box<dyn FnOnce() -> Response + Send>),
     Upgrade(Upgrade),
 }
 
@@ -232,6 +269,15 @@ struct Upgrade {
 /// Extension point for a later issue: `/` or `/wallboard`, the supervisors' wallboard page (static
 /// HTML that connects to `/cti`).
 fn route(req: &Request<'_>, app: &App) -> Routed {
+    if req.path() == "/stats/report" && (req.method == "GET") {
+        return match &app.stats {
+            Some(src) => {
+                let (src, query) = (src.clone(), query_params(req.target));
+                Routed::Blocking(Box::new(move || report(&src, &query)))
+            }
+            None => Routed::Respond(Response::text(404, "Not Found", "not found\n")),
+        };
+    }
     if req.path() == "/cti" {
         return match &app.cti {
             Some(cti) => cti_upgrade(req, cti),
@@ -298,8 +344,14 @@ fn route_plain(req: &Request<'_>, app: &App) -> Response {
             r.extra.push(("Allow", "GET, HEAD".into()));
             r
         }
-        // "/cti" => upgrade (see above).
-        // "/" | "/wallboard" => wallboard page (see above).
+        "/stats/live" if get_like && app.stats.is_some() => {
+            let v = app.stats.as_ref().and_then(|s| s.live.lock().ok().map(|v| v.clone())).unwrap_or_default();
+            Response::new(200, "OK", "application/json", v.to_string())
+        }
+        "/wallboard" | "/" if get_like && app.stats.is_some() => {
+            Response::new(200, "OK", "text/html; charset=utf-8", WALLBOARD.to_owned())
+        }
+        // "/cti" => upgrade, "/stats/report" => a database read (see `route`).
         _ => Response::text(404, "Not Found", "not found\n"),
     };
     if head_only {
@@ -446,6 +498,86 @@ impl<'a> Request<'a> {
             t = rest.find('/').map_or("/", |i| &rest[i..]);
         }
         t.split(['?', '#']).next().unwrap_or(t)
+    }
+}
+
+// ---- statistics ----------------------------------------------------------------------------------
+
+/// `a=b&c=d` of the target's query, percent-decoded (`+` is a space).
+fn query_params(target: &str) -> Vec<(String, String)> {
+    let Some(q) = target.split_once('?').map(|(_, q)| q.split('#').next().unwrap_or(q)) else { return Vec::new() };
+    q.split('&')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16) {
+                    Ok(v) => {
+                        out.push(v);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `GET /stats/report?tenant=T&date=YYYY-MM-DD&interval=15|30|60&format=json|csv`: the interval
+/// report of one day (default: the first tenant, today in its time, 30 minutes, JSON), computed
+/// from the records database.
+fn report(src: &StatsSource, q: &[(String, String)]) -> Response {
+    let get = |k: &str| q.iter().find(|(kk, _)| kk == k).map(|(_, v)| v.as_str());
+    let tenant = match get("tenant").or_else(|| src.profile.tenants.first().map(|t| t.id.as_str())) {
+        Some(t) if src.profile.tenants.iter().any(|x| x.id == t) => t.to_owned(),
+        Some(t) => return Response::text(404, "Not Found", &format!("no tenant {t:?}\n")),
+        None => return Response::text(404, "Not Found", "no tenant\n"),
+    };
+    let minutes: u32 = match get("interval").unwrap_or("30").parse() {
+        Ok(m) => m,
+        Err(_) => return Response::text(400, "Bad Request", "interval: expected 15, 30 or 60\n"),
+    };
+    let Some(len) = crate::stats::IntervalLen::from_minutes(minutes) else {
+        return Response::text(400, "Bad Request", "interval: expected 15, 30 or 60\n");
+    };
+    let cfg = crate::call::stats_config_for(&src.profile);
+    let off = cfg.offset(&tenant);
+    let day = match get("date") {
+        Some(d) => match crate::stats::Date::parse(d) {
+            Some(d) => d,
+            None => return Response::text(400, "Bad Request", "date: expected YYYY-MM-DD\n"),
+        },
+        None => {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+            crate::stats::Date::of(now, off)
+        }
+    };
+    let mut stats = crate::stats::Stats::new(cfg);
+    let loaded = crate::records::RecordsReader::open(&src.database).and_then(|r| r.load_day(&mut stats, &tenant, day));
+    if let Err(e) = loaded {
+        tracing::warn!(error = %e, "report: reading the records failed");
+        return Response::text(500, "Internal Server Error", &format!("reading the records failed: {e}\n"));
+    }
+    let rep = stats.report(&tenant, day, len);
+    match get("format").unwrap_or("json") {
+        "csv" => Response::new(200, "OK", "text/csv; charset=utf-8", rep.to_csv()),
+        "json" => Response::new(200, "OK", "application/json", rep.to_json()),
+        other => Response::text(400, "Bad Request", &format!("format {other:?}: expected json or csv\n")),
     }
 }
 

@@ -60,8 +60,10 @@ use crate::metrics::{Counter, Metrics};
 
 /// Kernel receive buffer of each RTP socket: a leg sends 50 packets a second.
 const RECV_BUFFER: usize = 32 * 1024;
-/// Datagrams one `recvmmsg` takes from a socket per readiness (level-triggered: more is reported again).
+/// Datagrams one `recvmmsg` takes from a socket.
 const READ_BATCH: usize = 8;
+/// `recvmmsg` calls on one reported socket before the others get their turn.
+const READ_ROUNDS: usize = 4;
 /// Largest datagram read (larger ones are truncated and then refused by the bridge as malformed).
 const DATAGRAM: usize = 1536;
 /// Readable sockets handled between two turns of the pacer, so that inbound RTP never starves it.
@@ -380,7 +382,18 @@ pub fn spawn_with(
 }
 
 fn epoll_add(epoll: RawFd, fd: RawFd, token: u64) -> std::io::Result<()> {
-    let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: token };
+    epoll_add_with(epoll, fd, token, libc::EPOLLIN as u32)
+}
+
+/// Ports are edge-triggered: epoll reports a socket once per arrival instead of re-checking every
+/// ready socket on each wait; the thread therefore reads each reported socket until it is empty
+/// (or puts it on its `unread` list when it stops early).
+fn epoll_add_port(epoll: RawFd, fd: RawFd, token: u64) -> std::io::Result<()> {
+    epoll_add_with(epoll, fd, token, (libc::EPOLLIN | libc::EPOLLET) as u32)
+}
+
+fn epoll_add_with(epoll: RawFd, fd: RawFd, token: u64, events: u32) -> std::io::Result<()> {
+    let mut ev = libc::epoll_event { events, u64: token };
     // SAFETY: valid fds and a valid event struct.
     os(unsafe { libc::epoll_ctl(epoll, libc::EPOLL_CTL_ADD, fd, &mut ev) }).map(|_| ())
 }
@@ -488,8 +501,8 @@ impl Sockets for PortSlab {
             }
         };
         let epoll = self.epoll.as_raw_fd();
-        let registered = epoll_add(epoll, rtp.as_raw_fd(), u64::from(id) << 1)
-            .and_then(|_| rtcp.as_ref().map_or(Ok(()), |s| epoll_add(epoll, s.as_raw_fd(), u64::from(id) << 1 | 1)));
+        let registered = epoll_add_port(epoll, rtp.as_raw_fd(), u64::from(id) << 1)
+            .and_then(|_| rtcp.as_ref().map_or(Ok(()), |s| epoll_add_port(epoll, s.as_raw_fd(), u64::from(id) << 1 | 1)));
         if let Err(e) = registered {
             self.free.push(id);
             return Err(fail(e)); // closing the sockets takes them out of the epoll set
@@ -767,6 +780,8 @@ impl Shard {
         let mut recv = RecvBatch::new();
         let mut send = SendBatch::new();
         let mut rtcp_scratch = RecvBatch::new();
+        // Edge-triggered ports that were not read empty (a flood): read again next time round.
+        let (mut pending, mut unread): (Vec<u64>, Vec<u64>) = (Vec::new(), Vec::new());
         // Busy: the last wake-up found RTP to read. Then the thread does not wait for each datagram
         // (one wake-up, epoll_wait and timer re-arm per packet) but sleeps to the next millisecond
         // and takes everything that arrived meanwhile at once: at most one wake-up per millisecond,
@@ -795,6 +810,10 @@ impl Shard {
             // Due packets first: reading can wait a little, sending cannot.
             self.tick(&mut send);
             let mut sockets_read = 0;
+            for token in std::mem::take(&mut pending) {
+                self.read_port(token, &mut recv, &mut rtcp_scratch, &mut unread);
+                sockets_read += 1;
+            }
             for ev in &events[..n as usize] {
                 let token = ev.u64; // (a packed struct: copy the field out)
                 match token {
@@ -812,9 +831,8 @@ impl Shard {
                         drain_counter(self.timer.as_raw_fd());
                         self.armed = None;
                     }
-                    token if token & 1 == 1 => self.read_rtcp((token >> 1) as u32, &mut rtcp_scratch),
                     token => {
-                        self.read_rtp((token >> 1) as u32, &mut recv);
+                        self.read_port(token, &mut recv, &mut rtcp_scratch, &mut unread);
                         sockets_read += 1;
                         if sockets_read % SOCKETS_PER_TICK == 0 {
                             self.tick(&mut send);
@@ -824,7 +842,8 @@ impl Shard {
             }
             self.tick(&mut send);
             self.publish();
-            busy = sockets_read > 0 && self.coalesce;
+            busy = (sockets_read > 0 && self.coalesce) || !unread.is_empty();
+            std::mem::swap(&mut pending, &mut unread);
         }
         let now = Instant::now();
         self.engine.shutdown(now, &mut self.ports);
@@ -901,11 +920,26 @@ impl Shard {
         send.flush(metrics);
     }
 
-    fn read_rtp(&mut self, id: u32, recv: &mut RecvBatch) {
-        let Some(Some(port)) = self.ports.ports.get(id as usize) else { return };
+    /// Reads a reported port until it is empty, at most `READ_ROUNDS` batches; one that is still not
+    /// empty goes on `unread`.
+    fn read_port(&mut self, token: u64, recv: &mut RecvBatch, scratch: &mut RecvBatch, unread: &mut Vec<u64>) {
+        let id = (token >> 1) as u32;
+        for _ in 0..READ_ROUNDS {
+            let n = if token & 1 == 1 { self.read_rtcp(id, scratch) } else { self.read_rtp(id, recv) };
+            if n < READ_BATCH {
+                return;
+            }
+        }
+        unread.push(token);
+    }
+
+    /// One batch from a leg's RTP port: each datagram to the engine, the relayed ones out in one go.
+    /// Returns the number of datagrams read.
+    fn read_rtp(&mut self, id: u32, recv: &mut RecvBatch) -> usize {
+        let Some(Some(port)) = self.ports.ports.get(id as usize) else { return 0 };
         let n = recv.recv(port.rtp.as_raw_fd());
         if n == 0 {
-            return;
+            return 0;
         }
         let now = Instant::now();
         let mut out: Option<(u32, usize)> = None; // (socket, count) of the relayed packets, all for one socket
@@ -937,6 +971,7 @@ impl Shard {
         if let Some((s, k)) = out {
             self.send_relayed(s, &recv.bufs, &mut fwd_msgs[..k]);
         }
+        n
     }
 
     fn send_relayed(
@@ -983,12 +1018,13 @@ impl Shard {
         }
     }
 
-    fn read_rtcp(&mut self, id: u32, scratch: &mut RecvBatch) {
-        let Some(Some(Port { rtcp: Some(s), .. })) = self.ports.ports.get(id as usize) else { return };
+    fn read_rtcp(&mut self, id: u32, scratch: &mut RecvBatch) -> usize {
+        let Some(Some(Port { rtcp: Some(s), .. })) = self.ports.ports.get(id as usize) else { return 0 };
         let n = scratch.recv(s.as_raw_fd());
         if n > 0 {
             self.stats.rtcp_received.fetch_add(n as u64, Ordering::Relaxed);
         }
+        n
     }
 
     /// Events to the sip task, recording work to the writer, counters to the metrics.

@@ -67,6 +67,8 @@ pub enum EdgeError {
     Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
     #[error("runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("CTI socket: {0}")]
+    Cti(std::io::Error),
 }
 
 /// How long calls get to end after a shutdown signal before the edge stops anyway.
@@ -156,11 +158,26 @@ async fn serve(
     // Registered with this (the sip task's) runtime.
     let udp = bind_udp(sip_addr).map_err(|source| EdgeError::Bind { what: "SIP/UDP", addr: sip_addr, source })?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    // The CTI server: WebSocket on the HTTP address (GET /cti) and JSON lines on a Unix socket.
+    let db = &profile.records.database;
+    let socket = if db.to_string_lossy().contains('=') || db.to_string_lossy().contains("://") {
+        PathBuf::from("var/callgate-cti.sock")
+    } else {
+        cti::CtiShellConfig::default_socket(db)
+    };
+    let (cti_shell, cti_rx) =
+        cti::CtiShell::spawn(&aux, cti::CtiShellConfig { unix_socket: Some(socket), ..Default::default() }, shutdown_rx.clone())
+            .map_err(EdgeError::Cti)?;
+    let unix_ms = SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    let mut hub = crate::cti::Hub::new(Core::cti_principals(&profile), crate::cti::HubConfig::new(Instant::now(), unix_ms));
+    hub.set_directory(core.cti_directory());
+    let live = Arc::new(std::sync::Mutex::new(serde_json::Value::Null));
     let (tcp_in_tx, tcp_in_rx) = mpsc::channel::<(Bytes, Peer)>(4096);
     let conns = tcp::Conns::new(tcp_in_tx.clone(), profile.limits.max_message_bytes, metrics.clone());
     // Everything else is bound and runs on the other runtime.
     let http_task = {
         let (profile, conns, metrics, shutdown_rx) = (profile.clone(), conns.clone(), metrics.clone(), shutdown_rx.clone());
+        let (cti_shell, live) = (cti_shell.clone(), live.clone());
         aux.spawn(async move {
             if profile.listen.transports.contains(&Transport::Tcp) {
                 let listener = tokio::net::TcpListener::bind(sip_addr)
@@ -172,7 +189,15 @@ async fn serve(
             let http = tokio::net::TcpListener::bind(http_addr)
                 .await
                 .map_err(|source| EdgeError::Bind { what: "HTTP", addr: http_addr, source })?;
-            let http_task = tokio::spawn(http::serve(http, metrics, shutdown_rx));
+            let stats = http::StatsSource { live, database: profile.records.database.clone(), profile: profile.clone() };
+            let http_task = tokio::spawn(http::serve_with_cti_stats(
+                http,
+                metrics,
+                http::HttpConfig::default(),
+                Some(cti_shell),
+                Some(stats),
+                shutdown_rx,
+            ));
             tokio::spawn(async move {
                 wait_for_signal().await;
                 tracing::info!("shutdown requested: refusing new calls, ending calls in progress");
@@ -191,8 +216,8 @@ async fn serve(
         profile.listen.http,
         profile.dir.display()
     );
-    let shell = SipShell { udp, conns, media_tx, sink, metrics, aux };
-    shell.run(core, tcp_in_rx, media_events, shutdown_rx).await;
+    let shell = SipShell { udp, conns, media_tx, sink, metrics, aux, cti: cti_shell, live };
+    shell.run(core, hub, cti_rx, tcp_in_rx, media_events, shutdown_rx).await;
     drop(tcp_in_tx);
     let _ = http_task.await;
     Ok(())
@@ -270,6 +295,10 @@ struct SipShell {
     metrics: Arc<Metrics>,
     /// The runtime of the TCP connections: new outgoing ones are started there.
     aux: tokio::runtime::Handle,
+    /// The CTI connections (the hub itself lives in `run`, beside the core).
+    cti: cti::CtiShell,
+    /// The latest live statistics, for `GET /stats/live` (refreshed once a second).
+    live: Arc<std::sync::Mutex<serde_json::Value>>,
 }
 
 /// Datagrams read in one go before the core's outputs are flushed.
@@ -283,9 +312,12 @@ const BACKLOG_AFTER: Duration = Duration::from_millis(100);
 const SIP_SOCKET_BUFFER: usize = 8 << 20;
 
 impl SipShell {
+    #[allow(clippy::too_many_arguments)]
     async fn run(
         &self,
         mut core: Core,
+        mut hub: crate::cti::Hub,
+        mut cti_rx: mpsc::UnboundedReceiver<cti::CtiIn>,
         mut tcp_in: mpsc::Receiver<(Bytes, Peer)>,
         mut media_events: mpsc::UnboundedReceiver<MediaEvent>,
         mut shutdown: watch::Receiver<bool>,
@@ -295,12 +327,20 @@ impl SipShell {
         let far = tokio::time::Instant::now() + Duration::from_secs(86_400);
         let sleep = tokio::time::sleep_until(far);
         tokio::pin!(sleep);
+        let cti_sleep = tokio::time::sleep_until(far);
+        tokio::pin!(cti_sleep);
+        let mut live_tick = tokio::time::interval(Duration::from_secs(1));
+        live_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut draining_since: Option<Instant> = None;
         let mut full_since: Option<Instant> = None;
         loop {
             let deadline = core.poll_timeout().map(tokio::time::Instant::from_std).unwrap_or(far);
             if sleep.deadline() != deadline {
                 sleep.as_mut().reset(deadline);
+            }
+            let d = hub.poll_timeout().map(tokio::time::Instant::from_std).unwrap_or(far);
+            if cti_sleep.deadline() != d {
+                cti_sleep.as_mut().reset(d);
             }
             tokio::select! {
                 r = udp::recv_batch(&self.udp, &mut rx) => {
@@ -327,6 +367,20 @@ impl SipShell {
                 Some((data, peer)) = tcp_in.recv() => core.handle_datagram(Instant::now(), data, peer),
                 Some(ev) = media_events.recv() => core.handle_media(Instant::now(), ev),
                 _ = &mut sleep => core.handle_timeout(Instant::now()),
+                Some(m) = cti_rx.recv() => {
+                    let now = Instant::now();
+                    m.apply(&mut hub, now);
+                    while let Ok(m) = cti_rx.try_recv() {
+                        m.apply(&mut hub, now);
+                    }
+                }
+                _ = &mut cti_sleep => hub.handle_timeout(Instant::now()),
+                _ = live_tick.tick() => {
+                    let v = core.live_json(Instant::now());
+                    if let Ok(mut l) = self.live.lock() {
+                        *l = v;
+                    }
+                }
                 // While draining, wake up to check whether the edge may stop.
                 _ = tokio::time::sleep(Duration::from_millis(100)), if draining_since.is_some() => {}
                 r = shutdown.changed(), if draining_since.is_none() => {
@@ -337,7 +391,7 @@ impl SipShell {
                     }
                 }
             }
-            self.flush(&mut core, &mut tx).await;
+            self.flush(&mut core, &mut hub, &mut tx).await;
             if let Some(since) = draining_since {
                 // Done when no call is left and every BYE/CANCEL has its answer, or at the grace's end.
                 if (core.active_calls() == 0 && core.awaiting_answers() == 0) || since.elapsed() > SHUTDOWN_GRACE {
@@ -345,18 +399,49 @@ impl SipShell {
                 }
             }
         }
-    }
-
-    /// An event for the CTI stream (wired to the hub below).
-    fn cti_publish(&self, ev: crate::cti::Event) {
-        let _ = ev;
+        hub.close_all();
+        let _ = self.cti.pump(&mut hub);
     }
 
     /// Drains the core's outputs: UDP datagrams are collected and sent in batches at the end
     /// (one `sendmmsg` per [`udp::BATCH`] on Linux); their latency marks are recorded once sent.
-    async fn flush(&self, core: &mut Core, f: &mut Flush) {
+    async fn flush(&self, core: &mut Core, hub: &mut crate::cti::Hub, f: &mut Flush) {
         f.udp.clear();
-        while let Some(out) = core.poll_output() {
+        loop {
+            // CTI: the hub's messages go to the connections in one batch; its commands come back.
+            let commands = self.cti.pump(hub);
+            let n = commands.len();
+            for ex in commands {
+                let since = Instant::now();
+                let r = core.cti_execute(since, &ex.principal, ex.command);
+                hub.command_result(ex.conn, &ex.id, r);
+                self.metrics.record(crate::metrics::Stage::CtiCommand, since.elapsed());
+            }
+            let mut produced = false;
+            while let Some(out) = core.poll_output() {
+                produced = true;
+                self.output(out, hub, f);
+            }
+            if n == 0 && !produced {
+                break;
+            }
+        }
+        if f.udp.is_empty() {
+            return;
+        }
+        {
+            let out: Vec<(&[u8], SocketAddr)> = f.udp.iter().map(|t| (&t.data[..], t.peer.addr)).collect();
+            udp::send_all(&self.udp, &mut f.scratch, &out).await;
+        }
+        for t in f.udp.drain(..) {
+            if let Some(mark) = t.mark {
+                self.metrics.record(mark.stage, mark.since.elapsed());
+            }
+        }
+    }
+
+    fn output(&self, out: Output, hub: &mut crate::cti::Hub, f: &mut Flush) {
+        {
             match out {
                 Output::Transmit(t) => {
                     self.metrics.inc(Counter::SipOut);
@@ -382,19 +467,7 @@ impl SipShell {
                 Output::CallbackStore(cb) => self.sink.upsert_callback(cb),
                 Output::CallbackDelete(id) => self.sink.delete_callback(id),
                 Output::Measured(mark) => self.metrics.record(mark.stage, mark.since.elapsed()),
-                Output::Cti(ev) => self.cti_publish(ev),
-            }
-        }
-        if f.udp.is_empty() {
-            return;
-        }
-        {
-            let out: Vec<(&[u8], SocketAddr)> = f.udp.iter().map(|t| (&t.data[..], t.peer.addr)).collect();
-            udp::send_all(&self.udp, &mut f.scratch, &out).await;
-        }
-        for t in f.udp.drain(..) {
-            if let Some(mark) = t.mark {
-                self.metrics.record(mark.stage, mark.since.elapsed());
+                Output::Cti(ev) => hub.publish(Instant::now(), ev),
             }
         }
     }

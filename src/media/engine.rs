@@ -64,7 +64,7 @@
 //! drained into a chunk ([`RecordingOp::Data`]), and `Stop` ends it ([`RecordingOp::End`]). The shell
 //! writes the chunks on another thread.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -78,6 +78,7 @@ use super::prompt::{Prompt, PromptSet};
 use super::recording::{Channel, StereoRecorder};
 use super::rtp::{RtpHeader, HEADER_LEN};
 use super::{MediaError, CLOCK_RATE, PTIME_MS};
+use crate::sip::txn::IdMap;
 use crate::sip::Rng;
 
 /// Policy of an engine, the same for every call.
@@ -285,7 +286,7 @@ pub struct Engine {
     prompts: Arc<PromptSet>,
     pacer: Pacer,
     rng: Rng,
-    calls: HashMap<CallKey, CallMedia>,
+    calls: IdMap<CallKey, CallMedia>,
     /// (call, leg) by RTP socket id.
     by_socket: Vec<Option<(CallKey, Leg)>>,
     /// Sockets whose leg's DTMF receiver is inside a key press (it has a deadline).
@@ -308,7 +309,7 @@ impl Engine {
             prompts,
             pacer: Pacer::with_capacity(now, 1024),
             rng: Rng::seeded(seed),
-            calls: HashMap::new(),
+            calls: IdMap::default(),
             by_socket: Vec::new(),
             pressing: Vec::new(),
             digits: Vec::new(),

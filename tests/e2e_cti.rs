@@ -1,0 +1,166 @@
+//! The CTI server end to end over loopback: a real WebSocket client (the agent's desktop) drives a
+//! call from a baresip citizen answered by a baresip agent, attaches the case, transfers it to a
+//! department (SIPp) that receives the case in its INVITE, records the wrap-up disposition; another
+//! agent's token is refused on that call; a reconnect resumes without losing an event.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use callgate::cti::client::Client;
+use common::baresip::{Baresip, BaresipConfig};
+use common::*;
+use serde_json::{json, Value};
+
+fn profile(dept: std::net::SocketAddr) -> ProfileBuilder {
+    let mut p = ProfileBuilder::default_profile().add_service("2000", "Passport department", Some(&format!("sip:passport@{dept}")));
+    let tenant = p.tenants.values_mut().next().unwrap();
+    for s in tenant.get_mut("service").and_then(|v| v.as_array_mut()).unwrap() {
+        let s = s.as_table_mut().unwrap();
+        if s.get("bridge_to").is_none() {
+            s.insert("guidance".into(), toml::Value::Array(vec![]));
+        }
+    }
+    p
+}
+
+fn agent(dir: &Path, ports: &PortBlock, cg: &Callgate, ext: &str) -> Baresip {
+    let b = 60;
+    let cfg = BaresipConfig::agent(
+        dir.join(format!("agent-{ext}")),
+        ext,
+        &format!("demo{ext}"),
+        cg.sip,
+        (ports.port(b), ports.port(b + 5), (ports.port(b + 6), ports.port(b + 9))),
+        1000.0,
+    );
+    let a = Baresip::start(cfg);
+    a.wait_registered(Duration::from_secs(10));
+    a
+}
+
+fn connect(cg: &Callgate, token: &str) -> Client {
+    let mut c = Client::connect_ws(&cg.http.to_string(), None, Duration::from_secs(5)).expect("WebSocket to /cti");
+    c.auth(token, true).expect("auth");
+    c
+}
+
+/// Events until one of `kind` comes (the others are returned too, in order).
+fn wait_event(c: &mut Client, kind: &str, within: Duration) -> (u64, Value, Vec<(u64, String)>) {
+    let t0 = Instant::now();
+    let mut seen = Vec::new();
+    loop {
+        assert!(t0.elapsed() < within, "no {kind} event within {within:?}; saw {seen:?}");
+        match c.next_event() {
+            Ok((seq, ev, data)) if ev == kind => return (seq, data, seen),
+            Ok((seq, ev, _)) => seen.push((seq, ev)),
+            Err(e) => panic!("waiting for {kind}: {e}; saw {seen:?}"),
+        }
+    }
+}
+
+#[test]
+fn an_agent_desktop_sees_the_call_attaches_the_case_transfers_it_and_records_the_disposition() {
+    let dir = test_dir("cti-transfer");
+    let ports = PortBlock::acquire();
+    let dept_addr = ports.addr(P_UAS);
+    let cg = Callgate::start_with(&dir, &ports, profile(dept_addr));
+    let a = agent(&dir, &ports, &cg, "1001");
+    let mut desk = connect(&cg, "demo-agent-1001");
+    let mut supervisor = connect(&cg, "demo-supervisor-token");
+    // The department's phone: SIPp answering, echoing RTP.
+    let dept = Sipp::uas(&dir, "dept", "uas_answer.xml").ports(&ports, P_UAS, P_UAS_CTRL, P_UAS_MEDIA).arg("-rtp_echo").calls(1).timeout_s(40).spawn();
+
+    let citizen = Baresip::start(BaresipConfig::citizen(
+        dir.join("citizen"),
+        "01033334444",
+        (ports.port(90), ports.port(95), (ports.port(96), ports.port(99))),
+        440.0,
+        "pcmu",
+    ));
+    citizen.dial(&format!("sip:120@{}", cg.sip));
+
+    // The desktop sees the offer with the call's data, then the answer.
+    let (_, offered, _) = wait_event(&mut desk, "call.offered", Duration::from_secs(10));
+    assert_eq!(offered["agent"], "1001");
+    assert_eq!(offered["caller"], "01033334444");
+    assert_eq!(offered["number"], "120");
+    assert_eq!(offered["queue"], "general");
+    assert_eq!(offered["repeat_7d"], 0, "first call of this citizen");
+    let call = offered["call"].as_str().unwrap().to_owned();
+    wait_event(&mut desk, "call.answered", Duration::from_secs(10));
+
+    // Another agent may not touch it.
+    let mut other = connect(&cg, "demo-agent-1002");
+    let refused = other.call("call.hangup", json!({ "call": call })).expect("reply");
+    let err = refused.expect_err("an agent hanging up another agent's call");
+    assert_eq!(err.code, "forbidden", "{err:?}");
+
+    // The case, then the transfer to the department (number 2000).
+    let r = desk.call("call.attach", json!({ "call": call, "data": { "subject": "passport", "note": "lost abroad" } })).unwrap();
+    assert!(r.is_ok(), "{r:?}");
+    std::thread::sleep(Duration::from_secs(2));
+    let r = desk.call("call.transfer", json!({ "call": call, "to": "2000" })).unwrap();
+    assert!(r.is_ok(), "transfer: {r:?}\n{}", cg.stderr());
+    let (_, tr, _) = wait_event(&mut supervisor, "call.transferred", Duration::from_secs(5));
+    assert_eq!((tr["to"].as_str(), tr["kind"].as_str()), (Some("2000"), Some("blind")));
+    std::thread::sleep(Duration::from_secs(3));
+    citizen.hangup();
+    let recs = cg.wait_records(1);
+    let dept_run = dept.wait();
+    dept_run.assert_ok(Some(&cg));
+    // The department's phone got the case with the INVITE.
+    let invite = dept_run.messages.split("INVITE sip:").nth(1).unwrap_or_default().to_owned();
+    assert!(invite.contains(&format!("X-Callgate-Case: {call}")), "the case id travels with the transfer:\n{invite}");
+    assert!(invite.contains("X-Callgate-Subject: passport"), "{invite}");
+
+    // Wrap-up disposition after the call.
+    let r = desk.call("call.disposition", json!({ "call": call, "subject": "passport", "settled": true, "flag": "praise" })).unwrap();
+    assert!(r.is_ok(), "{r:?}");
+    citizen.stop();
+    a.stop();
+
+    // One record for the case: the agent, the talk with the agent and the department.
+    let rec = recs.iter().find(|r| r.text("call_id") == call).expect("the call's record");
+    assert_eq!(rec.text("agent"), "1001");
+    assert!(rec.int("talk_ms").unwrap_or(0) >= 4000, "{rec:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    let log = callgate::records::read_queue_log(&cg.db, 0..i64::MAX).unwrap();
+    let kinds: Vec<&str> = log.iter().filter(|e| e.call == call).map(|e| e.kind.name()).collect();
+    for want in ["enter", "offer", "connect", "transfer", "disposition"] {
+        assert!(kinds.contains(&want), "{want} missing from {kinds:?}");
+    }
+}
+
+#[test]
+fn a_desktop_that_reconnects_resumes_without_losing_an_event() {
+    let dir = test_dir("cti-resume");
+    let ports = PortBlock::acquire();
+    let cg = Callgate::start_with(&dir, &ports, profile(ports.addr(P_UAS)));
+    let mut sup = connect(&cg, "demo-supervisor-token");
+    let r = sup.call("agent.login", json!({ "agent": "1003" })).unwrap();
+    assert!(r.is_ok(), "{r:?}");
+    let (seq, st, _) = wait_event(&mut sup, "agent.state", Duration::from_secs(5));
+    assert_eq!(st["agent"], "1003");
+    sup.close();
+    // While nobody watches, the agent gets ready and then takes a break.
+    let mut admin = connect(&cg, "demo-admin-token");
+    assert!(admin.call("agent.ready", json!({ "agent": "1003" })).unwrap().is_ok());
+    assert!(admin.call("agent.not_ready", json!({ "agent": "1003", "reason": "lunch" })).unwrap().is_ok());
+    // The supervisor comes back, asking for what came after `seq`.
+    let mut back = Client::connect_ws(&cg.http.to_string(), None, Duration::from_secs(5)).unwrap();
+    let r = back.call("auth", json!({ "token": "demo-supervisor-token", "since": seq })).unwrap();
+    assert!(r.is_ok(), "{r:?}");
+    let (_, ready, _) = wait_event(&mut back, "agent.state", Duration::from_secs(5));
+    assert_eq!(ready["state"], "ready", "{ready}");
+    let (_, brk, _) = wait_event(&mut back, "agent.state", Duration::from_secs(5));
+    assert_eq!((brk["state"].as_str(), brk["reason"].as_str()), (Some("not_ready"), Some("lunch")), "{brk}");
+    // callgate ctl sees the same.
+    let out = std::process::Command::new(callgate_bin())
+        .args(["ctl", "--http", &cg.http.to_string(), "--token", "demo-admin-token", "agents"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("1003") && text.contains("not_ready"), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+}
