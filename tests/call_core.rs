@@ -34,7 +34,7 @@ impl Harness {
         let profile = Arc::new(Profile::load(Path::new("tests/data/core-profile")).expect("test profile loads"));
         let metrics = Arc::new(Metrics::new());
         let now = Instant::now();
-        let durations = HashMap::from([("guidance-ko".to_owned(), Duration::from_secs(13))]);
+        let durations = HashMap::from([("guidance-ko".to_owned(), Duration::from_secs(13)), ("closed-ko".to_owned(), Duration::from_secs(9)), ("callback-offer-ko".to_owned(), Duration::from_secs(6)), ("callback-confirm-ko".to_owned(), Duration::from_secs(5))]);
         let core = Core::new(profile, metrics.clone(), durations, 42, now, SystemTime::UNIX_EPOCH).expect("core builds");
         Harness { core, now, metrics, sent: Vec::new(), media: Vec::new(), records: Vec::new(), queue_log: Vec::new(), cti: Vec::new() }
     }
@@ -554,7 +554,7 @@ fn calls_per_second_limit_refuses_the_excess_with_503_and_refills() {
     let mut profile = Profile::load(Path::new("tests/data/core-profile")).unwrap();
     profile.limits.max_cps = 2;
     profile.limits.max_calls = 100;
-    let durations = HashMap::from([("guidance-ko".to_owned(), Duration::from_secs(13))]);
+    let durations = HashMap::from([("guidance-ko".to_owned(), Duration::from_secs(13)), ("closed-ko".to_owned(), Duration::from_secs(9)), ("callback-offer-ko".to_owned(), Duration::from_secs(6)), ("callback-confirm-ko".to_owned(), Duration::from_secs(5))]);
     h.core = Core::new(Arc::new(profile), h.metrics.clone(), durations, 1, h.now, SystemTime::UNIX_EPOCH).unwrap();
     let mut finals = Vec::new();
     for i in 0..3 {
@@ -1087,4 +1087,52 @@ fn a_busy_agent_passes_the_call_on_and_a_late_answer_after_the_caller_left_is_en
     h.input(inv2.0.addr.to_string().as_str(), agent_answer(&inv2.1, 200, "ag2", 42002));
     let s = Harness::summary(&h.take());
     assert!(s.contains(&"ACK".to_owned()) && s.contains(&"BYE".to_owned()), "{s:?}");
+}
+
+#[test]
+fn outside_the_schedule_the_caller_hears_the_closed_message_and_is_hung_up_on() {
+    let mut h = Harness::new();
+    h.input(CARRIER, invite("140", "cl1", "inv1", &sdp("0", 40000)));
+    let sent = h.take();
+    assert_eq!(Harness::summary(&sent), ["100", "200"]);
+    let tag = to_tag(&sent[1].1);
+    h.input(CARRIER, in_dialog("ACK", "cl1", &tag, 1, "ack1"));
+    match h.media.iter().find(|c| matches!(c, MediaCommand::Play { .. })) {
+        Some(MediaCommand::Play { playlist, looped: false, .. }) => assert_eq!(playlist, &["closed-ko".to_owned()]),
+        other => panic!("expected the closed message, got {other:?}"),
+    }
+    let call = match h.media.iter().find(|c| matches!(c, MediaCommand::Play { .. })) {
+        Some(MediaCommand::Play { call, .. }) => *call,
+        _ => unreachable!(),
+    };
+    h.media_event(MediaEvent::Finished { call, leg: Leg::A });
+    assert_eq!(Harness::summary(&h.take()), ["BYE"]);
+    let rec = h.records.last().unwrap();
+    assert_eq!(rec.end_reason.as_deref(), Some("closed"), "{rec:?}");
+    assert!(h.queue_log.is_empty(), "a closed service queues nobody");
+}
+
+#[test]
+fn a_closed_service_offers_a_callback_for_the_opening_and_stores_it() {
+    let mut h = Harness::new();
+    h.input(CARRIER, invite("141", "cc1", "inv1", &sdp("0 101", 40000)));
+    let tag = to_tag(&h.take()[1].1);
+    h.input(CARRIER, in_dialog("ACK", "cc1", &tag, 1, "ack1"));
+    let plays = |h: &Harness| -> Vec<Vec<String>> {
+        h.media.iter().filter_map(|c| match c { MediaCommand::Play { playlist, .. } => Some(playlist.clone()), _ => None }).collect()
+    };
+    assert_eq!(plays(&h), [vec!["closed-ko".to_owned()]]);
+    let call = match h.media.iter().find(|c| matches!(c, MediaCommand::Play { .. })) {
+        Some(MediaCommand::Play { call, .. }) => *call,
+        _ => unreachable!(),
+    };
+    h.media_event(MediaEvent::Finished { call, leg: Leg::A });
+    assert_eq!(plays(&h).last().unwrap(), &vec!["callback-offer-ko".to_owned()], "the offer follows the closed message");
+    assert!(h.take().is_empty(), "no BYE while the caller may still press *");
+    h.media_event(MediaEvent::Digit { call, leg: Leg::A, digit: '*' });
+    assert_eq!(plays(&h).last().unwrap(), &vec!["callback-confirm-ko".to_owned()]);
+    assert!(h.queue_log.iter().any(|e| e.kind.name() == "callback_requested"), "{:?}", h.queue_log);
+    h.media_event(MediaEvent::Finished { call, leg: Leg::A });
+    assert_eq!(Harness::summary(&h.take()), ["BYE"]);
+    assert_eq!(h.records.last().unwrap().end_reason.as_deref(), Some("callback requested"));
 }

@@ -115,6 +115,7 @@ impl Core {
             last_agent: None,
             transfer_talk_ms: 0,
             transferred_to: None,
+            closed_offer: false,
         };
         self.dialogs.insert((call.a.call_id.clone(), local_tag), (key, Side::A));
         if let (Some(o), Ok(cseq)) = (origin, msg.cseq()) {

@@ -30,6 +30,9 @@ use crate::media::menu::{Menu, MenuAction};
 use crate::acd::log::QueueEventKind;
 use crate::sip::registrar::RegEvent;
 
+/// How long a closed service waits for `*` after offering a callback.
+pub const CLOSED_OFFER_WAIT: Duration = Duration::from_secs(8);
+
 /// How to reach a callback's citizen again: the trunk (and its address) the call came in on.
 #[derive(Clone, Debug)]
 pub(super) struct CallbackRoute {
@@ -96,6 +99,23 @@ impl Core {
             }
             State::Closing => {
                 let reason = call.end_reason.clone().unwrap_or_else(|| "message played".into());
+                let (tenant, service, offered) = (call.tenant.clone(), call.service.clone(), call.closed_offer);
+                let offer = reason == "closed"
+                    && !offered
+                    && self.service_cfg(&tenant, &service).is_some_and(|s| s.closed_callback && s.queue.is_some());
+                let prompts = self.existing(&["callback-offer-ko"]);
+                if offer && !prompts.is_empty() {
+                    // "Press * to be called back when we open."
+                    if let Some(c) = self.calls.get_mut(&key) {
+                        c.closed_offer = true;
+                    }
+                    self.play_a(now, key, prompts, false, true);
+                    self.timers.push(Reverse((now + CLOSED_OFFER_WAIT, key, TimerKind::ClosedOffer)));
+                    return;
+                }
+                if offered {
+                    return; // the offer has played: the key or the timer decides
+                }
                 self.hang_up(now, key, Outcome::Completed, 200, &reason);
             }
             _ => {}
@@ -179,6 +199,7 @@ impl Core {
                 }
                 self.drive_menu(now, key);
             }
+            State::Closing if call.closed_offer && digit == '*' => self.closed_callback(now, key),
             State::Queued => {
                 let (tenant, queue) = (call.tenant.clone(), call.queue.clone());
                 let wants = queue.and_then(|q| self.queue_cfg(&tenant, &q).and_then(|q| q.callback_key));
@@ -219,6 +240,60 @@ impl Core {
                 }
             }
             Err(e) => tracing::info!(call = key, error = %e, "callback not possible"),
+        }
+    }
+
+    /// A caller of a closed service asked to be called back: a scheduled callback for when the
+    /// service opens, through the trunk the call came in on.
+    fn closed_callback(&mut self, now: Instant, key: CallKey) {
+        let Some(call) = self.calls.get_mut(&key) else { return };
+        call.closed_offer = false;
+        let (tenant, service_name) = (call.tenant.clone(), call.service.clone());
+        let Some(service) = self.service_cfg(&tenant, &service_name) else { return };
+        let Some(queue) = service.queue.clone() else { return };
+        let now_ms = self.unix_ms(now);
+        let opens = self
+            .profile
+            .tenants
+            .iter()
+            .find(|t| t.id == tenant)
+            .and_then(|t| t.next_change(&service, now_ms))
+            .unwrap_or(now_ms);
+        let Some(call) = self.calls.get(&key) else { return };
+        let info = CallInfo {
+            cg_id: call.cg_id.clone(),
+            caller: call.caller.clone(),
+            number: call.number.clone(),
+            priority: service.priority,
+            skill: None,
+            language: None,
+        };
+        let route = CallbackRoute {
+            peer: Peer { transport: call.transport, addr: call.source, conn: None },
+            trunk: call.trunk.clone(),
+            service: call.service.clone(),
+            centre_number: call.number.clone(),
+        };
+        let number = call.caller.clone();
+        match self.acd.schedule_callback(now, &tenant, &queue, &number, opens, info) {
+            Ok(id) => {
+                tracing::info!(call = key, callback = id, opens, "closed: callback scheduled for the opening");
+                self.callback_routes.insert(id, route);
+                self.callbacks_dirty = true;
+                if let Some(c) = self.calls.get_mut(&key) {
+                    c.end_reason = Some("callback requested".into());
+                }
+                let prompts = self.existing(&["callback-confirm-ko"]);
+                if prompts.is_empty() {
+                    self.hang_up(now, key, Outcome::Completed, 200, "callback requested");
+                } else {
+                    self.play_a(now, key, prompts, false, false);
+                }
+            }
+            Err(e) => {
+                tracing::info!(call = key, error = %e, "closed: callback not possible");
+                self.hang_up(now, key, Outcome::Completed, 200, "closed");
+            }
         }
     }
 
@@ -523,6 +598,7 @@ impl Core {
             last_agent: Some(agent),
             transfer_talk_ms: 0,
             transferred_to: None,
+            closed_offer: false,
         };
         self.calls.insert(key, call);
         self.metrics.set_active_calls(self.calls.len());

@@ -184,6 +184,8 @@ enum TimerKind {
     Menu,
     /// Once a second: `queue.stats` to the CTI stream (call key 0).
     StatsTick,
+    /// A closed service offered a callback and the caller pressed nothing.
+    ClosedOffer,
     /// A bridge leg that rings too long (a 1xx stops Timer B, RFC 3261 17.1.1.2): CANCEL it.
     RingTimeout,
 }
@@ -267,6 +269,8 @@ struct Call {
     last_agent: Option<crate::acd::AgentRef>,
     transfer_talk_ms: u64,
     transferred_to: Option<String>,
+    /// Closed service: the callback offer after the closed message has been played.
+    closed_offer: bool,
 }
 
 /// The call core. See the module docs for the state diagram.
@@ -510,6 +514,11 @@ impl Core {
                 }
                 TimerKind::Menu => self.menu_timeout(now, key),
                 TimerKind::StatsTick => self.stats_tick(now),
+                TimerKind::ClosedOffer => {
+                    if self.calls.get(&key).is_some_and(|c| c.state == State::Closing && c.closed_offer) {
+                        self.hang_up(now, key, Outcome::Completed, 200, "closed");
+                    }
+                }
                 TimerKind::RingTimeout => {
                     if self.calls.get(&key).is_some_and(|c| c.state == State::Ringing) {
                         tracing::info!(call = key, "bridge target rang too long: CANCEL, 480 to the caller");
