@@ -21,6 +21,7 @@
 pub mod cti;
 pub mod http;
 mod media;
+mod redo;
 mod tcp;
 mod udp;
 
@@ -96,6 +97,16 @@ pub fn run(opts: Options) -> Result<(), EdgeError> {
         profile.prompt_names().into_iter().filter_map(|n| prompts.get(&n).map(|p| (n, p.duration()))).collect();
     let metrics = Arc::new(Metrics::new());
     let writer = RecordWriter::open(&profile.records.database)?;
+    // Rows a crashed run had not committed yet: into the database before anything else.
+    let redo_path = redo::Redo::path_for(&profile.records.database);
+    let replayed = redo::Redo::replay(&redo_path, &writer.sink());
+    if replayed > 0 {
+        let flushed = writer.flush(Duration::from_secs(30));
+        tracing::info!(rows = replayed, ok = flushed.is_ok(), "replayed the records' redo log of the previous run");
+        flushed?;
+    }
+    let mut redo = redo::Redo::open(redo_path);
+    redo.clear();
     let mut core = Core::new(
         profile.clone(),
         metrics.clone(),
@@ -131,12 +142,15 @@ pub fn run(opts: Options) -> Result<(), EdgeError> {
         media::spawn(prompts, profile.media.address, metrics.clone()).map_err(EdgeError::Runtime)?;
     let sink = writer.sink();
     let aux = rt.handle().clone();
-    let result = sip_rt.block_on(serve(profile.clone(), core, metrics.clone(), media_tx, media_events, sink, aux));
+    let result = sip_rt.block_on(serve(profile.clone(), core, metrics.clone(), media_tx, media_events, sink, aux, redo));
     // The sip task has ended: every command has been sent; the media thread ends when its queue closes.
     let _ = media_thread.join();
     sip_rt.shutdown_timeout(Duration::from_secs(1));
     rt.shutdown_timeout(Duration::from_secs(1));
+    let redo_path = redo::Redo::path_for(&profile.records.database);
     let written = writer.close()?;
+    // Everything is committed: nothing to replay next time.
+    let _ = std::fs::OpenOptions::new().write(true).truncate(true).open(&redo_path);
     tracing::info!(records = written, "call records flushed");
     eprintln!("{}", metrics.summary());
     result
@@ -145,6 +159,7 @@ pub fn run(opts: Options) -> Result<(), EdgeError> {
 /// Workers of the runtime beside the sip task's (TCP connections, HTTP, signals).
 const AUX_WORKERS: usize = 1;
 
+#[allow(clippy::too_many_arguments)]
 async fn serve(
     profile: Arc<Profile>,
     core: Core,
@@ -153,6 +168,7 @@ async fn serve(
     media_events: mpsc::UnboundedReceiver<MediaEvent>,
     sink: RecordSink,
     aux: tokio::runtime::Handle,
+    redo: redo::Redo,
 ) -> Result<(), EdgeError> {
     let sip_addr = profile.listen.sip;
     // Registered with this (the sip task's) runtime.
@@ -216,7 +232,7 @@ async fn serve(
         profile.listen.http,
         profile.dir.display()
     );
-    let shell = SipShell { udp, conns, media_tx, sink, metrics, aux, cti: cti_shell, live };
+    let shell = SipShell { udp, conns, media_tx, sink, metrics, aux, cti: cti_shell, live, redo: std::cell::RefCell::new(redo) };
     shell.run(core, hub, cti_rx, tcp_in_rx, media_events, shutdown_rx).await;
     drop(tcp_in_tx);
     let _ = http_task.await;
@@ -299,6 +315,8 @@ struct SipShell {
     cti: cti::CtiShell,
     /// The latest live statistics, for `GET /stats/live` (refreshed once a second).
     live: Arc<std::sync::Mutex<serde_json::Value>>,
+    /// Records and queue rows are written here before the datagrams that end their calls leave.
+    redo: std::cell::RefCell<redo::Redo>,
 }
 
 /// Datagrams read in one go before the core's outputs are flushed.
@@ -380,6 +398,10 @@ impl SipShell {
                     if let Ok(mut l) = self.live.lock() {
                         *l = v;
                     }
+                    // Everything submitted so far is committed: the redo log can be emptied.
+                    if self.sink.stats().queued() == 0 {
+                        self.redo.borrow_mut().clear();
+                    }
                 }
                 // While draining, wake up to check whether the edge may stop.
                 _ = tokio::time::sleep(Duration::from_millis(100)), if draining_since.is_some() => {}
@@ -426,6 +448,17 @@ impl SipShell {
                 break;
             }
         }
+        // The rows of calls that ended in this flush reach the redo log before the datagrams
+        // that end them leave (see redo.rs).
+        self.redo.borrow_mut().flush();
+        for (peer, data) in f.tcp.drain(..) {
+            // A new connection's tasks belong on the TCP runtime.
+            let _rt = self.aux.enter();
+            self.conns.send(peer, data);
+        }
+        for mark in f.tcp_marks.drain(..) {
+            self.metrics.record(mark.stage, mark.since.elapsed());
+        }
         if f.udp.is_empty() {
             return;
         }
@@ -448,13 +481,9 @@ impl SipShell {
                     match t.peer.transport {
                         Transport::Udp => f.udp.push(t),
                         Transport::Tcp => {
-                            {
-                                // A new connection's tasks belong on the TCP runtime.
-                                let _rt = self.aux.enter();
-                                self.conns.send(t.peer, t.data);
-                            }
+                            f.tcp.push((t.peer, t.data));
                             if let Some(mark) = t.mark {
-                                self.metrics.record(mark.stage, mark.since.elapsed());
+                                f.tcp_marks.push(mark);
                             }
                         }
                     }
@@ -462,8 +491,14 @@ impl SipShell {
                 Output::Media(cmd) => {
                     self.media_tx.send(cmd);
                 }
-                Output::Record(rec) => self.sink.submit(rec),
-                Output::QueueLog(ev) => self.sink.submit_queue(ev),
+                Output::Record(rec) => {
+                    self.redo.borrow_mut().append_call(&rec);
+                    self.sink.submit(rec);
+                }
+                Output::QueueLog(ev) => {
+                    self.redo.borrow_mut().append_queue(&ev);
+                    self.sink.submit_queue(ev);
+                }
                 Output::CallbackStore(cb) => self.sink.upsert_callback(cb),
                 Output::CallbackDelete(id) => self.sink.delete_callback(id),
                 Output::Measured(mark) => self.metrics.record(mark.stage, mark.since.elapsed()),
@@ -477,5 +512,8 @@ impl SipShell {
 #[derive(Default)]
 struct Flush {
     udp: Vec<Transmit>,
+    /// Stream sends, made after the redo log is written (like the UDP batch).
+    tcp: Vec<(Peer, Bytes)>,
+    tcp_marks: Vec<crate::metrics::Mark>,
     scratch: udp::SendBatch,
 }
