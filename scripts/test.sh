@@ -6,7 +6,9 @@
 # On a fresh Debian 12 machine it installs (apt-get, as root or through sudo):
 #   sip-tester (SIPp, the carrier and callee in the end-to-end tests), baresip (the agents'
 #   softphones and citizens' phones), postgresql (the records tests on a real server), sqlite3 (to
-#   inspect the call records by hand), a C compiler (rusqlite builds SQLite from source);
+#   inspect the call records by hand), a C compiler (rusqlite builds SQLite from source), and for
+#   the wallboard test chromium, nodejs/npm (playwright-core is installed by the test with `npm ci`
+#   into tests/web/node_modules; no browser is downloaded) and a Korean font (fonts-noto-cjk);
 # cargo-nextest is used when present; without it the suite runs under `cargo test`. Extra arguments are passed to the test runner (e.g. a test name filter).
 set -euo pipefail
 
@@ -32,6 +34,12 @@ declare -A PEERS=(
     [/usr/lib/postgresql/15/bin/initdb]=postgresql
     [sqlite3]=sqlite3
     [cc]=gcc
+    [chromium]=chromium
+    [node]=nodejs
+    [npm]=npm
+    [/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc]=fonts-noto-cjk
+    [unshare]=util-linux
+    [ip]=iproute2
 )
 
 missing=()

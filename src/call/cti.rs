@@ -583,6 +583,9 @@ impl Core {
                 obj.insert("queues".into(), Value::Array(queues));
                 obj.insert("name".into(), Value::String(t.name.clone()));
                 obj.insert("utc_offset_min".into(), json!(t.utc_offset_min));
+                let cfg = self.stats.config();
+                obj.insert("sl_threshold_s".into(), json!(cfg.thresholds.sl_ms / 1000));
+                obj.insert("sl_formula".into(), json!(cfg.sl_formula.name()));
             }
             tenants.insert(t.id.clone(), tenant);
         }

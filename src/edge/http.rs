@@ -20,7 +20,10 @@
 //! `Upgrade: websocket`, `Connection: upgrade`, `Sec-WebSocket-Version: 13` and a valid
 //! `Sec-WebSocket-Key`; 426 without the upgrade or with another version, 400 for a bad key, 503 at
 //! the CTI connection limit; an `Authorization: Bearer` header authenticates the connection);
-//! everything else 404. The supervisors' wallboard page will hang off `route` too.
+//! with a [`StatsSource`]: `/stats/live` (the live figures, JSON), `/stats/report` (an interval
+//! report read from the records database off the async workers), `/wallboard` and `/` (the
+//! supervisors' wallboard page, `web/wallboard.html`), GET and HEAD, other methods 405;
+//! everything else 404.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -265,16 +268,21 @@ struct Upgrade {
 }
 
 /// Maps a parsed request to a response or an upgrade.
-///
-/// Extension point for a later issue: `/` or `/wallboard`, the supervisors' wallboard page (static
-/// HTML that connects to `/cti`).
 fn route(req: &Request<'_>, app: &App) -> Routed {
-    if req.path() == "/stats/report" && (req.method == "GET") {
+    if req.path() == "/stats/report" {
         return match &app.stats {
-            Some(src) => {
-                let (src, query) = (src.clone(), query_params(req.target));
-                Routed::Blocking(Box::new(move || report(&src, &query)))
+            Some(src) if req.method == "GET" || req.method == "HEAD" => {
+                let (src, query, head_only) = (src.clone(), query_params(req.target), req.method == "HEAD");
+                Routed::Blocking(Box::new(move || {
+                    let r = report(&src, &query);
+                    if head_only {
+                        r.without_body()
+                    } else {
+                        r
+                    }
+                }))
             }
+            Some(_) => Routed::Respond(method_not_allowed()),
             None => Routed::Respond(Response::text(404, "Not Found", "not found\n")),
         };
     }
@@ -351,6 +359,7 @@ fn route_plain(req: &Request<'_>, app: &App) -> Response {
         "/wallboard" | "/" if get_like && app.stats.is_some() => {
             Response::new(200, "OK", "text/html; charset=utf-8", WALLBOARD.to_owned())
         }
+        "/stats/live" | "/wallboard" | "/" if app.stats.is_some() => method_not_allowed(),
         // "/cti" => upgrade, "/stats/report" => a database read (see `route`).
         _ => Response::text(404, "Not Found", "not found\n"),
     };
@@ -359,6 +368,13 @@ fn route_plain(req: &Request<'_>, app: &App) -> Response {
     } else {
         resp
     }
+}
+
+/// 405 for the statistics and wallboard resources (GET and HEAD only).
+fn method_not_allowed() -> Response {
+    let mut r = Response::text(405, "Method Not Allowed", "method not allowed\n");
+    r.extra.push(("Allow", "GET, HEAD".into()));
+    r
 }
 
 // ---- reading the head ---------------------------------------------------------------------------
@@ -878,6 +894,72 @@ mod tests {
         let (status, _, _) = exchange(srv.addr, format!("GET /cti HTTP/1.1\r\nHost: x\r\n{up}{key}Sec-WebSocket-Version: 13\r\n\r\n").as_bytes()).await;
         assert_eq!(status, 404);
         srv.stop.send(true).unwrap();
+    }
+
+    #[tokio::test]
+    async fn stats_routes_and_the_wallboard() {
+        let profile = crate::config::Profile::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sip-profiles/default"))
+            .expect("the default profile loads");
+        let live = serde_json::json!({ "now_ms": 1, "tenants": { "demo": { "waiting": 2 } } });
+        let dir = std::env::temp_dir().join(format!("callgate-http-stats-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let stats = StatsSource {
+            live: Arc::new(std::sync::Mutex::new(live.clone())),
+            database: dir.join("calls.db"),
+            profile: Arc::new(profile),
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, rx) = watch::channel(false);
+        let task = tokio::spawn(serve_with_cti_stats(listener, Arc::new(Metrics::new()), HttpConfig::default(), None, Some(stats), rx));
+
+        // The page: HTML with its tiles; HEAD has the length and no body; "/" is the same page.
+        let (status, head, body) = exchange(addr, b"GET /wallboard?token=t&tenant=demo HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert_eq!(status, 200, "{head}");
+        assert_eq!(header(&head, "content-type"), Some("text/html; charset=utf-8"));
+        assert!(body.contains("data-tile=\"waiting\"") && body.contains("/stats/live") && body.contains("/cti"), "{body}");
+        let (status, head, empty) = exchange(addr, b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert_eq!((status, header(&head, "content-length"), empty.as_str()), (200, Some(body.len().to_string().as_str()), ""));
+        // The live figures, as the sip task left them.
+        let (status, head, body) = exchange(addr, b"GET /stats/live HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert_eq!((status, header(&head, "content-type")), (200, Some("application/json")));
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap(), live);
+        // Reports: no database yet is a server error that says so; then an empty day from a fresh
+        // database, bad arguments, HEAD.
+        let (status, _, body) = exchange(addr, b"GET /stats/report HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(status == 500 && body.contains("reading the records failed"), "{status} {body}");
+        let writer = crate::records::RecordWriter::open(&dir.join("calls.db")).expect("create the records database");
+        let (status, _, body) = exchange(addr, b"GET /stats/report?tenant=demo&interval=15&format=json HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert_eq!(status, 200, "{body}");
+        let rep: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!((rep["tenant"].as_str(), rep["interval_minutes"].as_u64()), (Some("demo"), Some(15)), "{body}");
+        let (status, head, body) = exchange(addr, b"HEAD /stats/report?format=csv HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert_eq!((status, header(&head, "content-type"), body.as_str()), (200, Some("text/csv; charset=utf-8"), ""));
+        for (req, want) in [
+            (&b"GET /stats/report?interval=20 HTTP/1.1\r\nHost: x\r\n\r\n"[..], 400),
+            (b"GET /stats/report?date=yesterday HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+            (b"GET /stats/report?format=xml HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+            (b"GET /stats/report?tenant=nobody HTTP/1.1\r\nHost: x\r\n\r\n", 404),
+        ] {
+            let (status, _, body) = exchange(addr, req).await;
+            assert_eq!(status, want, "{:?}: {body}", String::from_utf8_lossy(req));
+        }
+        // Other methods: 405 with Allow.
+        for req in [&b"POST /wallboard HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"[..], b"DELETE /stats/live HTTP/1.1\r\nHost: x\r\n\r\n", b"PUT /stats/report HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"] {
+            let (status, head, _) = exchange(addr, req).await;
+            assert_eq!((status, header(&head, "allow")), (405, Some("GET, HEAD")), "{:?}", String::from_utf8_lossy(req));
+        }
+        drop(writer);
+        stop.send(true).unwrap();
+        task.await.unwrap();
+        // Without a statistics source none of them is there.
+        let srv = start(HttpConfig::default()).await;
+        for path in ["/wallboard", "/stats/live", "/stats/report"] {
+            let (status, _, _) = exchange(srv.addr, format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await;
+            assert_eq!(status, 404, "{path}");
+        }
+        srv.stop.send(true).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
