@@ -436,6 +436,8 @@ impl Core {
         let resp = self.response(&msg, code, reason).build();
         self.txn.respond(now, txn, code, resp, None);
         if let Some((key, leg, digit)) = digit_for {
+            // RFC 4733 digits are counted by the media engine; these came by SIP INFO.
+            self.metrics.inc(Counter::DtmfDigits);
             if self.calls.get(&key).is_some_and(|c| c.state == State::Connected) {
                 self.outputs.push_back(Output::Media(MediaCommand::SendDigit { call: key, leg: leg.other(), digit }));
             }

@@ -190,7 +190,6 @@ impl Core {
         }
         // The digit itself is not logged: callers key in ID numbers and PINs.
         tracing::debug!(call = key, "caller pressed a key");
-        self.metrics.inc(Counter::DtmfDigits);
         push_digit(&mut call.digits, digit);
         match call.state {
             State::Menu => {

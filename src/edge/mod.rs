@@ -92,9 +92,21 @@ pub fn run(opts: Options) -> Result<(), EdgeError> {
         profile.records.database = db.clone();
     }
     let profile = Arc::new(profile);
-    let prompts = Arc::new(PromptSet::load(&profile.audio_dir, &profile.prompt_names())?);
+    // The profile's prompts (each must exist), and the ones callgate composes itself when their
+    // files are there: position and expected-wait announcements, callback offers and confirmations,
+    // the music of queues that name none.
+    let mut names = profile.prompt_names();
+    let optional = crate::media::announce::prompt_names().into_iter().chain(
+        ["callback-offer-ko", "callback-offer-en", "callback-confirm-ko", "callback-confirm-en", "music"].map(String::from),
+    );
+    for n in optional {
+        if !names.contains(&n) && profile.prompt_path(&n).is_file() {
+            names.push(n);
+        }
+    }
+    let prompts = Arc::new(PromptSet::load(&profile.audio_dir, &names)?);
     let durations: HashMap<String, Duration> =
-        profile.prompt_names().into_iter().filter_map(|n| prompts.get(&n).map(|p| (n, p.duration()))).collect();
+        names.into_iter().filter_map(|n| prompts.get(&n).map(|p| (n, p.duration()))).collect();
     let metrics = Arc::new(Metrics::new());
     let writer = RecordWriter::open(&profile.records.database)?;
     // Rows a crashed run had not committed yet: into the database before anything else.
@@ -125,6 +137,7 @@ pub fn run(opts: Options) -> Result<(), EdgeError> {
         }
         Err(e) => tracing::warn!(error = %e, "cannot read pending callbacks"),
     }
+    seed_statistics(&mut core, &profile);
 
     // Two runtimes. The sip task runs alone on a current-thread runtime on this thread: it
     // polls its own UDP socket and timers, so a datagram's readiness never has to be handed
@@ -156,6 +169,67 @@ pub fn run(opts: Options) -> Result<(), EdgeError> {
     result
 }
 
+/// Today's figures and the last 7 days' callers come from the records, so that the live statistics,
+/// the wallboard and the repeat-caller count go on across a restart.
+fn seed_statistics(core: &mut Core, profile: &Profile) {
+    let reader = match crate::records::RecordsReader::open(&profile.records.database) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the records for today's statistics");
+            return;
+        }
+    };
+    let now_ms = SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    for t in &profile.tenants {
+        let day = crate::stats::Date::of(now_ms, t.utc_offset_min);
+        if let Err(e) = reader.load_day(core.stats_mut(), &t.id, day) {
+            tracing::warn!(tenant = %t.id, error = %e, "cannot load today's statistics");
+        }
+        match reader.contacts(now_ms - 7 * crate::stats::DAY_MS..now_ms + 1, Some(&t.id)) {
+            Ok(contacts) => {
+                for c in contacts {
+                    core.note_contact(&c.tenant, &c.caller, c.at_ms);
+                }
+            }
+            Err(e) => tracing::warn!(tenant = %t.id, error = %e, "cannot load the last week's callers"),
+        }
+    }
+}
+
+/// Deletes recordings older than their tenant's retention (`recording_retention_days`; 0 keeps
+/// them), once at start and then every hour, on the aux runtime's blocking pool.
+async fn sweep_recordings(profile: Arc<Profile>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let p = profile.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in &p.tenants {
+                let days = t.recording_retention_days;
+                if days == 0 {
+                    continue;
+                }
+                let dir = p.recordings_dir_for(t);
+                let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+                let limit = Duration::from_secs(u64::from(days) * 86_400);
+                let mut removed = 0;
+                for e in rd.flatten() {
+                    let old = e.metadata().ok().and_then(|m| m.modified().ok()).and_then(|m| m.elapsed().ok()).is_some_and(|age| age > limit);
+                    if old && e.path().extension().is_some_and(|x| x == "wav") && std::fs::remove_file(e.path()).is_ok() {
+                        removed += 1;
+                    }
+                }
+                if removed > 0 {
+                    tracing::info!(tenant = %t.id, removed, days, "recordings past their retention deleted");
+                }
+            }
+        })
+        .await;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
 /// Workers of the runtime beside the sip task's (TCP connections, HTTP, signals).
 const AUX_WORKERS: usize = 1;
 
@@ -181,8 +255,15 @@ async fn serve(
     } else {
         cti::CtiShellConfig::default_socket(db)
     };
+    // A Unix socket path holds at most 107 bytes (sun_path): beyond that the CTI is WebSocket only.
+    let unix_socket = if socket.as_os_str().len() < 100 {
+        Some(socket)
+    } else {
+        tracing::warn!(path = %socket.display(), "CTI Unix socket path too long for sun_path: CTI on WebSocket only");
+        None
+    };
     let (cti_shell, cti_rx) =
-        cti::CtiShell::spawn(&aux, cti::CtiShellConfig { unix_socket: Some(socket), ..Default::default() }, shutdown_rx.clone())
+        cti::CtiShell::spawn(&aux, cti::CtiShellConfig { unix_socket, ..Default::default() }, shutdown_rx.clone())
             .map_err(EdgeError::Cti)?;
     let unix_ms = SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
     let mut hub = crate::cti::Hub::new(Core::cti_principals(&profile), crate::cti::HubConfig::new(Instant::now(), unix_ms));
@@ -205,6 +286,7 @@ async fn serve(
             let http = tokio::net::TcpListener::bind(http_addr)
                 .await
                 .map_err(|source| EdgeError::Bind { what: "HTTP", addr: http_addr, source })?;
+            tokio::spawn(sweep_recordings(profile.clone(), shutdown_rx.clone()));
             let stats = http::StatsSource { live, database: profile.records.database.clone(), profile: profile.clone() };
             let http_task = tokio::spawn(http::serve_with_cti_stats(
                 http,
