@@ -163,7 +163,7 @@ fn answer(req: &Message, code: u16, reason: &str, to_tag: Option<&str>, body: &s
     }
     s.push_str(&format!("Call-ID: {}\r\n", req.call_id().unwrap()));
     s.push_str(&format!("CSeq: {}\r\n", req.header(HeaderName::CSeq).unwrap()));
-    if code >= 200 && code < 300 {
+    if (200..300).contains(&code) {
         s.push_str(&format!("Contact: <sip:dept@{DEPT}>\r\n"));
     }
     if !body.is_empty() {

@@ -141,7 +141,7 @@ fn an_unregistered_phone_gets_no_calls_and_a_wrong_password_is_refused() {
     let t0 = Instant::now();
     while t0.elapsed() < Duration::from_secs(3) {
         let info = bad.command("reginfo", "");
-        assert!(!(info.contains("OK") && !info.contains("ERR")), "a wrong password must not register: {info}");
+        assert!(!info.contains("OK") || info.contains("ERR"), "a wrong password must not register: {info}");
         std::thread::sleep(Duration::from_millis(300));
     }
     let log = bad.stop();

@@ -165,7 +165,7 @@ fn calls_of(run: &SippRun) -> Vec<SippCall> {
 fn stat(run: &SippRun, column: &str) -> u64 {
     let mut lines = run.stat.lines().filter(|l| !l.trim().is_empty());
     let header: Vec<&str> = lines.next().unwrap_or_else(|| panic!("empty stat CSV\n{}", run.explain())).split(';').collect();
-    let last: Vec<&str> = lines.last().unwrap_or_else(|| panic!("no data line in the stat CSV\n{}", run.explain())).split(';').collect();
+    let last: Vec<&str> = lines.next_back().unwrap_or_else(|| panic!("no data line in the stat CSV\n{}", run.explain())).split(';').collect();
     let i = header.iter().position(|h| *h == column).unwrap_or_else(|| panic!("no column {column} in {header:?}"));
     last[i].trim().parse().unwrap_or_else(|_| panic!("{column}: {:?}", last[i]))
 }

@@ -185,7 +185,7 @@ impl Core {
                 let id = self.acd.agent_spec(agent).id.clone();
                 self.publish(Event::new(
                     events::CALL_DISPOSITION,
-                    Visibility::call(&tenant, &call, &[id.clone()]),
+                    Visibility::call(&tenant, &call, std::slice::from_ref(&id)),
                     &CallDisposition { call: call.clone(), tenant, agent: Some(id), subject, settled, flag: flag.as_str().to_owned() },
                 ));
                 Ok(json!({ "call": call, "recorded": true }))

@@ -141,8 +141,7 @@ impl Core {
 
     /// Carries out what the menu asks for and keeps its timer.
     fn drive_menu(&mut self, now: Instant, key: CallKey) {
-        loop {
-            let Some(action) = self.calls.get_mut(&key).and_then(|c| c.menu.as_mut()).and_then(Menu::poll_action) else { break };
+        while let Some(action) = self.calls.get_mut(&key).and_then(|c| c.menu.as_mut()).and_then(Menu::poll_action) {
             match action {
                 MenuAction::Play(prompt) => {
                     let barge = self.calls.get(&key).and_then(|c| c.menu.as_ref()).is_some_and(|m| m.spec().barge_in);

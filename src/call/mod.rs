@@ -74,6 +74,7 @@ pub use crate::media::command::{CallKey, Leg, LegMedia, MediaCommand, MediaEvent
 
 /// An output of the core for the shell.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // a record per call, moved once: boxing it would add an allocation per call
 pub enum Output {
     Transmit(Transmit),
     Media(MediaCommand),
@@ -396,7 +397,7 @@ impl Core {
             last_queue_stats: HashMap::new(),
             contacts: HashMap::new(),
             stats_tick_pending: false,
-            txn: TxnLayer::new(cfg.txn.clone()),
+            txn: TxnLayer::new(cfg.txn),
             ports: PortPool::new(cfg.rtp_ports.0, cfg.rtp_ports.1),
             cfg,
             profile,
@@ -785,6 +786,7 @@ impl Core {
         self.record_rejected(now, msg, peer, trunk, Outcome::Rejected, code, reason);
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn record_rejected(&mut self, now: Instant, msg: &Message, peer: Peer, trunk: Option<&Trunk>, outcome: Outcome, code: u16, reason: &str) {
         // Derive the id from the INVITE itself so that its retransmissions map to one record.
         let branch = msg.top_via().ok().and_then(|v| v.branch.map(str::to_owned)).unwrap_or_default();

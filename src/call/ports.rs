@@ -11,7 +11,7 @@ pub struct PortPool {
 
 impl PortPool {
     pub fn new(min: u16, max: u16) -> PortPool {
-        let first = if min % 2 == 0 { min } else { min.saturating_add(1) };
+        let first = if min.is_multiple_of(2) { min } else { min.saturating_add(1) };
         let free = (first..max).step_by(2).collect();
         PortPool { free }
     }

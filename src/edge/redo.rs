@@ -134,9 +134,6 @@ impl Redo {
         }
     }
 
-    pub fn len(&self) -> u64 {
-        self.len
-    }
 }
 
 fn encode_call(r: &CallRecord) -> Value {

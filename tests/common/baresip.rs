@@ -182,7 +182,7 @@ impl Baresip {
             let name = e.file_name().to_string_lossy().into_owned();
             if name.starts_with("dump") && name.ends_with(suffix) {
                 let len = e.metadata().map(|m| m.len()).unwrap_or(0);
-                if best.as_ref().map_or(true, |(l, _)| len > *l) {
+                if best.as_ref().is_none_or(|(l, _)| len > *l) {
                     best = Some((len, e.path()));
                 }
             }
@@ -300,7 +300,7 @@ pub fn read_dump_dir(dir: &Path) -> Option<PathBuf> {
         let name = e.file_name().to_string_lossy().into_owned();
         if name.starts_with("dump") && name.ends_with("-dec.wav") {
             let len = e.metadata().map(|m| m.len()).unwrap_or(0);
-            if best.as_ref().map_or(true, |(l, _)| len > *l) {
+            if best.as_ref().is_none_or(|(l, _)| len > *l) {
                 best = Some((len, e.path()));
             }
         }
