@@ -178,7 +178,7 @@ else
 fi
 
 sipp -sf "$ROOT/tests/sipp/uas_answer.xml" -i 127.0.0.1 -mi 127.0.0.1 -p "$UAS_PORT" -mp "$UAS_MEDIA" \
-    -cp "$UAS_CTRL" -rtp_echo -nostdin -max_recv_loops 10000 -buff_size 16777216 -trace_err \
+    -cp "$UAS_CTRL" -rtp_echo -rtp_buffsize 4194304 -nostdin -max_recv_loops 10000 -buff_size 16777216 -trace_err \
     -error_file "$OUT/uas-errors.log" >"$OUT/uas.out" 2>&1 &
 UAS=$!
 PIDS+=("$UAS")
@@ -195,6 +195,7 @@ wall() { date +%s.%N; }
 HZ=$(getconf CLK_TCK)
 rcvbuf0=$(udp RcvbufErrors)
 
+: >"$OUT/ports.log"
 "$OUT/blaster" "$OUT/ports.log" "$BLAST_PORT" $(( (HOLD_S - 1) * 1000 )) $((RAMP_S + HOLD_S + 15)) >"$OUT/blaster.out" 2>&1 &
 BLASTER=$!
 PIDS+=("$BLASTER")
@@ -270,6 +271,12 @@ if [ -f "$OUT/uac-stat.csv" ]; then
     completed=$(awk -F';' 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == "SuccessfulCall(C)") f = i; next } { v = $f } END { print v + 0 }' "$OUT/uac-stat.csv")
     failed=$(awk -F';' 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == "FailedCall(C)") f = i; next } { v = $f } END { print v + 0 }' "$OUT/uac-stat.csv")
 fi
+# Where the receive-buffer drops were: per socket, from /proc/net/udp (its last column), before the
+# processes end and their sockets go.
+drops=$(awk -v e="$UAS_MEDIA" -v b="$BLAST_PORT" 'function hex(h,  i, v) { v = 0; for (i = 1; i <= length(h); i++) v = v * 16 + index("0123456789ABCDEF", toupper(substr(h, i, 1))) - 1; return v }
+    NR > 1 { split($2, a, ":"); p = hex(a[2]); d = $NF
+    if (p == e) echo += d; else if (p == b) blast += d; else if (p >= 20000 && p < 40000) relay += d; else other += d }
+    END { printf "echo %d, blaster %d, relay ports %d, other %d", echo, blast, relay, other }' /proc/net/udp)
 kill -TERM "$CG"; wait "$CG" || true
 wait "$BLASTER" || true
 read -r _ streams _ bl_sent _ bl_back _ <"$OUT/blaster.out" || true
@@ -286,5 +293,6 @@ fi
     echo "| $SYSTEM | $calls (of $CALLS) | $RATE | $completed / $failed (exit $SIPP_RC) | $tx_rate ($rx_rate) | $loss% ($bl_sent / $bl_back) | $received / $sent | $rcvbuf | ${cpu}% of one core (${media_cpu}%) |"
     echo
     echo "blaster: $(cat "$OUT/blaster.out")"
+    echo "receive-buffer drops by socket: $drops"
     echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(uname -sr)"
 } | tee "$OUT/results.md"
