@@ -183,6 +183,7 @@ pub struct MediaStats {
 
 /// A copy of [`MediaStats`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[allow(dead_code)] // read by tests; for /metrics once the shell renders it
 pub struct MediaStatsSnapshot {
     pub rtp_received: u64,
     pub rtp_relayed: u64,
@@ -200,6 +201,7 @@ pub struct MediaStatsSnapshot {
     pub wakeups: u64,
 }
 
+#[allow(dead_code)] // read by tests; for /metrics once the shell renders it
 impl MediaStats {
     pub fn snapshot(&self) -> MediaStatsSnapshot {
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -232,6 +234,7 @@ struct ShardTx {
 /// wake-up with each.
 pub struct MediaTx {
     shards: Vec<ShardTx>,
+    #[allow(dead_code)] // read by tests; for /metrics once the shell renders it
     stats: Arc<MediaStats>,
 }
 
@@ -257,16 +260,19 @@ impl MediaTx {
     }
 
     /// The media threads' counters now.
+    #[allow(dead_code)] // for the shell's /metrics and the benches
     pub fn stats(&self) -> MediaStatsSnapshot {
         self.stats.snapshot()
     }
 
     /// The shared counters (to read after the `MediaTx` is gone).
+    #[allow(dead_code)] // for the shell's /metrics and the benches
     pub fn stats_handle(&self) -> Arc<MediaStats> {
         self.stats.clone()
     }
 
     /// Media threads running.
+    #[allow(dead_code)] // for the shell's /metrics and the benches
     pub fn threads(&self) -> usize {
         self.shards.len()
     }
@@ -305,7 +311,19 @@ pub fn spawn(
     local_ip: IpAddr,
     metrics: Arc<Metrics>,
 ) -> std::io::Result<(MediaTx, JoinHandle<()>, UnboundedReceiver<MediaEvent>)> {
+    spawn_with_inactivity(prompts, local_ip, metrics, MediaConfig::default().inactivity)
+}
+
+/// [`spawn`] with the profile's inactivity time (`[media] inactivity`; `None`: never).
+pub fn spawn_with_inactivity(
+    prompts: Arc<PromptSet>,
+    local_ip: IpAddr,
+    metrics: Arc<Metrics>,
+    inactivity: impl Into<Option<Duration>>,
+) -> std::io::Result<(MediaTx, JoinHandle<()>, UnboundedReceiver<MediaEvent>)> {
     let mut config = MediaConfig::default();
+    // "Never" is ten years: an Instant that far ahead still adds without overflow.
+    config.inactivity = inactivity.into().unwrap_or(Duration::from_secs(10 * 365 * 86_400));
     let env = |name: &str| std::env::var(name).ok().and_then(|v| v.trim().parse::<u8>().ok());
     if let Some(n) = env("CALLGATE_MEDIA_THREADS") {
         config.threads = n as usize;
@@ -1233,7 +1251,7 @@ mod tests {
         loop {
             let s = UdpSocket::bind("127.0.0.1:0").unwrap();
             let p = s.local_addr().unwrap().port();
-            if p % 2 == 0 && p < 65_000 {
+            if p.is_multiple_of(2) && p < 65_000 {
                 drop(s);
                 if UdpSocket::bind(("127.0.0.1", p + 1)).is_ok() && UdpSocket::bind(("127.0.0.1", p)).is_ok() {
                     return p;
@@ -1319,6 +1337,7 @@ mod tests {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn open(e: &Engine, call: u64, leg: Leg, port: u16, remote: SocketAddr, codec: Codec, ssrc: u32, seq: u16) {
         let media = LegMedia { remote: Some(remote), codec, audio_pt: codec.payload_type(), dtmf_pt: Some(101), ptime_ms: 20 };
         e.send(MediaCommand::Open { call, leg, local_port: port, media, direction: Direction::SendRecv, ssrc, seq, ts: 0 });

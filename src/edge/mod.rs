@@ -20,7 +20,7 @@
 
 pub mod cti;
 pub mod http;
-mod media;
+pub mod media;
 mod redo;
 mod tcp;
 mod udp;
@@ -152,7 +152,8 @@ pub fn run(opts: Options) -> Result<(), EdgeError> {
     let sip_rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(EdgeError::Runtime)?;
 
     let (media_tx, media_thread, media_events) =
-        media::spawn(prompts, profile.media.address, metrics.clone()).map_err(EdgeError::Runtime)?;
+        media::spawn_with_inactivity(prompts, profile.media.address, metrics.clone(), profile.media.inactivity())
+            .map_err(EdgeError::Runtime)?;
     let sink = writer.sink();
     let aux = rt.handle().clone();
     let result = sip_rt.block_on(serve(profile.clone(), core, metrics.clone(), media_tx, media_events, sink, aux, redo));
