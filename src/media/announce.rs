@@ -52,7 +52,7 @@ pub fn number(n: u32, lang: Lang) -> Vec<String> {
                 }
                 out.push(word(unit));
             }
-            if n % 10 > 0 {
+            if !n.is_multiple_of(10) {
                 out.push(word(n % 10));
             }
         }
@@ -61,14 +61,14 @@ pub fn number(n: u32, lang: Lang) -> Vec<String> {
                 out.push(word(n / 1000));
                 out.push(word(1000));
             }
-            if n / 100 % 10 > 0 {
+            if !(n / 100).is_multiple_of(10) {
                 out.push(word(n / 100 % 10));
                 out.push(word(100));
             }
             let rest = n % 100;
             if rest >= 20 {
                 out.push(word(rest / 10 * 10));
-                if rest % 10 > 0 {
+                if !rest.is_multiple_of(10) {
                     out.push(word(rest % 10));
                 }
             } else if rest > 0 {

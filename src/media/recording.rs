@@ -76,7 +76,7 @@ impl StereoRecorder {
         if t.end() + resync < begins {
             // Behind the wall clock by more than a burst of jitter: fill the gap with silence.
             let gap = begins - t.end();
-            t.buf.extend(std::iter::repeat(0).take(gap as usize));
+            t.buf.extend(std::iter::repeat_n(0, gap as usize));
         }
         let decode = match codec {
             Codec::Pcmu => g711::ulaw_to_linear,

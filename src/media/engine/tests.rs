@@ -159,6 +159,7 @@ fn rtp(pt: u8, marker: bool, seq: u16, ts: u32, ssrc: u32, payload: &[u8]) -> Ve
     p
 }
 
+#[allow(clippy::too_many_arguments)]
 fn dtmf(pt: u8, marker: bool, seq: u16, ts: u32, ssrc: u32, event: u8, end: bool, duration: u16) -> Vec<u8> {
     let ev = TelephoneEvent { event, end, volume: 10, duration };
     rtp(pt, marker, seq, ts, ssrc, &ev.to_bytes())
