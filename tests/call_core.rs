@@ -1136,3 +1136,27 @@ fn a_closed_service_offers_a_callback_for_the_opening_and_stores_it() {
     assert_eq!(Harness::summary(&h.take()), ["BYE"]);
     assert_eq!(h.records.last().unwrap().end_reason.as_deref(), Some("callback requested"));
 }
+
+#[test]
+fn early_media_plays_the_guidance_in_a_183_and_answers_when_the_caller_enters_the_queue() {
+    let mut h = Harness::new();
+    h.input(CARRIER, invite("150", "em1", "inv1", &sdp("0 101", 40000)));
+    let sent = h.take();
+    assert_eq!(Harness::summary(&sent), ["100", "183"], "no answer yet: the guidance is free of charge");
+    assert!(String::from_utf8_lossy(&sent[1].1.body()).contains("m=audio 30000"), "the 183 carries callgate's answer");
+    let early_sdp = sent[1].1.body();
+    let call = match &h.media[..] {
+        [MediaCommand::Open { leg: Leg::A, .. }, MediaCommand::Play { call, playlist, .. }] => {
+            assert_eq!(playlist, &["guidance-ko".to_owned()]);
+            *call
+        }
+        other => panic!("the guidance starts at once: {other:?}"),
+    };
+    assert!(h.records.is_empty());
+    h.advance(Duration::from_secs(13));
+    h.media_event(MediaEvent::Finished { call, leg: Leg::A });
+    let sent = h.take();
+    assert_eq!(Harness::summary(&sent), ["200"], "answered on entering the queue");
+    assert_eq!(sent[0].1.body(), early_sdp, "the 200 repeats the 183's answer (RFC 3261 13.2.1)");
+    assert!(h.queue_log.iter().any(|e| e.kind.name() == "enter"));
+}
