@@ -41,74 +41,8 @@ const KILL_AFTER: Duration = Duration::from_millis(2_500);
 const GUARANTEED_AFTER: Duration = Duration::from_millis(0);
 
 // ---------------------------------------------------------------------------------------------
-// SIPp's traces (as in e2e_stats.rs)
+// What each call's end looked like in SIPp's traces (common::trace)
 
-#[derive(Debug, Clone)]
-struct TracedMsg {
-    at_us: i64,
-    sent: bool,
-    start_line: String,
-    call_id: String,
-    cseq_method: String,
-}
-
-fn local_offset_s() -> i64 {
-    // SAFETY: localtime_r writes into the tm we own.
-    unsafe {
-        let t = libc::time(std::ptr::null_mut());
-        let mut tm: libc::tm = std::mem::zeroed();
-        libc::localtime_r(&t, &mut tm);
-        tm.tm_gmtoff
-    }
-}
-
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// "2026-11-22 12:25:35.769393" (local time) → Unix microseconds.
-fn parse_stamp(s: &str, offset_s: i64) -> Option<i64> {
-    let (date, time) = s.trim().split_once(' ')?;
-    let mut d = date.split('-').map(|x| x.parse::<i64>().ok());
-    let (y, mo, da) = (d.next()??, d.next()??, d.next()??);
-    let (hms, frac) = time.trim().split_once('.').unwrap_or((time.trim(), "0"));
-    let mut t = hms.split(':').map(|x| x.parse::<i64>().ok());
-    let (h, mi, se) = (t.next()??, t.next()??, t.next()??);
-    let frac = format!("{frac:0<6}");
-    let us: i64 = frac[..6].parse().ok()?;
-    let secs = days_from_civil(y, mo, da) * 86_400 + h * 3600 + mi * 60 + se - offset_s;
-    Some(secs * 1_000_000 + us)
-}
-
-fn trace(run: &SippRun) -> Vec<TracedMsg> {
-    let off = local_offset_s();
-    let mut out = Vec::new();
-    for block in run.messages.split("----------------------------------------------- ").skip(1) {
-        let mut lines = block.lines();
-        let Some(at_us) = lines.next().and_then(|l| parse_stamp(l, off)) else { continue };
-        let head = lines.next().unwrap_or("");
-        let sent = head.contains("message sent");
-        if !sent && !head.contains("message received") {
-            continue;
-        }
-        let body: Vec<&str> = lines.map(str::trim).skip_while(|l| l.is_empty()).collect();
-        let start_line = body.first().copied().unwrap_or("").to_string();
-        let text = body.join("\r\n");
-        let call_id = header_value(&text, "Call-ID").or_else(|| header_value(&text, "i")).unwrap_or_default();
-        let cseq_method =
-            header_value(&text, "CSeq").and_then(|c| c.split_whitespace().nth(1).map(str::to_string)).unwrap_or_default();
-        out.push(TracedMsg { at_us, sent, start_line, call_id, cseq_method });
-    }
-    out
-}
-
-/// How a call ended for SIPp.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ending {
     /// callgate's BYE arrived (callgate had written the record's row into its writer's channel
