@@ -391,7 +391,7 @@ impl Core {
             callback_routes: HashMap::new(),
             callbacks_stored: Default::default(),
             callbacks_dirty: false,
-            stats: crate::stats::Stats::new(stats_config(&profile)),
+            stats: crate::stats::Stats::new(stats_config_for(&profile)),
             recent: HashMap::new(),
             last_route: HashMap::new(),
             last_queue_stats: HashMap::new(),
@@ -1014,13 +1014,9 @@ pub(crate) fn host_port(a: SocketAddr) -> String {
     }
 }
 
-/// The statistics' settings from the profile (for reports computed outside the core).
+/// The statistics' settings from the profile: each tenant's clock and each queue's thresholds (the
+/// core's live figures, and reports computed outside the core).
 pub fn stats_config_for(p: &Profile) -> crate::stats::StatsConfig {
-    stats_config(p)
-}
-
-/// The statistics' settings from the profile: each tenant's clock and each queue's thresholds.
-fn stats_config(p: &Profile) -> crate::stats::StatsConfig {
     let mut c = crate::stats::StatsConfig::default();
     for t in &p.tenants {
         c.tenant_utc_offset_min.insert(t.id.clone(), t.utc_offset_min);
