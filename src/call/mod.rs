@@ -359,12 +359,11 @@ impl Core {
         let mut rng = Rng::seeded(seed);
         let wall_ms = wall.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
         let acd = crate::acd::Acd::new(journey::acd_spec(&profile), rng.next_u64(), now, wall_ms)?;
-        let registrar = crate::sip::registrar::Registrar::new(
+        let mut registrar = crate::sip::registrar::Registrar::new(
             crate::sip::registrar::RegistrarConfig::default(),
             journey::credentials(&profile),
             &mut rng,
         );
-        let mut registrar = registrar;
         registrar.set_wall_clock(now, wall_ms);
         // Which digest algorithms the 401 offers: `[sip] digest_algorithms` (default MD5 only:
         // baresip 1.0 and SIPp 3.6 fail on any SHA-256 challenge in the 401, even beside MD5, instead
