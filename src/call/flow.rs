@@ -312,6 +312,7 @@ impl Core {
         let (port, current, contact) = match leg {
             Leg::A => (call.media_port, call.a_media, call.a.local_contact.clone()),
             Leg::B => (call.b_port, call.b_media, call.b.as_ref().map(|b| b.local_contact.clone()).unwrap_or_default()),
+            Leg::C | Leg::D => return,
         };
         let (Some(port), Some((cur_media, _))) = (port, current) else {
             let resp = self
@@ -368,6 +369,7 @@ impl Core {
                 call.b_media = Some((media, n.direction));
                 call.b_sdp = Some(n.sdp.clone());
             }
+            Leg::C | Leg::D => {}
         }
         let opened = if leg == Leg::A { call.a_open } else { call.b_port.is_some() };
         if opened {

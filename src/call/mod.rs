@@ -625,6 +625,8 @@ impl Core {
                 let reason = match leg {
                     Leg::A => "no RTP from the caller (inactivity)",
                     Leg::B => "no RTP from the agent (inactivity)",
+                    Leg::C => "no RTP from the consulted party (inactivity)",
+                    Leg::D => "no RTP from the supervisor (inactivity)",
                 };
                 if let Some(c) = self.calls.get_mut(&call) {
                     c.end_reason = Some("rtp timeout".into());

@@ -247,6 +247,8 @@ fn call_of(cmd: &MediaCommand) -> CallKey {
         | MediaCommand::SendDigit { call, .. }
         | MediaCommand::Record { call, .. }
         | MediaCommand::CloseLeg { call, .. }
+        | MediaCommand::Mix { call, .. }
+        | MediaCommand::Rebind { call, .. }
         | MediaCommand::Stop { call } => *call,
     }
 }

@@ -151,23 +151,29 @@ pub enum Leg {
     A,
     /// The agent (the counsellor's phone).
     B,
+    /// The consulted party (a department's phone the agent calls while the caller is held).
+    C,
+    /// A supervisor's phone listening in, whispering or barging.
+    D,
 }
 
 impl Leg {
     pub const BOTH: [Leg; 2] = [Leg::A, Leg::B];
 
-    /// The leg on the other side.
+    /// The leg on the other side of the relay pair (A ⇄ B; C ⇄ D, which are never relayed, only mixed).
     pub fn other(self) -> Leg {
         match self {
             Leg::A => Leg::B,
             Leg::B => Leg::A,
+            Leg::C => Leg::D,
+            Leg::D => Leg::C,
         }
     }
 
     fn i(self) -> usize {
         match self {
-            Leg::A => 0,
-            Leg::B => 1,
+            Leg::A | Leg::C => 0,
+            Leg::B | Leg::D => 1,
         }
     }
 }
@@ -177,6 +183,8 @@ impl fmt::Display for Leg {
         f.write_str(match self {
             Leg::A => "A (caller)",
             Leg::B => "B (agent)",
+            Leg::C => "C (consulted)",
+            Leg::D => "D (supervisor)",
         })
     }
 }

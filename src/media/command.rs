@@ -56,6 +56,15 @@ pub enum MediaCommand {
     /// The leg hears the other leg (both must be open). Sent once per direction to bridge, and again
     /// for a leg to resume after hold.
     Relay { call: CallKey, to_leg: Leg },
+    /// The leg hears the sum of `from`'s audio (the legs named, never itself), mixed by the engine
+    /// every 20 ms in the leg's codec, continuing its stream identity (conference, consultation,
+    /// supervisor listen / whisper / barge). Replaces what the leg heard (relay, playlist, silence).
+    /// A leg of `from` that is not open (or closes later) adds nothing; an empty `from` sends silence.
+    Mix { call: CallKey, to_leg: Leg, from: Vec<Leg> },
+    /// Leg `from` becomes leg `to` (which must be closed): its port, latching, media, DTMF and the
+    /// stream toward it (same SSRC, sequence continuing) are named `to` from now on, and `from` is
+    /// free again. A consultation completed: the consulted party (C) takes the agent's place (B).
+    Rebind { call: CallKey, from: Leg, to: Leg },
     /// The leg's media changed (re-INVITE: new address, codec, or direction).
     Update {
         call: CallKey,

@@ -224,8 +224,8 @@ struct CallMedia {
 
 fn li(leg: Leg) -> usize {
     match leg {
-        Leg::A => 0,
-        Leg::B => 1,
+        Leg::A | Leg::C => 0,
+        Leg::B | Leg::D => 1,
     }
 }
 
@@ -391,6 +391,9 @@ impl Engine {
                 self.fail(call, MediaFailure::NoLeg { leg })
             }
             MediaCommand::Stop { call } => self.stop(now, call, sockets),
+            // Not yet: the mixer (legs C and D) is being written.
+            MediaCommand::Mix { call, to_leg, .. } => self.fail(call, MediaFailure::NoLeg { leg: to_leg }),
+            MediaCommand::Rebind { call, from, .. } => self.fail(call, MediaFailure::NoLeg { leg: from }),
         }
     }
 
@@ -406,6 +409,10 @@ impl Engine {
         cont: Continuation,
         sockets: &mut impl Sockets,
     ) {
+        if matches!(leg, Leg::C | Leg::D) {
+            // Not yet: the mixer (legs C and D) is being written.
+            return self.fail(call, MediaFailure::NoLeg { leg });
+        }
         if let Some(c) = self.calls.get_mut(&call) {
             if c.legs[li(leg)].is_some() {
                 tracing::warn!(call, %leg, "Open of a leg that is open: the old port is closed first");
