@@ -1160,3 +1160,198 @@ fn early_media_plays_the_guidance_in_a_183_and_answers_when_the_caller_enters_th
     assert_eq!(sent[0].1.body(), early_sdp, "the 200 repeats the 183's answer (RFC 3261 13.2.1)");
     assert!(h.queue_log.iter().any(|e| e.kind.name() == "enter"));
 }
+
+// ---- consultation, conference, supervisor (legs C and D) --------------------------------------
+
+fn header(m: &Message, name: &str) -> Option<String> {
+    m.headers().find(|hh| hh.raw_name.eq_ignore_ascii_case(name)).map(|hh| hh.value.to_owned())
+}
+
+/// A queued caller bridged to agent 2001: returns the caller's To tag, the callgate id, the agent's INVITE.
+fn connected_call(h: &mut Harness, call_id: &str) -> (String, String, Message) {
+    register_agent(h, "2001", "secret2001", AGENT1);
+    let (tag, sent) = queued_caller(h, call_id);
+    let inv = sent.iter().find(|(_, m)| m.method() == Some(&Method::Invite)).expect("offered").1.clone();
+    let cg = header(&inv, "X-Callgate-Call").expect("call id header");
+    h.input(AGENT1, agent_answer(&inv, 200, "ag1", 42000));
+    assert_eq!(Harness::summary(&h.take()), ["ACK"]);
+    h.media.clear();
+    (tag, cg, inv)
+}
+
+fn cti(h: &mut Harness, role: callgate::cti::Role, cmd: callgate::cti::Command) -> Result<serde_json::Value, callgate::cti::CtiError> {
+    let agent = (role == callgate::cti::Role::Agent).then_some("2001");
+    let p = callgate::cti::Principal::with_token("p", role, Some("test"), agent, "t");
+    let r = h.core.cti_execute(h.now, &p, cmd);
+    h.drain();
+    r
+}
+
+fn mixes(h: &Harness) -> Vec<(Leg, Vec<Leg>)> {
+    h.media.iter().filter_map(|c| match c { MediaCommand::Mix { to_leg, from, .. } => Some((*to_leg, from.clone())), _ => None }).collect()
+}
+
+fn relays(h: &Harness) -> Vec<Leg> {
+    h.media.iter().filter_map(|c| match c { MediaCommand::Relay { to_leg, .. } => Some(*to_leg), _ => None }).collect()
+}
+
+#[test]
+fn a_consultation_holds_the_caller_talks_to_the_department_swaps_conferences_and_completes() {
+    use callgate::cti::{Command, Role};
+    let mut h = Harness::new();
+    let (tag, cg, _) = connected_call(&mut h, "k1");
+    h.advance(Duration::from_secs(20));
+    let _ = cti(&mut h, Role::Agent, Command::AttachData { call: cg.clone(), data: serde_json::json!({"subject": "passport"}).as_object().unwrap().clone() });
+    cti(&mut h, Role::Agent, Command::ConsultStart { call: cg.clone(), to: "200".into() }).expect("consult starts");
+    let sent = h.take();
+    assert_eq!(Harness::summary(&sent), ["INVITE"]);
+    let (peer, dinv) = sent[0].clone();
+    assert_eq!(peer.addr, DEPT.parse::<SocketAddr>().unwrap());
+    assert_eq!(header(&dinv, "X-Callgate-Case").as_deref(), Some(cg.as_str()), "the department's phone sees the case");
+    assert_eq!(header(&dinv, "X-Callgate-Subject").as_deref(), Some("passport"));
+    assert!(h.media.iter().any(|c| matches!(c, MediaCommand::Play { leg: Leg::A, looped: true, .. })), "the caller hears music");
+    assert_eq!(mixes(&h), [(Leg::B, vec![])], "the agent hears the ringing department's silence, not the caller");
+    h.media.clear();
+    // Swap and conference need the department to answer first.
+    assert!(matches!(cti(&mut h, Role::Agent, Command::ConsultSwap { call: cg.clone() }), Err(callgate::cti::CtiError::WrongState(_))));
+
+    h.advance(Duration::from_secs(3));
+    h.take();
+    h.input(DEPT, answer(&dinv, 200, "OK", Some("dept1"), &sdp("8 101", 44000)));
+    assert_eq!(Harness::summary(&h.take()), ["ACK"]);
+    assert!(h.media.iter().any(|c| matches!(c, MediaCommand::Open { leg: Leg::C, media, .. } if media.remote == Some("127.0.0.1:44000".parse().unwrap()))));
+    assert_eq!(mixes(&h), [(Leg::B, vec![Leg::C]), (Leg::C, vec![Leg::B])], "agent and department talk");
+    assert!(h.cti.iter().any(|e| e.kind == "call.consult" && e.data["phase"] == "answered"));
+    h.media.clear();
+
+    cti(&mut h, Role::Agent, Command::ConsultSwap { call: cg.clone() }).unwrap();
+    assert_eq!(relays(&h), [Leg::A, Leg::B], "back with the caller on the direct relay");
+    assert!(h.media.iter().any(|c| matches!(c, MediaCommand::Play { leg: Leg::C, looped: true, .. })), "the department hears music");
+    h.media.clear();
+
+    cti(&mut h, Role::Agent, Command::Conference { call: cg.clone() }).unwrap();
+    assert_eq!(mixes(&h), [(Leg::A, vec![Leg::B, Leg::C]), (Leg::B, vec![Leg::A, Leg::C]), (Leg::C, vec![Leg::A, Leg::B])]);
+    let ev = h.cti.iter().find(|e| e.kind == "call.conferenced").expect("conferenced event");
+    assert_eq!(ev.data["parties"], serde_json::json!(["01012345678", "2001", "200"]));
+    h.media.clear();
+    h.advance(Duration::from_secs(10));
+    h.take();
+
+    cti(&mut h, Role::Agent, Command::ConsultComplete { call: cg.clone() }).unwrap();
+    let sent = h.take();
+    assert_eq!(Harness::summary(&sent), ["BYE"]);
+    assert_eq!(sent[0].0.addr, AGENT1.parse::<SocketAddr>().unwrap(), "the agent leaves");
+    h.input(AGENT1, answer(&sent[0].1, 200, "OK", None, ""));
+    let cmds: Vec<String> = h.media.iter().map(|c| format!("{c:?}").split_whitespace().next().unwrap().to_owned()).collect();
+    assert_eq!(cmds, ["CloseLeg", "Rebind", "Relay", "Relay"], "{:?}", h.media);
+    assert!(h.media.iter().any(|c| matches!(c, MediaCommand::Rebind { from: Leg::C, to: Leg::B, .. })));
+    let tr = h.queue_log.iter().find(|e| e.kind.name() == "transfer").expect("transfer row");
+    assert!(format!("{:?}", tr.kind).contains("33000"), "the agent's talk (20 + 3 + 10 s) in the transfer row: {:?}", tr.kind);
+    assert!(h.cti.iter().any(|e| e.kind == "call.transferred" && e.data["kind"] == "consult"));
+
+    // The department's BYE now ends the call as the B leg's would, and the caller is hung up.
+    h.advance(Duration::from_secs(15));
+    h.input(DEPT, from_b("BYE", &dinv, 2, "dbye"));
+    let sent = h.take();
+    assert_eq!(Harness::summary(&sent), ["200", "BYE"]);
+    assert_eq!(sent[1].0.addr, CARRIER.parse::<SocketAddr>().unwrap());
+    let _ = tag;
+    let rec = h.records.last().unwrap();
+    assert_eq!(rec.call_id, cg, "one case across the legs");
+    assert_eq!(rec.agent.as_deref(), Some("2001"));
+    assert_eq!(rec.talk_ms, Some(33_000 + 15_000), "agent's talk and the department's");
+}
+
+#[test]
+fn a_cancelled_or_refused_consultation_returns_the_agent_to_the_caller() {
+    use callgate::cti::{Command, Role};
+    let mut h = Harness::new();
+    let (_, cg, _) = connected_call(&mut h, "k2");
+    cti(&mut h, Role::Agent, Command::ConsultStart { call: cg.clone(), to: "200".into() }).unwrap();
+    let dinv = h.take()[0].1.clone();
+    h.input(DEPT, answer(&dinv, 486, "Busy Here", Some("d2"), ""));
+    assert_eq!(Harness::summary(&h.take()), ["ACK"], "the failure is ACKed by the transaction layer");
+    assert_eq!(relays(&h), [Leg::A, Leg::B], "busy department: caller and agent talk again");
+    assert!(h.cti.iter().any(|e| e.kind == "call.consult" && e.data["phase"] == "failed"));
+    h.media.clear();
+
+    // Again, answered this time, then cancelled by the agent: BYE to the department.
+    cti(&mut h, Role::Agent, Command::ConsultStart { call: cg.clone(), to: "200".into() }).unwrap();
+    let dinv = h.take()[0].1.clone();
+    h.input(DEPT, answer(&dinv, 200, "OK", Some("d3"), &sdp("0", 44002)));
+    h.take();
+    h.media.clear();
+    cti(&mut h, Role::Agent, Command::ConsultCancel { call: cg.clone() }).unwrap();
+    let sent = h.take();
+    assert_eq!(Harness::summary(&sent), ["BYE"]);
+    assert_eq!(sent[0].0.addr, DEPT.parse::<SocketAddr>().unwrap());
+    assert!(h.media.iter().any(|c| matches!(c, MediaCommand::CloseLeg { leg: Leg::C, .. })));
+    assert_eq!(relays(&h), [Leg::A, Leg::B]);
+    // Hold works again once the consultation is over (it was refused during it).
+    cti(&mut h, Role::Agent, Command::Hold { call: cg.clone() }).expect("hold after the consultation");
+}
+
+#[test]
+fn the_agent_hanging_up_during_a_consultation_transfers_the_caller() {
+    use callgate::cti::{Command, Role};
+    let mut h = Harness::new();
+    let (_, cg, ainv) = connected_call(&mut h, "k3");
+    cti(&mut h, Role::Agent, Command::ConsultStart { call: cg.clone(), to: "200".into() }).unwrap();
+    let dinv = h.take()[0].1.clone();
+    // The agent hangs up while the department still rings: the caller keeps the music ...
+    h.input(AGENT1, from_b("BYE", &ainv, 2, "abye"));
+    assert_eq!(Harness::summary(&h.take()), ["200"], "the caller is not hung up on");
+    assert!(h.records.is_empty());
+    h.media.clear();
+    // ... and the department's answer bridges it.
+    h.input(DEPT, answer(&dinv, 200, "OK", Some("d4"), &sdp("0", 44004)));
+    assert_eq!(Harness::summary(&h.take()), ["ACK"]);
+    assert!(h.media.iter().any(|c| matches!(c, MediaCommand::Rebind { from: Leg::C, to: Leg::B, .. })));
+    assert_eq!(relays(&h), [Leg::A, Leg::B]);
+}
+
+#[test]
+fn a_supervisor_listens_whispers_barges_and_leaves() {
+    use callgate::cti::{Command, MonitorMode, Role};
+    let mut h = Harness::new();
+    let (_, cg, _) = connected_call(&mut h, "k5");
+    register_agent(&mut h, "2002", "secret2002", AGENT2);
+    assert!(
+        matches!(cti(&mut h, Role::Agent, Command::Monitor { call: cg.clone(), mode: MonitorMode::Listen, extension: Some("2002".into()) }), Err(_)),
+        "agents may not monitor"
+    );
+    assert!(matches!(
+        cti(&mut h, Role::Supervisor, Command::Monitor { call: cg.clone(), mode: MonitorMode::Listen, extension: None }),
+        Err(callgate::cti::CtiError::MissingField(_))
+    ));
+    cti(&mut h, Role::Supervisor, Command::Monitor { call: cg.clone(), mode: MonitorMode::Listen, extension: Some("2002".into()) }).unwrap();
+    let sent = h.take();
+    assert_eq!(Harness::summary(&sent), ["INVITE"]);
+    assert_eq!(sent[0].0.addr, AGENT2.parse::<SocketAddr>().unwrap(), "the supervisor's phone rings");
+    assert_eq!(header(&sent[0].1, "X-Callgate-Monitor").as_deref(), Some("listen"));
+    let sinv = sent[0].1.clone();
+    assert!(h.media.is_empty(), "nothing changes for caller and agent while it rings");
+    h.input(AGENT2, agent_answer(&sinv, 200, "sup", 42002));
+    assert_eq!(Harness::summary(&h.take()), ["ACK"]);
+    assert!(h.media.iter().any(|c| matches!(c, MediaCommand::Open { leg: Leg::D, .. })));
+    assert_eq!(mixes(&h), [(Leg::D, vec![Leg::A, Leg::B])], "the supervisor hears both; nobody hears the supervisor");
+    assert!(relays(&h).is_empty(), "caller and agent keep the direct relay");
+    h.media.clear();
+
+    cti(&mut h, Role::Supervisor, Command::Monitor { call: cg.clone(), mode: MonitorMode::Whisper, extension: None }).unwrap();
+    assert_eq!(mixes(&h), [(Leg::B, vec![Leg::A, Leg::D])], "only the agent hears the whisper");
+    h.media.clear();
+    cti(&mut h, Role::Supervisor, Command::Monitor { call: cg.clone(), mode: MonitorMode::Barge, extension: None }).unwrap();
+    assert_eq!(mixes(&h), [(Leg::A, vec![Leg::B, Leg::D])], "the caller hears the supervisor too");
+    assert!(matches!(cti(&mut h, Role::Agent, Command::Hold { call: cg.clone() }), Err(callgate::cti::CtiError::WrongState(_))));
+    h.media.clear();
+
+    cti(&mut h, Role::Supervisor, Command::Monitor { call: cg.clone(), mode: MonitorMode::Stop, extension: None }).unwrap();
+    let sent = h.take();
+    assert_eq!(Harness::summary(&sent), ["BYE"]);
+    assert_eq!(sent[0].0.addr, AGENT2.parse::<SocketAddr>().unwrap());
+    assert!(h.media.iter().any(|c| matches!(c, MediaCommand::CloseLeg { leg: Leg::D, .. })));
+    assert_eq!(relays(&h), [Leg::A, Leg::B], "back to the direct relay");
+    let phases: Vec<String> = h.cti.iter().filter(|e| e.kind == "call.monitor").map(|e| e.data["phase"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(phases, ["ringing", "answered", "mode", "mode", "ended"]);
+}

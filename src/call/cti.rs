@@ -11,7 +11,9 @@
 //! | attach_data, disposition | the case's data (travels with transfers, in `call.data` events); the wrap-up disposition in the queue log |
 //! | schedule_callback | a callback at a set time, through the tenant's carrier |
 //! | query queues / agents / calls, snapshot | JSON views |
-//! | consult, conference, monitor, answer | `wrong_state`: not available in this version (see the README) |
+//! | consult, consult_swap, consult_complete, consult_cancel, conference | see [`consult`](super::consult): leg C, the department |
+//! | monitor (listen / whisper / barge / stop) | see [`consult`](super::consult): leg D, the supervisor's phone |
+//! | answer | `wrong_state`: the phones answer themselves (auto-answer) |
 
 use std::time::{Duration, Instant};
 
@@ -217,15 +219,38 @@ impl Core {
             Command::Answer { .. } => Err(CtiError::WrongState(
                 "remote answer: the agents' phones answer themselves (auto-answer); not available in this version".into(),
             )),
-            Command::ConsultStart { .. }
-            | Command::ConsultComplete { .. }
-            | Command::ConsultSwap { .. }
-            | Command::ConsultCancel { .. }
-            | Command::Conference { .. } => {
-                Err(CtiError::WrongState("consultation and conference need audio mixing, not available in this version; use transfer".into()))
+            Command::ConsultStart { call, to } => {
+                let key = self.call_for(p, &call)?;
+                self.consult_start(now, key, &to)?;
+                Ok(json!({ "call": call, "to": to }))
             }
-            Command::Monitor { .. } => {
-                Err(CtiError::WrongState("monitor / whisper / barge need audio mixing, not available in this version".into()))
+            Command::ConsultComplete { call } => {
+                let key = self.call_for(p, &call)?;
+                self.consult_complete(now, key)?;
+                Ok(json!({ "call": call }))
+            }
+            Command::ConsultSwap { call } => {
+                let key = self.call_for(p, &call)?;
+                self.consult_swap(key)?;
+                Ok(json!({ "call": call }))
+            }
+            Command::ConsultCancel { call } => {
+                let key = self.call_for(p, &call)?;
+                self.consult_cancel(now, key)?;
+                Ok(json!({ "call": call }))
+            }
+            Command::Conference { call } => {
+                let key = self.call_for(p, &call)?;
+                self.conference(key)?;
+                Ok(json!({ "call": call }))
+            }
+            Command::Monitor { call, mode, extension } => {
+                if !matches!(p.role, Role::Supervisor | Role::Admin) {
+                    return Err(CtiError::Forbidden(format!("{} may not monitor calls (supervisors only)", p.name)));
+                }
+                let key = self.call_for(p, &call)?;
+                self.monitor(now, key, mode, extension.as_deref())?;
+                Ok(json!({ "call": call }))
             }
         };
         self.drive(now);
@@ -233,7 +258,7 @@ impl Core {
     }
 
     /// Agents on the call (for the visibility of its events).
-    fn call_agents(&self, key: CallKey) -> Vec<String> {
+    pub(super) fn call_agents(&self, key: CallKey) -> Vec<String> {
         let Some(c) = self.calls.get(&key) else { return Vec::new() };
         let mut v: Vec<String> = c.agent.iter().map(|a| self.acd.agent_spec(*a).id.clone()).collect();
         v.extend(c.offers.iter().filter_map(|o| o.agent).map(|a| self.acd.agent_spec(a).id.clone()));
@@ -247,6 +272,9 @@ impl Core {
             return Err(CtiError::WrongState("hold needs a connected call".into()));
         }
         let Some((media, dir)) = c.b_media else { return Err(CtiError::WrongState("the agent's leg has no media".into())) };
+        if self.plan_running(key) {
+            return Err(CtiError::WrongState("a consultation or a supervisor is on the call: use consult_swap, or stop the monitoring".into()));
+        }
         match (c.held, on) {
             (None, true) => {
                 let music = self.music_for(key);
@@ -288,48 +316,17 @@ impl Core {
         if c.state != State::Connected || c.agent.is_none() {
             return Err(CtiError::WrongState("transfer needs a call connected to an agent".into()));
         }
+        if c.consult.is_some() {
+            return Err(CtiError::WrongState("a consultation is running: complete or cancel it".into()));
+        }
         let tenant = c.tenant.clone();
-        // Where to: a department (a service number of the tenant that bridges to a fixed SIP
-        // destination), an agent's extension of the tenant (its registered phone), or a SIP URI.
-        let department = self
-            .profile
-            .tenants
-            .iter()
-            .find(|t| t.id == tenant)
-            .and_then(|t| t.services.iter().find(|s| s.number == to && s.bridge_to.is_some()))
-            .and_then(|s| s.bridge_to.clone());
-        let (target, peer) = if let Some(uri) = department {
-            let addr = dialog::uri_socket_addr(&uri).ok_or_else(|| CtiError::Internal(format!("department {to}: bad URI {uri:?}")))?;
-            (uri.clone(), Peer { transport: bridge_transport(&uri), addr, conn: None })
-        } else if to.starts_with("sip:") {
-            let addr = dialog::uri_socket_addr(to).ok_or_else(|| CtiError::BadRequest(format!("{to:?}: expected sip:user@IP:port")))?;
-            (to.to_owned(), Peer { transport: bridge_transport(to), addr, conn: None })
-        } else {
-            let a = self
-                .acd
-                .agents()
-                .find(|(_, s, _)| s.tenant == tenant && s.extension == to)
-                .map(|(r, _, _)| r)
-                .ok_or_else(|| CtiError::NotFound(format!("{to:?} is neither a department number nor an extension of tenant {tenant:?}")))?;
-            let spec = self.acd.agent_spec(a);
-            let b = self
-                .registrar
-                .lookup(&spec.tenant, &spec.extension)
-                .first()
-                .cloned()
-                .ok_or_else(|| CtiError::WrongState(format!("extension {to} has no registered phone")))?;
-            (b.contact, b.source)
-        };
+        let (target, peer) = self.resolve_target(&tenant, to)?;
         let c = self.calls.get(&key).expect("found");
         let agent_id = c.agent.map(|a| self.acd.agent_spec(a).id.clone());
         let cg = c.cg_id.clone();
-        let talk_ms = c.talk_from.map(|t| ms_between(t, now)).unwrap_or(0);
-        let mut extra = vec![("X-Callgate-Case", cg.clone()), ("X-Callgate-Caller", c.caller.clone())];
-        if let Some(Value::String(s)) = c.data.get("subject") {
-            extra.push(("X-Callgate-Subject", s.clone()));
-        }
-        if !c.data.is_empty() {
-            extra.push(("X-Callgate-Data", serde_json::to_string(&c.data).unwrap_or_default()));
+        let extra = self.case_headers(key);
+        if self.calls[&key].monitor.is_some() {
+            self.drop_side(now, key, Leg::D, true, "agent transferred the call");
         }
         // The agent leaves now: BYE, wrap-up; the caller hears music.
         self.acd.transferred(now, key, to);
@@ -364,7 +361,6 @@ impl Core {
             Visibility::call(&tenant, &cg, &agent_id.iter().cloned().collect::<Vec<_>>()),
             &CallTransferred { call: cg.clone(), tenant, agent: agent_id, to: to.to_owned(), kind: "blind".into() },
         ));
-        let _ = talk_ms;
         Ok(())
     }
 

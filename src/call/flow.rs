@@ -11,7 +11,7 @@ use crate::acd::AgentRef;
 use crate::media::command::MediaCommand;
 
 /// What callgate offers on its B legs: both laws (the bridge transcodes if the caller chose the other).
-const B_CODECS: [Codec; 2] = [Codec::Pcmu, Codec::Pcma];
+pub(super) const B_CODECS: [Codec; 2] = [Codec::Pcmu, Codec::Pcma];
 
 impl Core {
     pub(super) fn on_invite(&mut self, now: Instant, txn: TxnId, msg: Message, peer: Peer) {
@@ -116,6 +116,9 @@ impl Core {
             transfer_talk_ms: 0,
             transferred_to: None,
             closed_offer: false,
+            consult: None,
+            monitor: None,
+            heard: Default::default(),
         };
         self.dialogs.insert((call.a.call_id.clone(), local_tag), (key, Side::A));
         if let (Some(o), Ok(cseq)) = (origin, msg.cseq()) {
@@ -306,7 +309,11 @@ impl Core {
             self.txn.respond(now, txn, 481, resp, None);
             return;
         };
-        let leg = if side == Side::A { Leg::A } else { Leg::B };
+        let leg = side.leg();
+        if matches!(leg, Leg::C | Leg::D) {
+            self.side_reinvite(now, txn, msg, key, leg);
+            return;
+        }
         let offer = msg.body();
         let Some(call) = self.calls.get(&key) else { return };
         let (port, current, contact) = match leg {
@@ -383,7 +390,8 @@ impl Core {
     /// Leg `by` put the other on hold (`on`) or took it off.
     fn set_hold(&mut self, now: Instant, key: CallKey, by: Leg, on: bool) {
         let Some(call) = self.calls.get_mut(&key) else { return };
-        if call.state != State::Connected {
+        if call.state != State::Connected || call.consult.is_some() || call.monitor.is_some() {
+            // A consultation or a supervisor owns what the legs hear (see `consult`).
             return;
         }
         let held_leg = by.other();
@@ -423,7 +431,7 @@ impl Core {
             match crate::media::dtmf::parse_dtmf_relay(&msg.body()) {
                 Ok((digit, _duration_ms)) => {
                     if let Some(&(key, side)) = self.dialogs.get(dkey(&dialog_key(&msg, &tag))) {
-                        digit_for = Some((key, if side == Side::A { Leg::A } else { Leg::B }, digit));
+                        digit_for = Some((key, side.leg(), digit));
                     }
                     (200, "OK")
                 }
@@ -437,7 +445,7 @@ impl Core {
         };
         let resp = self.response(&msg, code, reason).build();
         self.txn.respond(now, txn, code, resp, None);
-        if let Some((key, leg, digit)) = digit_for {
+        if let Some((key, leg, digit)) = digit_for.filter(|(_, leg, _)| matches!(leg, Leg::A | Leg::B)) {
             // RFC 4733 digits are counted by the media engine; these came by SIP INFO.
             self.metrics.inc(Counter::DtmfDigits);
             if self.calls.get(&key).is_some_and(|c| c.state == State::Connected) {
@@ -481,6 +489,16 @@ impl Core {
         };
         let resp = self.response(&msg, 200, "OK").build();
         self.txn.respond(now, txn, 200, resp, None);
+        if matches!(side, Side::C | Side::D) {
+            self.side_gone(now, key, side.leg(), false, "hung up");
+            return;
+        }
+        if side == Side::B && self.calls.get(&key).is_some_and(|c| c.consult.is_some() && c.agent.is_some()) {
+            // The agent hangs up during a consultation: the transfer completes (as on a PBX's
+            // attended transfer; while the consulted party still rings, when it answers).
+            self.agent_left_consult(now, key);
+            return;
+        }
         let Some(call) = self.calls.get(&key) else { return };
         if side == Side::A && call.answered.is_none() {
             // A BYE in the early dialog (RFC 3261 15): the caller gives up like with CANCEL.
@@ -496,6 +514,7 @@ impl Core {
             (Side::A, _) => "caller hung up",
             (Side::B, true) => "agent hung up",
             (Side::B, false) => "callee hung up",
+            (Side::C | Side::D, _) => "hung up",
         };
         // Hang up the other side only.
         self.end_call(now, key, outcome, 200, reason, Some(side));
@@ -535,9 +554,29 @@ impl Core {
         max_forwards: u32,
         extra: &[(&str, String)],
     ) -> bool {
+        let Some(offer) = self.new_offer(now, key, target, peer, agent, max_forwards, extra, Side::B) else { return false };
+        let Some(call) = self.calls.get_mut(&key) else { return false };
+        call.offers.push(offer);
+        true
+    }
+
+    /// Sends an INVITE with callgate's own SDP offer from a new RTP port toward leg `side` of the
+    /// call; the dialog is known as that side from now on. `None` if no port (or the call is gone).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new_offer(
+        &mut self,
+        now: Instant,
+        key: CallKey,
+        target: &str,
+        peer: Peer,
+        agent: Option<AgentRef>,
+        max_forwards: u32,
+        extra: &[(&str, String)],
+        side: Side,
+    ) -> Option<Offer> {
         let Some(port) = self.ports.allocate() else {
-            tracing::warn!(call = key, "RTP port range exhausted: cannot ring the B leg");
-            return false;
+            tracing::warn!(call = key, ?side, "RTP port range exhausted: cannot ring the leg");
+            return None;
         };
         let call_id = format!("{}@{}", self.rng.token(20), self.cfg.local_sip.ip());
         let local_tag = self.rng.token(10);
@@ -546,7 +585,7 @@ impl Core {
         let sdp = sdp::offer(&B_CODECS, self.cfg.media_ip, port, sess_id);
         let Some(call) = self.calls.get(&key) else {
             self.ports.release(port);
-            return false;
+            return None;
         };
         // A callback calls the citizen from the centre's number; everyone else sees the caller.
         let from_user = if call.callback.is_some() && agent.is_none() {
@@ -576,21 +615,20 @@ impl Core {
         let invite = rb.body("application/sdp", &sdp).build();
         let Ok(invite_msg) = Message::parse(invite.clone()) else {
             self.ports.release(port);
-            return false;
+            return None;
         };
         // An agent's offer is measured from the input that caused it: the caller entering the queue
         // (in this very input), or an agent becoming available.
-        let mark = agent.map(|_| {
+        let mark = agent.filter(|_| side == Side::B).map(|_| {
             let entered_now = self.calls.get(&key).is_some_and(|c| c.queued_at == Some(now));
             Mark { stage: if entered_now { Stage::EnqueueToOffer } else { Stage::ReadyToOffer }, since: now }
         });
         let t = self.txn.request_marked(now, Method::Invite, &branch, invite, peer, mark);
-        self.clients.insert(t, (key, Purpose::BInvite));
+        let purpose = if side == Side::B { Purpose::BInvite } else { Purpose::SideInvite(side.leg()) };
+        self.clients.insert(t, (key, purpose));
         let dialog = Dialog::uac(call_id.clone(), local_tag.clone(), from, to, target.to_owned(), contact, peer);
-        self.dialogs.insert((call_id, local_tag), (key, Side::B));
-        let Some(call) = self.calls.get_mut(&key) else { return false };
-        call.offers.push(Offer { agent, txn: t, invite: invite_msg, dialog, port, sdp });
-        true
+        self.dialogs.insert((call_id, local_tag), (key, side));
+        Some(Offer { agent, txn: t, invite: invite_msg, dialog, port, sdp })
     }
 
     /// CANCELs one ringing offer (RFC 3261 9.1) and forgets it; a 2xx that crosses the CANCEL is
@@ -601,6 +639,11 @@ impl Core {
             return;
         }
         let offer = call.offers.remove(idx);
+        self.cancel_offer(now, key, offer);
+    }
+
+    /// CANCELs a ringing INVITE of ours and forgets its dialog and port.
+    pub(super) fn cancel_offer(&mut self, now: Instant, key: CallKey, offer: Offer) {
         self.dialogs.remove(dkey(&(offer.dialog.call_id.as_str(), offer.dialog.local_tag.as_str())));
         self.ports.release(offer.port);
         let cancel = crate::sip::build::cancel_for(&offer.invite);
@@ -620,6 +663,10 @@ impl Core {
 
     pub(super) fn on_response(&mut self, now: Instant, txn: TxnId, msg: Message) {
         let Some(&(key, purpose)) = self.clients.get(&txn) else { return };
+        if let Purpose::SideInvite(leg) = purpose {
+            self.on_side_response(now, txn, key, leg, msg);
+            return;
+        }
         let code = msg.status().unwrap_or(0);
         if code >= 200 && purpose != Purpose::BInvite {
             self.clients.remove(&txn);
@@ -866,6 +913,7 @@ impl Core {
     /// withdrawn, the ACD told, media stopped, record written.
     pub(super) fn end_call(&mut self, now: Instant, key: CallKey, outcome: Outcome, status: u16, reason: &str, except: Option<Side>) {
         self.withdraw_all(now, key);
+        self.end_side_legs(now, key, reason);
         self.tell_acd_gone(now, key, except);
         let Some(mut call) = self.calls.remove(&key) else { return };
         self.a_invites.remove(&call.a_invite);
@@ -888,7 +936,7 @@ impl Core {
             Some(Side::A) => "caller",
             Some(Side::B) if call.agent.is_some() => "agent",
             Some(Side::B) => "callee",
-            None => "system",
+            Some(Side::C | Side::D) | None => "system",
         };
         call.end_reason.get_or_insert_with(|| by.to_owned());
         self.finish(now, &call, outcome, status, reason);
@@ -917,7 +965,7 @@ impl Core {
             let by = match except {
                 Some(Side::A) => "caller",
                 Some(Side::B) => "agent",
-                None => "system",
+                Some(Side::C | Side::D) | None => "system",
             };
             self.acd.ended(now, key, by);
         } else if call.queued_at.is_some() {
@@ -940,6 +988,7 @@ impl Core {
         extra: Option<(&str, String)>,
     ) {
         self.withdraw_all(now, key);
+        self.end_side_legs(now, key, reason);
         self.tell_acd_gone(now, key, Some(Side::A));
         let Some(mut call) = self.calls.remove(&key) else { return };
         self.a_invites.remove(&call.a_invite);

@@ -597,6 +597,9 @@ impl Core {
             transfer_talk_ms: 0,
             transferred_to: None,
             closed_offer: false,
+            consult: None,
+            monitor: None,
+            heard: Default::default(),
         };
         self.calls.insert(key, call);
         self.metrics.set_active_calls(self.calls.len());

@@ -42,6 +42,7 @@
 //!             B 2xx after A left ─▶ ACK + BYE to B
 //! ```
 
+mod consult;
 mod cti;
 mod dialog;
 mod flow;
@@ -168,11 +169,28 @@ struct Offer {
 enum Side {
     A,
     B,
+    /// The consulted party (see [`consult`]).
+    C,
+    /// A supervisor's phone (see [`consult`]).
+    D,
+}
+
+impl Side {
+    fn leg(self) -> Leg {
+        match self {
+            Side::A => Leg::A,
+            Side::B => Leg::B,
+            Side::C => Leg::C,
+            Side::D => Leg::D,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Purpose {
     BInvite,
+    /// Our INVITE to a consulted party (C) or a supervisor (D).
+    SideInvite(Leg),
     Bye,
     Cancel,
 }
@@ -272,6 +290,12 @@ struct Call {
     transferred_to: Option<String>,
     /// Closed service: the callback offer after the closed message has been played.
     closed_offer: bool,
+    /// The agent's consultation of a department (leg C), if any.
+    consult: Option<consult::Consult>,
+    /// A supervisor listening in, whispering or barging (leg D), if any.
+    monitor: Option<consult::Monitor>,
+    /// What legs A, B, C, D were last told to hear while a consultation or monitoring ran.
+    heard: [Option<consult::Hear>; 4],
 }
 
 /// The call core. See the module docs for the state diagram.
@@ -628,6 +652,11 @@ impl Core {
                     Leg::C => "no RTP from the consulted party (inactivity)",
                     Leg::D => "no RTP from the supervisor (inactivity)",
                 };
+                if matches!(leg, Leg::C | Leg::D) {
+                    // Only that leg ends; the call goes on.
+                    self.side_gone(now, call, leg, true, reason);
+                    return;
+                }
                 if let Some(c) = self.calls.get_mut(&call) {
                     c.end_reason = Some("rtp timeout".into());
                 }
@@ -849,6 +878,10 @@ impl Core {
                         self.clients.remove(&inv);
                     }
                     if let Some((key, purpose)) = self.clients.remove(&txn) {
+                        if let Purpose::SideInvite(leg) = purpose {
+                            self.side_failed(now, key, leg, txn, 408);
+                            continue;
+                        }
                         let idx = self.calls.get(&key).and_then(|c| c.offers.iter().position(|o| o.txn == txn));
                         if let (Purpose::BInvite, Some(idx)) = (purpose, idx) {
                             let Some(call) = self.calls.get_mut(&key) else { continue };

@@ -20,6 +20,8 @@ pub const CALL_CONSULT: &str = "call.consult";
 pub const CALL_TRANSFERRED: &str = "call.transferred";
 /// Caller, agent and consulted party are in a three-way conference.
 pub const CALL_CONFERENCED: &str = "call.conferenced";
+/// A supervisor's monitoring of the call: ringing, answered, mode changed, ended, failed.
+pub const CALL_MONITOR: &str = "call.monitor";
 /// The call ended.
 pub const CALL_ENDED: &str = "call.ended";
 /// The call's attached data changed (the whole data after the change).
@@ -36,7 +38,7 @@ pub const CALLBACK: &str = "callback";
 pub const SNAPSHOT: &str = "snapshot";
 
 /// Every event kind, for the schema test.
-pub const KINDS: [&str; 14] = [
+pub const KINDS: [&str; 15] = [
     CALL_OFFERED,
     CALL_ANSWERED,
     CALL_HELD,
@@ -44,6 +46,7 @@ pub const KINDS: [&str; 14] = [
     CALL_CONSULT,
     CALL_TRANSFERRED,
     CALL_CONFERENCED,
+    CALL_MONITOR,
     CALL_ENDED,
     CALL_DATA,
     CALL_DISPOSITION,
@@ -91,7 +94,8 @@ pub struct CallConsult {
     pub agent: String,
     /// The number or extension consulted.
     pub to: String,
-    /// `started`, `swapped`, `cancelled`.
+    /// `started`, `answered`, `consulted` / `caller` (after a swap: whom the agent talks to),
+    /// `cancelled`, `ended` (the consulted party hung up), `failed` (it did not answer).
     pub phase: String,
 }
 
@@ -115,6 +119,19 @@ pub struct CallConferenced {
     pub agent: String,
     /// Everyone in the conference (numbers or extensions).
     pub parties: Vec<String>,
+}
+
+/// `call.monitor` (supervisors and integrations of the tenant only; the agent is not told)
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CallMonitor {
+    pub call: String,
+    pub tenant: String,
+    /// The supervisor's extension.
+    pub supervisor: String,
+    /// `listen`, `whisper` or `barge`.
+    pub mode: String,
+    /// `ringing`, `answered`, `mode`, `ended`, `failed`.
+    pub phase: String,
 }
 
 /// `call.ended`

@@ -63,6 +63,8 @@ pub enum MonitorMode {
     Whisper,
     /// A three-way conversation.
     Barge,
+    /// The supervisor leaves (callgate hangs up the supervisor's phone).
+    Stop,
 }
 
 /// The VOC flag of a disposition: complaints and praise are forwarded to the departments concerned.
@@ -125,7 +127,9 @@ pub enum Command {
     Disposition { call: String, subject: String, settled: bool, flag: VocFlag },
     /// A callback at a set time (Unix ms).
     ScheduleCallback { tenant: String, queue: String, number: String, at_ms: i64 },
-    Monitor { call: String, mode: MonitorMode },
+    /// A supervisor joins a call from the phone at `extension` (callgate rings it), or changes the
+    /// mode of the monitoring it started (then `extension` may be left out).
+    Monitor { call: String, mode: MonitorMode, extension: Option<String> },
     ForceAgentState { agent: String, state: ForcedState, reason: String },
     /// `None`: every tenant (only principals without a tenant can ask that).
     QueryQueues { tenant: Option<String> },
@@ -487,13 +491,15 @@ pub fn parse_command(cmd: &str, args: &Map<String, Value>, p: &Principal) -> Res
                 None | Some("listen") => MonitorMode::Listen,
                 Some("whisper") => MonitorMode::Whisper,
                 Some("barge") => MonitorMode::Barge,
+                Some("stop") => MonitorMode::Stop,
                 Some(other) => {
                     return Err(CtiError::BadRequest(format!(
-                        "args.mode: expected \"listen\", \"whisper\" or \"barge\", got {other:?}"
+                        "args.mode: expected \"listen\", \"whisper\", \"barge\" or \"stop\", got {other:?}"
                     )))
                 }
             };
-            Command::Monitor { call, mode }
+            let extension = if args.get("extension").is_some() { Some(dial("extension")?) } else { None };
+            Command::Monitor { call, mode, extension }
         }
         "callback.schedule" => Command::ScheduleCallback {
             tenant: tenant_opt()?.ok_or_else(|| CtiError::MissingField("args.tenant".into()))?,

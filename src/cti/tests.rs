@@ -291,7 +291,7 @@ fn supervisors_stay_in_their_tenant() {
         vec![
             Command::ForceAgentState { agent: "2001".into(), state: ForcedState::NotReady, reason: "meeting".into() },
             Command::QueryQueues { tenant: Some("goyang".into()) },
-            Command::Monitor { call: "cg-9".into(), mode: MonitorMode::Whisper },
+            Command::Monitor { call: "cg-9".into(), mode: MonitorMode::Whisper, extension: None },
         ]
     );
     // An integration reads and attaches, but does not drive calls; an admin sees every tenant.
