@@ -312,7 +312,7 @@ fn epoll_clients(
     let mut buf = vec![0u8; 64 * 1024];
     let mut finished = 0usize;
     let mut progress = Instant::now();
-    let mut process = |c: &mut EpollConn, now: u64, each: &mut Histogram<u64>, last: &mut [u64], finished: &mut usize| {
+    let process = |c: &mut EpollConn, now: u64, each: &mut Histogram<u64>, last: &mut [u64], finished: &mut usize| {
         while let Ok(Some(m)) = c.dec.decode() {
             match m {
                 ws::Incoming::Text(t) => {

@@ -1355,3 +1355,33 @@ fn a_supervisor_listens_whispers_barges_and_leaves() {
     let phases: Vec<String> = h.cti.iter().filter(|e| e.kind == "call.monitor").map(|e| e.data["phase"].as_str().unwrap().to_owned()).collect();
     assert_eq!(phases, ["ringing", "answered", "mode", "mode", "ended"]);
 }
+
+#[test]
+fn the_desktop_answers_a_ringing_phone_with_a_talk_notify() {
+    use callgate::cti::{Command, Principal, Role};
+    let mut h = Harness::new();
+    register_agent(&mut h, "2003", "secret2003", AGENT1);
+    let (_, sent) = queued_caller(&mut h, "ra1");
+    let inv = sent.iter().find(|(_, m)| m.method() == Some(&Method::Invite)).expect("offered").1.clone();
+    assert!(header(&inv, "Call-Info").is_none(), "a phone without auto-answer is not asked to answer at once");
+    let cg = header(&inv, "X-Callgate-Call").unwrap();
+    let desk = Principal::with_token("d", Role::Agent, Some("test"), Some("2003"), "t");
+    // Before the phone rings with a tag there is no dialog to NOTIFY in.
+    let r = h.core.cti_execute(h.now, &desk, Command::Answer { call: cg.clone() });
+    assert!(matches!(r, Err(callgate::cti::CtiError::WrongState(_))), "{r:?}");
+    h.input(AGENT1, answer(&inv, 180, "Ringing", Some("ph3"), ""));
+    h.take();
+    h.core.cti_execute(h.now, &desk, Command::Answer { call: cg.clone() }).expect("answer");
+    h.drain();
+    let sent = h.take();
+    assert_eq!(Harness::summary(&sent), ["NOTIFY"]);
+    let (peer, notify) = &sent[0];
+    assert_eq!(peer.addr, AGENT1.parse::<SocketAddr>().unwrap());
+    assert_eq!(header(notify, "Event").as_deref(), Some("talk"));
+    assert!(header(notify, "To").unwrap().contains("tag=ph3"), "in the early dialog");
+    assert_eq!(notify.call_id(), inv.call_id());
+    h.input(AGENT1, answer(notify, 200, "OK", None, ""));
+    h.input(AGENT1, agent_answer(&inv, 200, "ph3", 42010));
+    assert_eq!(Harness::summary(&h.take()), ["ACK"]);
+    assert!(h.cti.iter().any(|e| e.kind == "call.answered"));
+}

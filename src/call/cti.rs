@@ -13,7 +13,7 @@
 //! | query queues / agents / calls, snapshot | JSON views |
 //! | consult, consult_swap, consult_complete, consult_cancel, conference | see [`consult`](super::consult): leg C, the department |
 //! | monitor (listen / whisper / barge / stop) | see [`consult`](super::consult): leg D, the supervisor's phone |
-//! | answer | `wrong_state`: the phones answer themselves (auto-answer) |
+//! | answer | `NOTIFY (Event: talk)` to the ringing phone (agents with `auto_answer = false`) |
 
 use std::time::{Duration, Instant};
 
@@ -63,13 +63,20 @@ impl Core {
 
     /// The live call with callgate id `cg`, if the principal may act on it.
     fn call_for(&self, p: &Principal, cg: &str) -> Result<CallKey, CtiError> {
+        self.call_for_(p, cg, false)
+    }
+
+    /// As [`call_for`](Self::call_for); `ringing`: an agent's phone that rings for the call makes it
+    /// the agent's too (to answer it).
+    fn call_for_(&self, p: &Principal, cg: &str, ringing: bool) -> Result<CallKey, CtiError> {
         let (key, call) =
             self.calls.iter().find(|(_, c)| c.cg_id == cg).ok_or_else(|| CtiError::NotFound(format!("call {cg:?}")))?;
         if p.role != Role::Admin && p.tenant.as_ref().is_some_and(|t| t != &call.tenant) {
             return Err(CtiError::NotFound(format!("call {cg:?}")));
         }
         if p.role == Role::Agent {
-            let mine = call.agent.map(|a| &self.acd.agent_spec(a).id) == p.agent.as_ref();
+            let is_me = |a: Option<crate::acd::AgentRef>| a.is_some() && a.map(|a| &self.acd.agent_spec(a).id) == p.agent.as_ref();
+            let mine = is_me(call.agent) || (ringing && call.offers.iter().any(|o| is_me(o.agent)));
             if !mine {
                 return Err(CtiError::Forbidden(format!("call {cg:?} is not {}'s call", p.agent.as_deref().unwrap_or("?"))));
             }
@@ -216,9 +223,11 @@ impl Core {
                 "queues": self.queues_json(now, p, None),
                 "calls": self.calls_json(now, p, None),
             })),
-            Command::Answer { .. } => Err(CtiError::WrongState(
-                "remote answer: the agents' phones answer themselves (auto-answer); not available in this version".into(),
-            )),
+            Command::Answer { call } => {
+                let key = self.call_for_(p, &call, true)?;
+                self.remote_answer(now, p, key)?;
+                Ok(json!({ "call": call, "requested": true }))
+            }
             Command::ConsultStart { call, to } => {
                 let key = self.call_for(p, &call)?;
                 self.consult_start(now, key, &to)?;
@@ -263,6 +272,25 @@ impl Core {
         let mut v: Vec<String> = c.agent.iter().map(|a| self.acd.agent_spec(*a).id.clone()).collect();
         v.extend(c.offers.iter().filter_map(|o| o.agent).map(|a| self.acd.agent_spec(a).id.clone()));
         v
+    }
+
+    /// Remote answer: a `NOTIFY` with `Event: talk` in the early dialog of the ringing offer (the
+    /// convention of BroadWorks-style phones: Yealink, Polycom, Grandstream, Cisco MPP ...); the
+    /// phone then answers the INVITE, and `call.answered` follows as for a hand answer.
+    fn remote_answer(&mut self, now: Instant, p: &Principal, key: CallKey) -> Result<(), CtiError> {
+        let me = p.agent.as_ref().and_then(|id| self.acd.agents().find(|(_, s, _)| &s.id == id).map(|(r, _, _)| r));
+        let c = self.calls.get_mut(&key).expect("found");
+        let Some(o) = c.offers.iter_mut().find(|o| o.agent.is_some() && (me.is_none() || o.agent == me)) else {
+            return Err(CtiError::WrongState("no phone of this call is ringing".into()));
+        };
+        if o.dialog.remote_tag.is_none() {
+            return Err(CtiError::WrongState("the phone has not sent a ringing answer with a tag yet: try again".into()));
+        }
+        let peer = o.dialog.peer;
+        let (_, branch, notify) = o.dialog.request(Method::Notify, &mut self.rng, &self.cfg, &[("Event", "talk"), ("Subscription-State", "terminated;reason=noresource")]);
+        let t = self.txn.request(now, Method::Notify, &branch, notify, peer);
+        self.clients.insert(t, (key, Purpose::Notify));
+        Ok(())
     }
 
     /// callgate puts the caller on hold (music) and mutes the agent's side, or takes them off hold.

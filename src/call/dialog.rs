@@ -118,6 +118,22 @@ impl Dialog {
         self.confirmed = true;
     }
 
+    /// Takes the remote tag and target from a provisional answer with a tag: the early dialog
+    /// (RFC 3261 12.1.2), in which a NOTIFY may go before the final answer. Where requests go is kept.
+    pub fn early_uac(&mut self, resp: &Message) {
+        let Some(tag) = resp.to_hdr().ok().and_then(|t| t.tag().map(str::to_owned)) else { return };
+        if let Some(to) = resp.header(HeaderName::To) {
+            self.remote_party = to.to_owned();
+        }
+        self.remote_tag = Some(tag);
+        if let Some(c) = resp.contacts().next().and_then(|c| c.ok()) {
+            self.remote_target = c.uri.to_owned();
+        }
+        let mut rr: Vec<String> = resp.header_values(HeaderName::RecordRoute).map(str::to_owned).collect();
+        rr.reverse();
+        self.route_set = rr;
+    }
+
     /// The ACK for a 2xx to our INVITE (RFC 3261 13.2.2.4): a new transaction of its own.
     pub fn ack(&self, resp: &Message, rng: &mut Rng, cfg: &CoreConfig) -> (Peer, Bytes) {
         self.ack_with(resp, rng, cfg, None)
@@ -146,18 +162,26 @@ impl Dialog {
 
     /// A BYE inside the dialog; returns where it goes, its branch and its bytes.
     pub fn bye(&mut self, rng: &mut Rng, cfg: &CoreConfig, reason: &str) -> (Peer, String, Bytes) {
+        let reason = format!("SIP;cause=200;text=\"{}\"", reason.replace('"', "'"));
+        self.request(Method::Bye, rng, cfg, &[("Reason", &reason)])
+    }
+
+    /// A request without a body inside the dialog (early or confirmed), with `extra` headers.
+    pub fn request(&mut self, method: Method, rng: &mut Rng, cfg: &CoreConfig, extra: &[(&str, &str)]) -> (Peer, String, Bytes) {
         self.local_cseq += 1;
         let branch = format!("z9hG4bK{}", rng.token(16));
         let sent_by = host_port(cfg.local_sip);
-        let mut rb = RequestBuilder::new(Method::Bye, &self.remote_target)
+        let mut rb = RequestBuilder::new(method, &self.remote_target)
             .via(self.peer.transport, &sent_by, &branch)
             .from(&self.local_party, &self.local_tag)
             .to(&self.remote_party, None)
             .call_id(&self.call_id)
             .cseq(self.local_cseq)
             .max_forwards(70)
-            .header("User-Agent", &cfg.user_agent)
-            .header("Reason", &format!("SIP;cause=200;text=\"{}\"", reason.replace('"', "'")));
+            .header("User-Agent", &cfg.user_agent);
+        for (name, value) in extra {
+            rb = rb.header(name, value);
+        }
         for r in &self.route_set {
             rb = rb.route(r);
         }

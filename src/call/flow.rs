@@ -671,6 +671,9 @@ impl Core {
         if code >= 200 && purpose != Purpose::BInvite {
             self.clients.remove(&txn);
         }
+        if purpose == Purpose::Notify && code >= 300 {
+            tracing::info!(call = key, code, "the phone refused the remote answer (NOTIFY Event: talk)");
+        }
         if purpose != Purpose::BInvite {
             return;
         }
@@ -689,6 +692,12 @@ impl Core {
         match code {
             100 => {}
             101..=199 => {
+                // An agent's phone rings with a tag: the early dialog, for a remote answer (NOTIFY).
+                if let Some(o) = self.calls.get_mut(&key).and_then(|c| c.offers.get_mut(idx)) {
+                    if o.agent.is_some() && o.dialog.remote_tag.is_none() {
+                        o.dialog.early_uac(&msg);
+                    }
+                }
                 let Some(call) = self.calls.get(&key) else { return };
                 if call.state == State::Ringing && code == 180 {
                     // The bridge target rings: so does the caller (no early media relayed).

@@ -664,11 +664,13 @@ impl Core {
         let binding = self.registrar.lookup(&spec.tenant, &spec.extension).first().cloned();
         let ok = match binding {
             Some(b) => {
-                let extra = vec![
+                let mut extra = vec![
                     ("X-Callgate-Callback", "yes".to_owned()),
                     ("X-Callgate-Caller", self.calls.get(&key).map(|c| c.caller.clone()).unwrap_or_default()),
-                    ("Call-Info", format!("<sip:{}>;answer-after=0", host_port(self.cfg.local_sip))),
                 ];
+                if !self.manual_answer.contains(&agent) {
+                    extra.push(("Call-Info", format!("<sip:{}>;answer-after=0", host_port(self.cfg.local_sip))));
+                }
                 self.send_offer(now, key, &b.contact, b.source, Some(agent), 70, &extra)
             }
             None => false,
@@ -786,8 +788,11 @@ impl Core {
             ("X-Callgate-Number", call.number.clone()),
             ("X-Callgate-Wait", wait.as_secs().to_string()),
             ("X-Callgate-Choice", call.choice.as_ref().map(|c| c.key.clone()).unwrap_or_default()),
-            ("Call-Info", format!("<sip:{}>;answer-after=0", host_port(self.cfg.local_sip))),
         ];
+        let mut extra = extra;
+        if !self.manual_answer.contains(&agent) {
+            extra.push(("Call-Info", format!("<sip:{}>;answer-after=0", host_port(self.cfg.local_sip))));
+        }
         if self.send_offer(now, key, &binding.contact, binding.source, Some(agent), 70, &extra) {
             self.publish_offered(now, key, agent, queue);
         } else {

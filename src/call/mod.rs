@@ -191,6 +191,8 @@ enum Purpose {
     BInvite,
     /// Our INVITE to a consulted party (C) or a supervisor (D).
     SideInvite(Leg),
+    /// `NOTIFY (Event: talk)`: the desktop answers the ringing phone.
+    Notify,
     Bye,
     Cancel,
 }
@@ -338,6 +340,8 @@ pub struct Core {
     menus: HashMap<(String, String), Arc<crate::media::menu::MenuSpec>>,
     /// Agents whose registration logs them in and out.
     login_on_register: std::collections::HashSet<crate::acd::AgentRef>,
+    /// Agents whose phones ring until answered (no `answer-after=0`): `call.answer` answers them.
+    manual_answer: std::collections::HashSet<crate::acd::AgentRef>,
     /// How to reach each pending callback's citizen: the trunk the call came in on.
     callback_routes: HashMap<u64, journey::CallbackRoute>,
     /// Callback ids written to the records database (to delete the ones that are done).
@@ -397,10 +401,16 @@ impl Core {
             profile.sip.digest_algorithms.iter().filter_map(|a| crate::sip::digest::Algorithm::from_token(a)).collect();
         registrar.set_challenge_order(&algs);
         let mut login_on_register = std::collections::HashSet::new();
+        let mut manual_answer = std::collections::HashSet::new();
         for t in &profile.tenants {
-            for a in t.agents.iter().filter(|a| a.login_on_register) {
+            for a in &t.agents {
                 if let Some(r) = acd.agent_by_extension(Some(&t.id), &a.extension) {
-                    login_on_register.insert(r);
+                    if a.login_on_register {
+                        login_on_register.insert(r);
+                    }
+                    if !a.auto_answer {
+                        manual_answer.insert(r);
+                    }
                 }
             }
         }
@@ -411,6 +421,7 @@ impl Core {
             registrar,
             menus,
             login_on_register,
+            manual_answer,
             callback_routes: HashMap::new(),
             callbacks_stored: Default::default(),
             callbacks_dirty: false,

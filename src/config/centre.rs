@@ -188,6 +188,9 @@ pub struct AgentCfg {
     pub queues: Vec<(String, u32)>,
     /// Log in and become ready when the phone registers; log out when the last binding goes.
     pub login_on_register: bool,
+    /// Offers ask the phone to answer at once (`Call-Info: answer-after=0`). Off: the phone rings
+    /// until the counsellor (or the desktop, with `call.answer`) answers.
+    pub auto_answer: bool,
 }
 
 impl fmt::Debug for AgentCfg {
@@ -203,6 +206,7 @@ impl fmt::Debug for AgentCfg {
             .field("skills", &self.skills)
             .field("queues", &self.queues)
             .field("login_on_register", &self.login_on_register)
+            .field("auto_answer", &self.auto_answer)
             .finish()
     }
 }
@@ -706,6 +710,7 @@ impl CentreLoader<'_> {
                 skills,
                 queues: qs,
                 login_on_register: ra.login_on_register.as_ref().is_some_and(|v| *v.get_ref()),
+                auto_answer: ra.auto_answer.as_ref().is_none_or(|v| *v.get_ref()),
             });
         }
         for rr in &f.agent_range {
@@ -747,6 +752,7 @@ impl CentreLoader<'_> {
                     skills: skills.clone(),
                     queues: qs.clone(),
                     login_on_register: rr.login_on_register.as_ref().is_some_and(|v| *v.get_ref()),
+                    auto_answer: rr.auto_answer.as_ref().is_none_or(|v| *v.get_ref()),
                 });
             }
         }

@@ -216,6 +216,7 @@ pub(super) struct AgentTable {
     #[serde(default)]
     pub queues: BTreeMap<String, S<u64>>,
     pub login_on_register: Option<S<bool>>,
+    pub auto_answer: Option<S<bool>>,
 }
 
 /// `[[agent_range]]`: agents `from`..=`to`, each with the number as id and extension.
@@ -231,6 +232,7 @@ pub(super) struct AgentRangeTable {
     #[serde(default)]
     pub queues: BTreeMap<String, S<u64>>,
     pub login_on_register: Option<S<bool>>,
+    pub auto_answer: Option<S<bool>>,
 }
 
 /// `[[menu]]`.

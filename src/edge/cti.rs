@@ -20,6 +20,7 @@
 //! `{"v":1,"closing":{..}}` line (JSON lines), wait up to `close_grace` for the peer, and end both
 //! tasks; a slow consumer's `Close` aborts the writer at once (whatever is queued is dropped).
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -28,6 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
+use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
@@ -99,26 +101,208 @@ impl CtiShellConfig {
     }
 }
 
+/// What the hub's batch carries to a connection.
 enum Out {
     Text(Arc<str>),
     /// The hub closes the connection.
     Close(CloseReason),
-    Pong(Vec<u8>),
-    Ping,
-    /// The reader found a protocol error or a message over the hard limit.
-    Fail { code: u16, reason: String },
-    /// The peer sent a close frame: answer it.
-    CloseEcho(Option<u16>),
 }
 
-struct ConnTx {
-    tx: mpsc::UnboundedSender<Out>,
-    abort: Arc<Notify>,
+/// The write half of a connection's socket, shared by whoever writes to it (the dispatcher, the
+/// reader for pongs and close echoes, the connection's writer task); writes are made with the
+/// connection's [`OutState`] locked, so frames never interleave.
+enum Sock {
+    Tcp(tokio::net::tcp::OwnedWriteHalf),
+    Unix(tokio::net::unix::OwnedWriteHalf),
+}
+
+impl Sock {
+    fn try_write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Sock::Tcp(w) => w.try_write_vectored(bufs),
+            Sock::Unix(w) => w.try_write_vectored(bufs),
+        }
+    }
+
+    async fn writable(&self) -> io::Result<()> {
+        match self {
+            Sock::Tcp(w) => w.writable().await,
+            Sock::Unix(w) => w.writable().await,
+        }
+    }
+
+    /// Ends the sending direction (FIN); the reader goes on until the peer closes.
+    fn shutdown(&self) {
+        let r = match self {
+            Sock::Tcp(w) => socket2::SockRef::from(w.as_ref()).shutdown(std::net::Shutdown::Write),
+            Sock::Unix(w) => socket2::SockRef::from(w.as_ref()).shutdown(std::net::Shutdown::Write),
+        };
+        let _ = r;
+    }
+}
+
+/// One connection's outgoing side.
+///
+/// ```text
+///   enqueue(frames) ── queue was empty ──▶ write now (non-blocking, one writev) ─┬─ all taken: done
+///        │                                                                      └─ the rest stays queued
+///        └─ queue not empty: append (the writer task is on it)                      │ wake the writer
+///   writer task: wake ──▶ writev what is queued ── would block ──▶ await writable ──┘
+///                 └─ queue empty and a close frame written ──▶ wait for the peer's close (grace) ──▶ end
+/// ```
+/// Frames are encoded once per event and shared (`Bytes`) by every connection that gets it; an
+/// event costs each connection one `writev` on the dispatcher, and no task wake-up unless its
+/// socket buffer is full.
+struct ConnOut {
+    sock: Sock,
+    framing: Framing,
+    st: std::sync::Mutex<OutState>,
+    /// Wakes the writer task: frames left queued, a close, an abort.
+    wake: Notify,
+}
+
+#[derive(Default)]
+struct OutState {
+    /// Frames not yet written (the front one maybe in part) and the text bytes each carries (for
+    /// the hub's accounting, counted when the frame is written whole).
+    queue: VecDeque<(Bytes, usize)>,
+    /// Text bytes written and not yet reported to the hub.
+    unacked: usize,
+    /// A close frame is queued or written: nothing more is taken.
+    closing: bool,
+    /// Drop everything and end (slow consumer, the peer is gone, a write failed).
+    aborted: bool,
+}
+
+/// What the writer task finds after writing what it could.
+#[derive(Debug, PartialEq, Eq)]
+enum Flushed {
+    /// Nothing left to write.
+    Idle,
+    /// The socket buffer is full.
+    Blocked,
+    /// Everything written, the close frame last.
+    Closed,
+    /// Aborted, or a write failed.
+    Dead,
+}
+
+/// Frames gathered into one `writev`.
+const MAX_IOV: usize = 64;
+
+impl ConnOut {
+    fn new(sock: Sock, framing: Framing) -> ConnOut {
+        ConnOut { sock, framing, st: std::sync::Mutex::new(OutState::default()), wake: Notify::new() }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, OutState> {
+        self.st.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues frames (`closes`: the last one is a close frame) and, when nothing was queued before,
+    /// writes them at once as far as the socket takes them; whatever is left is the writer task's.
+    fn enqueue(&self, inner: &Inner, conn: u64, frames: impl IntoIterator<Item = (Bytes, usize)>, closes: bool) {
+        let mut st = self.lock();
+        if st.closing || st.aborted {
+            return;
+        }
+        let was_empty = st.queue.is_empty();
+        st.queue.extend(frames);
+        st.closing = closes;
+        if was_empty {
+            self.write_queued(&mut st, inner, conn);
+        }
+        if !st.queue.is_empty() || st.closing || st.aborted {
+            drop(st);
+            self.wake.notify_one();
+        }
+    }
+
+    /// Drops what is queued and makes the writer task end.
+    fn abort(&self) {
+        let mut st = self.lock();
+        st.aborted = true;
+        st.queue.clear();
+        drop(st);
+        self.wake.notify_one();
+    }
+
+    /// Writes queued frames until the queue is empty or the socket would block.
+    fn write_queued(&self, st: &mut OutState, inner: &Inner, conn: u64) {
+        while !st.queue.is_empty() && !st.aborted {
+            let iov: Vec<io::IoSlice<'_>> = st.queue.iter().take(MAX_IOV).map(|(b, _)| io::IoSlice::new(b)).collect();
+            let r = self.sock.try_write_vectored(&iov);
+            drop(iov);
+            let mut n = match r {
+                Ok(0) => {
+                    st.aborted = true;
+                    break;
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    tracing::debug!(conn, error = %e, "cti: write failed");
+                    st.aborted = true;
+                    break;
+                }
+            };
+            while n > 0 {
+                let front = st.queue.front_mut().expect("written bytes were queued");
+                if n >= front.0.len() {
+                    n -= front.0.len();
+                    let (_, text) = st.queue.pop_front().expect("not empty");
+                    st.unacked += text;
+                } else {
+                    front.0.advance(n);
+                    n = 0;
+                }
+            }
+        }
+        if st.aborted {
+            st.queue.clear();
+        }
+        if st.unacked >= inner.cfg.ack_every {
+            let _ = inner.to_core.send(CtiIn::Sent { conn, bytes: st.unacked });
+            st.unacked = 0;
+        }
+    }
+
+    /// The writer task's turn: write what is queued.
+    fn flush(&self, inner: &Inner, conn: u64) -> Flushed {
+        let mut st = self.lock();
+        self.write_queued(&mut st, inner, conn);
+        match (st.aborted, st.queue.is_empty(), st.closing) {
+            (true, _, _) => Flushed::Dead,
+            (false, false, _) => Flushed::Blocked,
+            (false, true, true) => Flushed::Closed,
+            (false, true, false) => Flushed::Idle,
+        }
+    }
+}
+
+/// The frame of one text message.
+fn text_frame(framing: Framing, text: &str) -> Bytes {
+    let mut buf = Vec::with_capacity(text.len() + 10);
+    match framing {
+        Framing::WebSocket => ws::encode(Opcode::Text, text.as_bytes(), None, &mut buf),
+        Framing::Lines => {
+            buf.extend_from_slice(text.as_bytes());
+            buf.push(b'\n');
+        }
+    }
+    Bytes::from(buf)
+}
+
+fn control_frame(f: impl FnOnce(&mut Vec<u8>)) -> Bytes {
+    let mut buf = Vec::with_capacity(32);
+    f(&mut buf);
+    Bytes::from(buf)
 }
 
 struct Inner {
     cfg: CtiShellConfig,
-    conns: DashMap<u64, ConnTx>,
+    conns: DashMap<u64, Arc<ConnOut>>,
     next: AtomicU64,
     open: AtomicUsize,
     to_core: mpsc::UnboundedSender<CtiIn>,
@@ -252,8 +436,10 @@ impl CtiShell {
 
     /// Closes every connection (1001 going away), e.g. at shutdown.
     pub fn close_all(&self) {
+        let r = CloseReason::Shutdown;
         for c in self.inner.conns.iter() {
-            let _ = c.tx.send(Out::Close(CloseReason::Shutdown));
+            let frame = control_frame(|b| encode_close(c.framing, r.ws_code(), r.as_str(), b));
+            c.enqueue(&self.inner, *c.key(), [(frame, 0)], true);
         }
     }
 
@@ -270,7 +456,7 @@ impl CtiShell {
         let _ = stream.set_nodelay(true);
         let (rd, wr) = stream.into_split();
         let info = PeerInfo { transport: Transport::WebSocket, remote: peer.to_string(), bearer };
-        self.run(rd, wr, Framing::WebSocket, leftover, info, permit).await;
+        self.run(rd, Sock::Tcp(wr), Framing::WebSocket, leftover, info, permit).await;
     }
 
     async fn accept_unix(&self, listener: tokio::net::UnixListener, path: &Path, mut shutdown: watch::Receiver<bool>) {
@@ -300,7 +486,7 @@ impl CtiShell {
             tokio::spawn(async move {
                 let (rd, wr) = stream.into_split();
                 let info = PeerInfo { transport: Transport::Unix, remote, bearer: None };
-                shell.run(rd, wr, Framing::Lines, Vec::new(), info, permit).await;
+                shell.run(rd, Sock::Unix(wr), Framing::Lines, Vec::new(), info, permit).await;
             });
         }
         drop(listener);
@@ -332,7 +518,7 @@ impl CtiShell {
                 let _ = stream.set_nodelay(true);
                 let (rd, wr) = stream.into_split();
                 let info = PeerInfo { transport: Transport::Tcp, remote: peer.to_string(), bearer: None };
-                shell.run(rd, wr, Framing::Lines, Vec::new(), info, permit).await;
+                shell.run(rd, Sock::Tcp(wr), Framing::Lines, Vec::new(), info, permit).await;
             });
         }
         self.close_all();
@@ -340,48 +526,83 @@ impl CtiShell {
 
     /// One connection: registers it, runs the reader here and the writer beside it, and tells the
     /// sip task when it is gone.
-    async fn run<R, W>(&self, rd: R, wr: W, framing: Framing, leftover: Vec<u8>, peer: PeerInfo, permit: ConnPermit)
+    async fn run<R>(&self, rd: R, wr: Sock, framing: Framing, leftover: Vec<u8>, peer: PeerInfo, permit: ConnPermit)
     where
         R: AsyncRead + Unpin + Send + 'static,
-        W: AsyncWrite + Unpin + Send + 'static,
     {
         let conn = self.inner.next.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::unbounded_channel();
-        let abort = Arc::new(Notify::new());
+        let out = Arc::new(ConnOut::new(wr, framing));
         let (stop_tx, stop_rx) = watch::channel(false);
         let (done_tx, done_rx) = oneshot::channel::<()>();
-        self.inner.conns.insert(conn, ConnTx { tx: tx.clone(), abort: abort.clone() });
+        self.inner.conns.insert(conn, out.clone());
         if self.inner.to_core.send(CtiIn::Open { conn, peer }).is_err() {
             self.inner.conns.remove(&conn);
             return; // the sip task is gone: shutting down
         }
-        let writer = tokio::spawn(writer(self.inner.clone(), conn, wr, framing, rx, abort.clone(), stop_tx, done_rx));
-        let end = reader(&self.inner, conn, rd, framing, leftover, &tx, stop_rx).await;
+        let writer = tokio::spawn(writer(self.inner.clone(), conn, out.clone(), stop_tx, done_rx));
+        let end = reader(&self.inner, conn, rd, framing, leftover, &out, stop_rx).await;
         drop(done_tx);
         self.inner.conns.remove(&conn);
         let _ = self.inner.to_core.send(CtiIn::Close { conn });
         if end == ReadEnd::Gone {
-            abort.notify_one(); // nobody reads what is still queued
+            out.abort(); // nobody reads what is still queued
         }
-        drop(tx);
         let _ = writer.await;
         drop(permit);
     }
 }
 
-/// Queues each output of a batch on its connection, on the aux runtime (where waking the writer
-/// tasks is cheap). Ends with the shell.
+/// Hands each output of a batch to its connection, on the aux runtime: the frame of each message
+/// is encoded once and shared by every connection it goes to, and each connection's messages of
+/// the batch are written with one `writev` right here (see [`ConnOut`]). Ends with the shell.
 async fn dispatcher(inner: std::sync::Weak<Inner>, mut batches: mpsc::UnboundedReceiver<Vec<(u64, Out)>>) {
-    while let Some(batch) = batches.recv().await {
+    // The frames of the last message encoded: (its text, WebSocket frame, JSON-lines frame).
+    let mut cache: Option<(Arc<str>, Option<Bytes>, Option<Bytes>)> = None;
+    let mut frames: Vec<(Bytes, usize)> = Vec::new();
+    while let Some(mut batch) = batches.recv().await {
         let Some(inner) = inner.upgrade() else { return };
-        for (conn, out) in batch {
-            let Some(c) = inner.conns.get(&conn) else { continue };
-            if let Out::Close(reason) = &out {
-                if reason.abort() {
-                    c.abort.notify_one();
+        // One run per connection, in hub order within it (the sort is stable).
+        batch.sort_by_key(|(conn, _)| *conn);
+        let mut i = 0;
+        while i < batch.len() {
+            let conn = batch[i].0;
+            let j = i + batch[i..].iter().take_while(|(c, _)| *c == conn).count();
+            let Some(c) = inner.conns.get(&conn).map(|c| c.clone()) else {
+                i = j;
+                continue;
+            };
+            frames.clear();
+            let mut close = None;
+            for (_, out) in &batch[i..j] {
+                match out {
+                    Out::Text(text) => {
+                        let hit = cache.as_ref().is_some_and(|(t, _, _)| Arc::ptr_eq(t, text));
+                        if !hit {
+                            cache = Some((text.clone(), None, None));
+                        }
+                        let (_, ws_frame, line) = cache.as_mut().expect("set above");
+                        let slot = match c.framing {
+                            Framing::WebSocket => ws_frame,
+                            Framing::Lines => line,
+                        };
+                        let frame = slot.get_or_insert_with(|| text_frame(c.framing, text)).clone();
+                        frames.push((frame, text.len()));
+                    }
+                    Out::Close(reason) => {
+                        close = Some(*reason);
+                        break;
+                    }
                 }
             }
-            let _ = c.tx.send(out);
+            match close {
+                Some(r) if r.abort() => c.abort(),
+                Some(r) => {
+                    frames.push((control_frame(|b| encode_close(c.framing, r.ws_code(), r.as_str(), b)), 0));
+                    c.enqueue(&inner, conn, frames.drain(..), true);
+                }
+                None => c.enqueue(&inner, conn, frames.drain(..), false),
+            }
+            i = j;
         }
     }
 }
@@ -400,7 +621,7 @@ async fn reader<R: AsyncRead + Unpin>(
     mut rd: R,
     framing: Framing,
     leftover: Vec<u8>,
-    tx: &mpsc::UnboundedSender<Out>,
+    out: &ConnOut,
     mut stop: watch::Receiver<bool>,
 ) -> ReadEnd {
     let max = inner.cfg.max_message;
@@ -409,6 +630,10 @@ async fn reader<R: AsyncRead + Unpin>(
     let idle = match framing {
         Framing::WebSocket => inner.cfg.ping_every * 3,
         Framing::Lines => Duration::from_secs(86_400 * 365),
+    };
+    let fail = |code: u16, reason: &str| {
+        let frame = control_frame(|b| encode_close(framing, code, reason, b));
+        out.enqueue(inner, conn, [(frame, 0)], true);
     };
     let mut chunk = vec![0u8; 16 * 1024];
     let mut input = leftover;
@@ -423,16 +648,18 @@ async fn reader<R: AsyncRead + Unpin>(
                             let _ = inner.to_core.send(CtiIn::Message { conn, text });
                         }
                         Ok(Some(Incoming::Ping(p))) => {
-                            let _ = tx.send(Out::Pong(p));
+                            let frame = control_frame(|b| ws::encode(Opcode::Pong, &p, None, b));
+                            out.enqueue(inner, conn, [(frame, 0)], false);
                         }
                         Ok(Some(Incoming::Pong(_))) => {}
                         Ok(Some(Incoming::Close(code, _))) => {
-                            let _ = tx.send(Out::CloseEcho(code));
+                            let frame = control_frame(|b| ws::encode_close(code.unwrap_or(1000), "", None, b));
+                            out.enqueue(inner, conn, [(frame, 0)], true);
                             return ReadEnd::Closing;
                         }
                         Err(e) => {
                             tracing::debug!(conn, error = %e, "cti: websocket protocol error");
-                            let _ = tx.send(Out::Fail { code: e.close_code(), reason: e.to_string() });
+                            fail(e.close_code(), &e.to_string());
                             return ReadEnd::Closing;
                         }
                     }
@@ -458,8 +685,7 @@ async fn reader<R: AsyncRead + Unpin>(
                 }
                 lines.drain(..start);
                 if lines.len() > max {
-                    let reason = format!("a line longer than {max} bytes");
-                    let _ = tx.send(Out::Fail { code: 1009, reason });
+                    fail(1009, &format!("a line longer than {max} bytes"));
                     return ReadEnd::Closing;
                 }
             }
@@ -473,7 +699,7 @@ async fn reader<R: AsyncRead + Unpin>(
                 Ok(Ok(n)) => n,
                 Err(_) => {
                     tracing::debug!(conn, "cti: peer silent, closing");
-                    let _ = tx.send(Out::Fail { code: 1001, reason: "no traffic from the peer".into() });
+                    fail(1001, "no traffic from the peer");
                     return ReadEnd::Closing;
                 }
             },
@@ -482,101 +708,48 @@ async fn reader<R: AsyncRead + Unpin>(
     }
 }
 
-/// Writes at most this much in one go (several queued messages are batched up to it).
-const WRITE_BATCH: usize = 64 * 1024;
-
-#[allow(clippy::too_many_arguments)]
-async fn writer<W: AsyncWrite + Unpin>(
-    inner: Arc<Inner>,
-    conn: u64,
-    mut wr: W,
-    framing: Framing,
-    mut rx: mpsc::UnboundedReceiver<Out>,
-    abort: Arc<Notify>,
-    stop: watch::Sender<bool>,
-    reader_done: oneshot::Receiver<()>,
-) {
+/// The connection's writer task: writes what the dispatcher could not write at once (a full socket
+/// buffer), pings a WebSocket peer, and carries out the close. Mostly asleep: an event whose frame
+/// the socket takes at once never wakes it.
+async fn writer(inner: Arc<Inner>, conn: u64, out: Arc<ConnOut>, stop: watch::Sender<bool>, reader_done: oneshot::Receiver<()>) {
     let cfg = &inner.cfg;
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + cfg.ping_every, cfg.ping_every);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut buf = Vec::with_capacity(16 * 1024);
-    let mut unacked = 0usize;
-    let mut closing = false;
-    'outer: loop {
-        let first = tokio::select! {
-            biased;
-            _ = abort.notified() => break 'outer,
-            m = rx.recv() => match m {
-                Some(m) => m,
-                None => break 'outer,
-            },
-            _ = ping.tick(), if framing == Framing::WebSocket => Out::Ping,
-        };
-        buf.clear();
-        let mut texts = 0usize;
-        let mut next = Some(first);
-        while let Some(m) = next.take() {
-            match m {
-                Out::Text(t) => {
-                    texts += t.len();
-                    match framing {
-                        Framing::WebSocket => ws::encode(Opcode::Text, t.as_bytes(), None, &mut buf),
-                        Framing::Lines => {
-                            buf.extend_from_slice(t.as_bytes());
-                            buf.push(b'\n');
-                        }
-                    }
-                }
-                Out::Ping => ws::encode(Opcode::Ping, b"", None, &mut buf),
-                Out::Pong(p) => ws::encode(Opcode::Pong, &p, None, &mut buf),
-                Out::Close(reason) => {
-                    encode_close(framing, reason.ws_code(), reason.as_str(), &mut buf);
-                    closing = true;
-                }
-                Out::Fail { code, reason } => {
-                    encode_close(framing, code, &reason, &mut buf);
-                    closing = true;
-                }
-                Out::CloseEcho(code) => {
-                    if framing == Framing::WebSocket {
-                        ws::encode_close(code.unwrap_or(1000), "", None, &mut buf);
-                    }
-                    closing = true;
-                }
-            }
-            if closing || buf.len() >= WRITE_BATCH {
+    // When the close frame was queued: the close completes within `close_grace` of it or is dropped.
+    let mut closing_since: Option<tokio::time::Instant> = None;
+    loop {
+        let state = out.flush(&inner, conn);
+        if state != Flushed::Dead && closing_since.is_none() && out.lock().closing {
+            closing_since = Some(tokio::time::Instant::now());
+        }
+        let grace_end = closing_since.map(|t| t + cfg.close_grace);
+        match state {
+            Flushed::Dead => break,
+            Flushed::Closed => {
+                // Give the peer a moment to answer the close (the reader sees it and ends).
+                let _ = tokio::time::timeout(cfg.close_grace, reader_done).await;
                 break;
             }
-            next = rx.try_recv().ok();
-        }
-        let write = async {
-            if closing {
-                tokio::time::timeout(cfg.close_grace, wr.write_all(&buf)).await.unwrap_or(Ok(()))
-            } else {
-                wr.write_all(&buf).await
+            Flushed::Idle => {
+                tokio::select! {
+                    _ = out.wake.notified() => {}
+                    _ = ping.tick(), if out.framing == Framing::WebSocket => {
+                        let frame = control_frame(|b| ws::encode(Opcode::Ping, b"", None, b));
+                        out.enqueue(&inner, conn, [(frame, 0)], false);
+                    }
+                }
             }
-        };
-        let ok = tokio::select! {
-            biased;
-            _ = abort.notified() => break 'outer,
-            r = write => r.is_ok(),
-        };
-        if !ok {
-            break;
-        }
-        unacked += texts;
-        if unacked >= cfg.ack_every {
-            let _ = inner.to_core.send(CtiIn::Sent { conn, bytes: unacked });
-            unacked = 0;
-        }
-        if closing {
-            let _ = tokio::time::timeout(cfg.close_grace, wr.flush()).await;
-            // Give the peer a moment to answer the close (the reader sees it and ends).
-            let _ = tokio::time::timeout(cfg.close_grace, reader_done).await;
-            break;
+            Flushed::Blocked => {
+                tokio::select! {
+                    _ = out.wake.notified() => {}
+                    r = out.sock.writable() => if r.is_err() { break },
+                    _ = tokio::time::sleep_until(grace_end.unwrap_or_else(tokio::time::Instant::now)), if grace_end.is_some() => break,
+                }
+            }
         }
     }
-    let _ = tokio::time::timeout(Duration::from_millis(200), wr.shutdown()).await;
+    out.abort();
+    out.sock.shutdown();
     let _ = stop.send(true);
 }
 
