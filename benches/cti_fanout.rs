@@ -231,7 +231,7 @@ fn end_to_end(rate: u64) {
     println!("    delivered {} of {} event messages", m.delivered, expected * clients as u64);
     println!("    per event, publish → the last of the {clients} clients decoded it: {}", summary(&m.last, "ms", 1e6));
     if let Some((result, effect)) = cmds {
-        println!("    command agent.ready → its result ({cmd_rate}/s): {}", summary(&result, "ms", 1e6));
+        println!("    command agent.ready → its result ({cmd_rate}/s, at random points): {}", summary(&result, "ms", 1e6));
         println!("    command agent.ready → its agent.state event:     {}", summary(&effect, "ms", 1e6));
     }
     let _ = stop_tx.send(true);
@@ -464,10 +464,16 @@ fn commander(addr: std::net::SocketAddr, rate: u64, deadline: Instant) -> (Histo
     c.auth("tok-a0", false).unwrap();
     let period = Duration::from_nanos(1_000_000_000 / rate);
     let mut next = Instant::now();
+    // Each command at a pseudo-random point of its period: not in step with the events.
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
     while next < deadline {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let at = next + Duration::from_nanos(rng % period.as_nanos() as u64);
         next += period;
-        while Instant::now() < next {
-            std::thread::sleep(next - Instant::now());
+        while Instant::now() < at {
+            std::thread::sleep(at - Instant::now());
         }
         let t = Instant::now();
         let id = c.send("agent.ready", json!({})).unwrap();

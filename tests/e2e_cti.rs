@@ -164,3 +164,90 @@ fn a_desktop_that_reconnects_resumes_without_losing_an_event() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && text.contains("1003") && text.contains("not_ready"), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn the_desktop_answers_a_desk_phone_that_rings_with_a_talk_notify() {
+    let dir = test_dir("cti-remote-answer");
+    let ports = PortBlock::acquire();
+    // Extension 1100: a desk phone (SIPp) that rings until told to answer.
+    let mut p = profile(ports.addr(P_UAS));
+    let tenant = p.tenants.values_mut().next().unwrap();
+    let mut agent = toml::Table::new();
+    for (k, v) in [("id", "1100"), ("extension", "1100"), ("name", "Desk phone 1100"), ("password", "demo1100")] {
+        agent.insert(k.into(), toml::Value::String(v.into()));
+    }
+    agent.insert("queues".into(), toml::Value::Table(toml::Table::from_iter([("general".to_owned(), toml::Value::Integer(0))])));
+    agent.insert("login_on_register".into(), toml::Value::Boolean(true));
+    agent.insert("auto_answer".into(), toml::Value::Boolean(false));
+    tenant.insert("agent".into(), toml::Value::Array(vec![toml::Value::Table(agent)]));
+    let cg = Callgate::start_with(&dir, &ports, p);
+    let mut sup = connect(&cg, "demo-supervisor-token");
+    register_from(ports.addr(P_UAC2), cg.sip, "1100", "demo1100");
+    let phone = Sipp::uas(&dir, "phone", "uas_remote_answer.xml")
+        .ports(&ports, P_UAC2, P_UAC2_CTRL, P_UAC2_MEDIA)
+        .arg("-rtp_echo")
+        .calls(1)
+        .timeout_s(40)
+        .spawn();
+    let (_, st, _) = wait_event(&mut sup, "agent.state", Duration::from_secs(10));
+    assert_eq!((st["agent"].as_str(), st["state"].as_str()), (Some("1100"), Some("ready")), "{st}");
+
+    let citizen = Baresip::start(BaresipConfig::citizen(
+        dir.join("citizen"),
+        "01012121212",
+        (ports.port(90), ports.port(95), (ports.port(96), ports.port(99))),
+        440.0,
+        "pcmu",
+    ));
+    citizen.dial(&format!("sip:120@{}", cg.sip));
+    let (_, offered, _) = wait_event(&mut sup, "call.offered", Duration::from_secs(10));
+    assert_eq!(offered["agent"], "1100");
+    let call = offered["call"].as_str().unwrap().to_owned();
+    // The phone rings and stays ringing: nobody answers by hand.
+    std::thread::sleep(Duration::from_secs(2));
+    let snapshot = sup.call("query.calls", json!({})).unwrap().unwrap();
+    assert!(!snapshot.to_string().contains("\"talking\""), "not answered before the desktop says so: {snapshot}");
+    let t0 = Instant::now();
+    let r = sup.call("call.answer", json!({ "call": call })).unwrap();
+    assert!(r.is_ok(), "{r:?}");
+    let (_, ans, _) = wait_event(&mut sup, "call.answered", Duration::from_secs(5));
+    assert_eq!(ans["call"].as_str(), Some(call.as_str()));
+    assert!(t0.elapsed() < Duration::from_secs(2), "answered on the desktop's word: {:?}", t0.elapsed());
+    std::thread::sleep(Duration::from_secs(3));
+    citizen.hangup();
+    let recs = cg.wait_records(1);
+    let run = phone.wait();
+    run.assert_ok(Some(&cg));
+    let _ = citizen.stop();
+    let rec = recs.iter().find(|r| r.text("call_id") == call).expect("the call's record");
+    assert_eq!(rec.text("agent"), "1100");
+    assert!(rec.int("talk_ms").unwrap_or(0) >= 2500, "{rec:?}");
+    assert!(rec.int("wait_ms").unwrap_or(0) >= 2000, "the ringing counted as waiting: {rec:?}");
+}
+
+/// Registers `ext` at callgate from `from` (a UDP socket bound there for the exchange), answering
+/// the digest challenge; the binding then sends INVITEs to `from`.
+fn register_from(from: std::net::SocketAddr, registrar: std::net::SocketAddr, ext: &str, password: &str) {
+    use callgate::sip::digest::{Challenge, Credentials};
+    use callgate::sip::msg::{HeaderName, Message};
+    let sock = std::net::UdpSocket::bind(from).expect("bind the phone's port");
+    sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let req = |cseq: u32, auth: &str| {
+        format!(
+            "REGISTER sip:{registrar} SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bKreg{cseq};rport\r\nMax-Forwards: 70\r\n\
+             From: <sip:{ext}@{registrar}>;tag=r{ext}\r\nTo: <sip:{ext}@{registrar}>\r\nCall-ID: reg-{ext}@test\r\nCSeq: {cseq} REGISTER\r\n\
+             Contact: <sip:{ext}@{from}>\r\nExpires: 300\r\n{auth}Content-Length: 0\r\n\r\n"
+        )
+    };
+    let mut buf = [0u8; 4096];
+    sock.send_to(req(1, "").as_bytes(), registrar).unwrap();
+    let n = sock.recv(&mut buf).expect("401");
+    let resp = Message::parse(bytes::Bytes::copy_from_slice(&buf[..n])).unwrap();
+    assert_eq!(resp.status(), Some(401));
+    let ch = Challenge::parse(resp.header(HeaderName::WwwAuthenticate).unwrap()).unwrap();
+    let cred = Credentials::answer(&ch, "REGISTER", &format!("sip:{registrar}"), ext, password, "0a4f113b", 1);
+    sock.send_to(req(2, &format!("Authorization: {}\r\n", cred.to_header_value())).as_bytes(), registrar).unwrap();
+    let n = sock.recv(&mut buf).expect("200");
+    let resp = Message::parse(bytes::Bytes::copy_from_slice(&buf[..n])).unwrap();
+    assert_eq!(resp.status(), Some(200), "{}", String::from_utf8_lossy(&buf[..n]));
+}
