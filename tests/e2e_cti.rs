@@ -251,3 +251,20 @@ fn register_from(from: std::net::SocketAddr, registrar: std::net::SocketAddr, ex
     let resp = Message::parse(bytes::Bytes::copy_from_slice(&buf[..n])).unwrap();
     assert_eq!(resp.status(), Some(200), "{}", String::from_utf8_lossy(&buf[..n]));
 }
+
+#[test]
+fn local_integrations_speak_json_lines_over_tcp_when_configured() {
+    let dir = test_dir("cti-tcp");
+    let ports = PortBlock::acquire();
+    let tcp = ports.addr(P_RAW);
+    let cg = Callgate::start_with(&dir, &ports, profile(ports.addr(P_UAS)).set("listen", "cti_tcp", tcp.to_string()));
+    let out = std::process::Command::new(callgate_bin())
+        .args(["ctl", "--tcp", &tcp.to_string(), "--token", "demo-admin-token", "queues"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("general"), "{text}\n{}\n{}", String::from_utf8_lossy(&out.stderr), cg.stderr());
+    // A wrong token is refused there too.
+    let out = std::process::Command::new(callgate_bin()).args(["ctl", "--tcp", &tcp.to_string(), "--token", "nope", "queues"]).output().unwrap();
+    assert!(!out.status.success(), "a bad token must fail");
+}

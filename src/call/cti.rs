@@ -200,6 +200,7 @@ impl Core {
                 Ok(json!({ "call": call, "recorded": true }))
             }
             Command::ScheduleCallback { tenant, queue, number, at_ms } => {
+                let at_ms = at_ms.unwrap_or_else(|| self.unix_ms(now));
                 let info = crate::acd::CallInfo {
                     cg_id: format!("cg-{}", self.rng.token(16)),
                     caller: number.clone(),

@@ -110,6 +110,9 @@ pub struct Listen {
     pub http: SocketAddr,
     /// Default UDP and TCP.
     pub transports: Vec<Transport>,
+    /// The CTI protocol as JSON lines over TCP (local integrations; tokens travel in clear text, so
+    /// keep it on loopback or a trusted network). Default: none (WebSocket and the Unix socket only).
+    pub cti_tcp: Option<SocketAddr>,
 }
 
 impl Default for Listen {
@@ -118,6 +121,7 @@ impl Default for Listen {
             sip: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5060),
             http: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080),
             transports: vec![Transport::Udp, Transport::Tcp],
+            cti_tcp: None,
         }
     }
 }
@@ -859,6 +863,9 @@ impl<'d> Loader<'d> {
         }
         if let Some(v) = &f.listen.http {
             p.listen.http = socket_addr(src, v, "listen.http")?;
+        }
+        if let Some(v) = &f.listen.cti_tcp {
+            p.listen.cti_tcp = Some(socket_addr(src, v, "listen.cti_tcp")?);
         }
         if let Some(list) = &f.listen.transports {
             let mut out = Vec::new();

@@ -52,6 +52,7 @@ pub(super) struct PrincipalTable {
 pub(super) struct ListenTable {
     pub sip: Option<S<String>>,
     pub http: Option<S<String>>,
+    pub cti_tcp: Option<S<String>>,
     pub transports: Option<List<String>>,
 }
 

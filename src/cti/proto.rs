@@ -125,8 +125,9 @@ pub enum Command {
     AttachData { call: String, data: Map<String, Value> },
     /// Wrap-up disposition.
     Disposition { call: String, subject: String, settled: bool, flag: VocFlag },
-    /// A callback at a set time (Unix ms).
-    ScheduleCallback { tenant: String, queue: String, number: String, at_ms: i64 },
+    /// A callback at a set time (Unix ms), or as soon as an agent of the queue is free (`None`):
+    /// integrations' outbound calls (originate) go this way, through the ACD.
+    ScheduleCallback { tenant: String, queue: String, number: String, at_ms: Option<i64> },
     /// A supervisor joins a call from the phone at `extension` (callgate rings it), or changes the
     /// mode of the monitoring it started (then `extension` may be left out).
     Monitor { call: String, mode: MonitorMode, extension: Option<String> },
@@ -505,7 +506,7 @@ pub fn parse_command(cmd: &str, args: &Map<String, Value>, p: &Principal) -> Res
             tenant: tenant_opt()?.ok_or_else(|| CtiError::MissingField("args.tenant".into()))?,
             queue: ident("queue", a.str("queue", 64)?)?,
             number: dial("number")?,
-            at_ms: a.i64("at_ms")?,
+            at_ms: if args.get("at_ms").is_some_and(|v| !v.is_null()) { Some(a.i64("at_ms")?) } else { None },
         },
         "query.queues" => Command::QueryQueues { tenant: tenant_opt()? },
         "query.agents" => Command::QueryAgents { tenant: tenant_opt()? },

@@ -264,7 +264,7 @@ async fn serve(
         None
     };
     let (cti_shell, cti_rx) =
-        cti::CtiShell::spawn(&aux, cti::CtiShellConfig { unix_socket, ..Default::default() }, shutdown_rx.clone())
+        cti::CtiShell::spawn(&aux, cti::CtiShellConfig { unix_socket, tcp: profile.listen.cti_tcp, ..Default::default() }, shutdown_rx.clone())
             .map_err(EdgeError::Cti)?;
     let unix_ms = SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
     let mut hub = crate::cti::Hub::new(Core::cti_principals(&profile), crate::cti::HubConfig::new(Instant::now(), unix_ms));
