@@ -1287,8 +1287,17 @@ fn a_cancelled_or_refused_consultation_returns_the_agent_to_the_caller() {
     assert_eq!(sent[0].0.addr, DEPT.parse::<SocketAddr>().unwrap());
     assert!(h.media.iter().any(|c| matches!(c, MediaCommand::CloseLeg { leg: Leg::C, .. })));
     assert_eq!(relays(&h), [Leg::A, Leg::B]);
-    // Hold works again once the consultation is over (it was refused during it).
+    // Hold works again once the consultation is over (it was refused during it) ...
     cti(&mut h, Role::Agent, Command::Hold { call: cg.clone() }).expect("hold after the consultation");
+    cti(&mut h, Role::Agent, Command::Resume { call: cg.clone() }).unwrap();
+    h.take();
+    // ... and a department answering just as the agent cancels is not left up: ACK and BYE.
+    cti(&mut h, Role::Agent, Command::ConsultStart { call: cg.clone(), to: "200".into() }).unwrap();
+    let dinv = h.take()[0].1.clone();
+    cti(&mut h, Role::Agent, Command::ConsultCancel { call: cg.clone() }).unwrap();
+    assert_eq!(Harness::summary(&h.take()), ["CANCEL"]);
+    h.input(DEPT, answer(&dinv, 200, "OK", Some("d9"), &sdp("0", 44006)));
+    assert_eq!(Harness::summary(&h.take()), ["ACK", "BYE"], "the crossing 2xx is ended");
 }
 
 #[test]

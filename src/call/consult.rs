@@ -662,7 +662,6 @@ impl Core {
                 self.clients.insert(t, (key, Purpose::Bye));
             }
         } else {
-            self.clients.remove(&s.offer.txn);
             self.cancel_offer(now, key, s.offer);
         }
         let agentless = self.calls.get(&key).is_some_and(|c| c.agent.is_none() && c.b.is_none());
@@ -745,8 +744,7 @@ impl Core {
                 let t = self.txn.request(now, Method::Bye, &branch, msg, peer);
                 self.clients.insert(t, (key, Purpose::Bye));
             } else {
-                self.clients.remove(&s.offer.txn);
-                self.cancel_offer(now, key, s.offer);
+                    self.cancel_offer(now, key, s.offer);
             }
         }
     }

@@ -198,7 +198,8 @@ impl Core {
                 self.drive_menu(now, key);
             }
             State::Closing if call.closed_offer && digit == '*' => self.closed_callback(now, key),
-            State::Queued => {
+            // (Not a caller whose transfer target rings: it is in no queue.)
+            State::Queued if call.queued_at.is_some() => {
                 let (tenant, queue) = (call.tenant.clone(), call.queue.clone());
                 let wants = queue.and_then(|q| self.queue_cfg(&tenant, &q).and_then(|q| q.callback_key));
                 if wants == Some(digit) {
