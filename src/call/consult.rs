@@ -573,17 +573,7 @@ impl Core {
                 s.answered = Some(now);
                 s.media = Some((leg_media(&answer), answer.direction));
                 let port = s.offer.port;
-                let cmd = MediaCommand::Open {
-                    call: key,
-                    leg,
-                    local_port: port,
-                    media: leg_media(&answer),
-                    direction: answer.direction,
-                    ssrc: self.rng.next_u32(),
-                    seq: (self.rng.next_u32() & 0x7fff) as u16,
-                    ts: self.rng.next_u32(),
-                };
-                self.outputs.push_back(Output::Media(cmd));
+                self.open_leg(key, leg, port, &answer);
                 match leg {
                     Leg::C => {
                         let c = self.calls.get_mut(&key).expect("found");
@@ -619,23 +609,14 @@ impl Core {
             Leg::C => self.publish_consult(key, "failed"),
             _ => self.publish_monitor(key, "failed"),
         }
-        let c = self.calls.get_mut(&key).expect("found");
-        let after_agent = c.consult.as_ref().is_some_and(|k| k.complete_on_answer) && leg == Leg::C;
-        let s = match leg {
-            Leg::C => c.consult.take().map(|k| k.leg),
-            _ => c.monitor.take().map(|m| m.leg),
-        };
-        if let Some(s) = s {
+        let after_agent = leg == Leg::C && self.calls[&key].consult.as_ref().is_some_and(|k| k.complete_on_answer);
+        if let Some(s) = self.take_side(key, leg) {
+            // A failed INVITE: its transaction is over, no CANCEL; only the dialog and the port go.
             self.dialogs.remove(dkey(&(s.offer.dialog.call_id.as_str(), s.offer.dialog.local_tag.as_str())));
             self.ports.release(s.offer.port);
         }
         if after_agent {
-            // The agent is gone: as after a refused blind transfer, back into the queue.
-            if let Some(c) = self.calls.get_mut(&key) {
-                c.transferred_to = None;
-                c.heard = Default::default();
-            }
-            self.enter_queue(now, key);
+            self.requeue(now, key);
             return;
         }
         self.plan_done(key);
@@ -644,37 +625,53 @@ impl Core {
     /// Ends a side leg from callgate's side (`bye`: BYE if answered, CANCEL if ringing) or after the
     /// far end's BYE (`bye` false), and puts the others back together.
     pub(super) fn drop_side(&mut self, now: Instant, key: CallKey, leg: Leg, bye: bool, reason: &str) {
-        let Some(c) = self.calls.get_mut(&key) else { return };
-        let s = match leg {
-            Leg::C => c.consult.take().map(|k| k.leg),
-            Leg::D => c.monitor.take().map(|m| m.leg),
-            _ => None,
-        };
-        let Some(mut s) = s else { return };
-        c.heard[slot(leg)] = None;
-        if s.answered.is_some() {
-            self.outputs.push_back(Output::Media(MediaCommand::CloseLeg { call: key, leg }));
-            self.dialogs.remove(dkey(&(s.offer.dialog.call_id.as_str(), s.offer.dialog.local_tag.as_str())));
-            self.ports.release(s.offer.port);
-            if bye {
-                let (peer, branch, msg) = s.offer.dialog.bye(&mut self.rng, &self.cfg, reason);
-                let t = self.txn.request(now, Method::Bye, &branch, msg, peer);
-                self.clients.insert(t, (key, Purpose::Bye));
-            }
-        } else {
-            self.cancel_offer(now, key, s.offer);
-        }
+        let Some(s) = self.take_side(key, leg) else { return };
+        self.release_side(now, key, leg, s, bye, reason);
         let agentless = self.calls.get(&key).is_some_and(|c| c.agent.is_none() && c.b.is_none());
         if agentless && leg == Leg::C {
-            // The transfer's target went away before the agent's seat was taken: queue again.
-            if let Some(c) = self.calls.get_mut(&key) {
-                c.transferred_to = None;
-                c.heard = Default::default();
-            }
-            self.enter_queue(now, key);
+            // The transfer's target went away before the agent's seat was taken.
+            self.requeue(now, key);
             return;
         }
         self.plan_done(key);
+    }
+
+    /// The side leg out of the call (its hearing forgotten).
+    fn take_side(&mut self, key: CallKey, leg: Leg) -> Option<SideLeg> {
+        let c = self.calls.get_mut(&key)?;
+        c.heard[slot(leg)] = None;
+        match leg {
+            Leg::C => c.consult.take().map(|k| k.leg),
+            Leg::D => c.monitor.take().map(|m| m.leg),
+            Leg::A | Leg::B => None,
+        }
+    }
+
+    /// Closes a side leg taken out of the call: its port and dialog, with a BYE (`bye`, when answered)
+    /// or a CANCEL (still ringing).
+    fn release_side(&mut self, now: Instant, key: CallKey, leg: Leg, mut s: SideLeg, bye: bool, reason: &str) {
+        if s.answered.is_none() {
+            self.cancel_offer(now, key, s.offer);
+            return;
+        }
+        self.outputs.push_back(Output::Media(MediaCommand::CloseLeg { call: key, leg }));
+        self.dialogs.remove(dkey(&(s.offer.dialog.call_id.as_str(), s.offer.dialog.local_tag.as_str())));
+        self.ports.release(s.offer.port);
+        if bye {
+            let (peer, branch, msg) = s.offer.dialog.bye(&mut self.rng, &self.cfg, reason);
+            let t = self.txn.request(now, Method::Bye, &branch, msg, peer);
+            self.clients.insert(t, (key, Purpose::Bye));
+        }
+    }
+
+    /// The agent had left for a transfer whose target is gone: as after a refused blind transfer,
+    /// the caller goes back into the queue.
+    fn requeue(&mut self, now: Instant, key: CallKey) {
+        if let Some(c) = self.calls.get_mut(&key) {
+            c.transferred_to = None;
+            c.heard = Default::default();
+        }
+        self.enter_queue(now, key);
     }
 
     /// The side leg hung up (BYE) or went silent (`inactive`: callgate sends the BYE).
@@ -731,20 +728,8 @@ impl Core {
     /// The call ends: CANCEL or BYE every side leg.
     pub(super) fn end_side_legs(&mut self, now: Instant, key: CallKey, reason: &str) {
         for leg in [Leg::C, Leg::D] {
-            let Some(c) = self.calls.get_mut(&key) else { return };
-            let s = match leg {
-                Leg::C => c.consult.take().map(|k| k.leg),
-                _ => c.monitor.take().map(|m| m.leg),
-            };
-            let Some(mut s) = s else { continue };
-            if s.answered.is_some() {
-                self.dialogs.remove(dkey(&(s.offer.dialog.call_id.as_str(), s.offer.dialog.local_tag.as_str())));
-                self.ports.release(s.offer.port);
-                let (peer, branch, msg) = s.offer.dialog.bye(&mut self.rng, &self.cfg, reason);
-                let t = self.txn.request(now, Method::Bye, &branch, msg, peer);
-                self.clients.insert(t, (key, Purpose::Bye));
-            } else {
-                    self.cancel_offer(now, key, s.offer);
+            if let Some(s) = self.take_side(key, leg) {
+                self.release_side(now, key, leg, s, true, reason);
             }
         }
     }

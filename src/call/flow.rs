@@ -837,17 +837,7 @@ impl Core {
         call.b_media = Some((leg_media(&answer), answer.direction));
         call.b_sdp = Some(offer.sdp.clone());
         call.b = Some(offer.dialog);
-        let cmd = MediaCommand::Open {
-            call: key,
-            leg: Leg::B,
-            local_port: offer.port,
-            media: leg_media(&answer),
-            direction: answer.direction,
-            ssrc: self.rng.next_u32(),
-            seq: (self.rng.next_u32() & 0x7fff) as u16,
-            ts: self.rng.next_u32(),
-        };
-        self.outputs.push_back(Output::Media(cmd));
+        self.open_leg(key, Leg::B, offer.port, &answer);
         // The bridge service answers the caller only now.
         self.send_a_200(now, key);
         self.open_a(key);
@@ -855,6 +845,22 @@ impl Core {
         self.outputs.push_back(Output::Measured(Mark { stage: Stage::AnswerToBridge, since: now }));
         self.publish_call_event(key, crate::cti::events::CALL_ANSWERED);
         self.start_recording(key);
+    }
+
+    /// Opens a leg callgate called, on its port, with what its answer negotiated and a fresh stream
+    /// identity toward it.
+    pub(super) fn open_leg(&mut self, key: CallKey, leg: Leg, port: u16, answer: &sdp::Negotiated) {
+        let cmd = MediaCommand::Open {
+            call: key,
+            leg,
+            local_port: port,
+            media: leg_media(answer),
+            direction: answer.direction,
+            ssrc: self.rng.next_u32(),
+            seq: (self.rng.next_u32() & 0x7fff) as u16,
+            ts: self.rng.next_u32(),
+        };
+        self.outputs.push_back(Output::Media(cmd));
     }
 
     /// Both legs hear each other, once both are open.
