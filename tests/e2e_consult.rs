@@ -8,26 +8,14 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use callgate::cti::client::Client;
 use common::baresip::{read_wav, tone_power, Baresip, BaresipConfig};
+use common::desk::{connect, profile_with_department as profile, wait_event_where};
 use common::*;
 use serde_json::{json, Value};
 
 const CITIZEN_HZ: f64 = 440.0;
 const AGENT_HZ: f64 = 1000.0;
 const SUPERVISOR_HZ: f64 = 1800.0;
-
-fn profile(dept: std::net::SocketAddr) -> ProfileBuilder {
-    let mut p = ProfileBuilder::default_profile().add_service("2000", "Passport department", Some(&format!("sip:passport@{dept}")));
-    let tenant = p.tenants.values_mut().next().unwrap();
-    for s in tenant.get_mut("service").and_then(|v| v.as_array_mut()).unwrap() {
-        let s = s.as_table_mut().unwrap();
-        if s.get("bridge_to").is_none() {
-            s.insert("guidance".into(), toml::Value::Array(vec![]));
-        }
-    }
-    p
-}
 
 fn phone(dir: &Path, ports: &PortBlock, cg: &Callgate, ext: &str, base: u16, hz: f64) -> Baresip {
     let cfg = BaresipConfig::agent(
@@ -41,26 +29,6 @@ fn phone(dir: &Path, ports: &PortBlock, cg: &Callgate, ext: &str, base: u16, hz:
     let b = Baresip::start(cfg);
     b.wait_registered(Duration::from_secs(10));
     b
-}
-
-fn connect(cg: &Callgate, token: &str) -> Client {
-    let mut c = Client::connect_ws(&cg.http.to_string(), None, Duration::from_secs(5)).expect("WebSocket to /cti");
-    c.auth(token, true).expect("auth");
-    c
-}
-
-/// Events until one of `kind` whose data satisfies `ok` comes.
-fn wait_event(c: &mut Client, kind: &str, within: Duration, ok: impl Fn(&Value) -> bool) -> Value {
-    let t0 = Instant::now();
-    let mut seen = Vec::new();
-    loop {
-        assert!(t0.elapsed() < within, "no {kind} event within {within:?}; saw {seen:?}");
-        match c.next_event() {
-            Ok((_, ev, data)) if ev == kind && ok(&data) => return data,
-            Ok((seq, ev, data)) => seen.push((seq, ev, data)),
-            Err(e) => panic!("waiting for {kind}: {e}; saw {seen:?}"),
-        }
-    }
 }
 
 fn ok(r: Result<Value, callgate::cti::proto::RemoteError>, what: &str) {
@@ -112,18 +80,18 @@ fn a_consultation_holds_the_caller_then_conferences_and_completes_to_the_departm
         "pcmu",
     ));
     citizen.dial(&format!("sip:120@{}", cg.sip));
-    let offered = wait_event(&mut desk, "call.offered", Duration::from_secs(10), |_| true);
+    let offered = wait_event_where(&mut desk, "call.offered", Duration::from_secs(10), |_| true).1;
     // The citizen's audio starts when it is answered (queue entry, the instant of the offer).
     let t0 = Instant::now();
     let call = offered["call"].as_str().unwrap().to_owned();
-    wait_event(&mut desk, "call.answered", Duration::from_secs(10), |_| true);
+    wait_event_where(&mut desk, "call.answered", Duration::from_secs(10), |_| true);
     ok(desk.call("call.attach", json!({ "call": call, "data": { "subject": "passport", "note": "lost abroad" } })).unwrap(), "attach");
     std::thread::sleep(Duration::from_secs(3));
 
     // Consult the department: the citizen hears music, the agent talks to the department.
     let p2 = at(t0);
     ok(desk.call("call.consult", json!({ "call": call, "to": "2000" })).unwrap(), "consult");
-    let ev = wait_event(&mut sup, "call.consult", Duration::from_secs(10), |d| d["phase"] == "answered");
+    let ev = wait_event_where(&mut sup, "call.consult", Duration::from_secs(10), |d| d["phase"] == "answered").1;
     assert_eq!(ev["to"], "2000");
     std::thread::sleep(Duration::from_secs(4));
     // Back and forth: the agent with the citizen, the department on music.
@@ -133,12 +101,12 @@ fn a_consultation_holds_the_caller_then_conferences_and_completes_to_the_departm
     // All three.
     let p4 = at(t0);
     ok(desk.call("call.conference", json!({ "call": call })).unwrap(), "conference");
-    wait_event(&mut sup, "call.conferenced", Duration::from_secs(5), |_| true);
+    wait_event_where(&mut sup, "call.conferenced", Duration::from_secs(5), |_| true);
     std::thread::sleep(Duration::from_secs(4));
     // The agent completes: the citizen stays with the department.
     let p5 = at(t0);
     ok(desk.call("call.consult_complete", json!({ "call": call })).unwrap(), "complete");
-    let tr = wait_event(&mut sup, "call.transferred", Duration::from_secs(5), |_| true);
+    let tr = wait_event_where(&mut sup, "call.transferred", Duration::from_secs(5), |_| true).1;
     assert_eq!((tr["to"].as_str(), tr["kind"].as_str()), (Some("2000"), Some("consult")));
     std::thread::sleep(Duration::from_secs(4));
     let p6 = at(t0);
@@ -213,11 +181,11 @@ fn a_supervisor_listens_whispers_and_barges_from_a_phone() {
         "pcma",
     ));
     citizen.dial(&format!("sip:120@{}", cg.sip));
-    let offered = wait_event(&mut sup, "call.offered", Duration::from_secs(10), |_| true);
+    let offered = wait_event_where(&mut sup, "call.offered", Duration::from_secs(10), |_| true).1;
     let t0 = Instant::now();
     assert_eq!(offered["agent"], "1001");
     let call = offered["call"].as_str().unwrap().to_owned();
-    wait_event(&mut sup, "call.answered", Duration::from_secs(10), |_| true);
+    wait_event_where(&mut sup, "call.answered", Duration::from_secs(10), |_| true);
     std::thread::sleep(Duration::from_secs(2));
     // An agent may not monitor.
     let mut desk = connect(&cg, "demo-agent-1001");
@@ -225,7 +193,7 @@ fn a_supervisor_listens_whispers_and_barges_from_a_phone() {
     assert_eq!(r.expect_err("agents may not monitor").code, "forbidden");
 
     ok(sup.call("call.monitor", json!({ "call": call, "mode": "listen", "extension": "1010" })).unwrap(), "listen");
-    wait_event(&mut sup, "call.monitor", Duration::from_secs(10), |d| d["phase"] == "answered");
+    wait_event_where(&mut sup, "call.monitor", Duration::from_secs(10), |d| d["phase"] == "answered");
     // The supervisor's phone audio starts at its answer.
     let s0 = at(t0);
     std::thread::sleep(Duration::from_secs(4));

@@ -10,20 +10,9 @@ use std::time::{Duration, Instant};
 
 use callgate::cti::client::Client;
 use common::baresip::{Baresip, BaresipConfig};
+use common::desk::{connect, profile_with_department as profile, wait_event};
 use common::*;
-use serde_json::{json, Value};
-
-fn profile(dept: std::net::SocketAddr) -> ProfileBuilder {
-    let mut p = ProfileBuilder::default_profile().add_service("2000", "Passport department", Some(&format!("sip:passport@{dept}")));
-    let tenant = p.tenants.values_mut().next().unwrap();
-    for s in tenant.get_mut("service").and_then(|v| v.as_array_mut()).unwrap() {
-        let s = s.as_table_mut().unwrap();
-        if s.get("bridge_to").is_none() {
-            s.insert("guidance".into(), toml::Value::Array(vec![]));
-        }
-    }
-    p
-}
+use serde_json::json;
 
 fn agent(dir: &Path, ports: &PortBlock, cg: &Callgate, ext: &str) -> Baresip {
     let b = 60;
@@ -38,26 +27,6 @@ fn agent(dir: &Path, ports: &PortBlock, cg: &Callgate, ext: &str) -> Baresip {
     let a = Baresip::start(cfg);
     a.wait_registered(Duration::from_secs(10));
     a
-}
-
-fn connect(cg: &Callgate, token: &str) -> Client {
-    let mut c = Client::connect_ws(&cg.http.to_string(), None, Duration::from_secs(5)).expect("WebSocket to /cti");
-    c.auth(token, true).expect("auth");
-    c
-}
-
-/// Events until one of `kind` comes (the others are returned too, in order).
-fn wait_event(c: &mut Client, kind: &str, within: Duration) -> (u64, Value, Vec<(u64, String)>) {
-    let t0 = Instant::now();
-    let mut seen = Vec::new();
-    loop {
-        assert!(t0.elapsed() < within, "no {kind} event within {within:?}; saw {seen:?}");
-        match c.next_event() {
-            Ok((seq, ev, data)) if ev == kind => return (seq, data, seen),
-            Ok((seq, ev, _)) => seen.push((seq, ev)),
-            Err(e) => panic!("waiting for {kind}: {e}; saw {seen:?}"),
-        }
-    }
 }
 
 #[test]

@@ -18,6 +18,7 @@
 #![allow(dead_code)]
 
 pub mod baresip;
+pub mod desk;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
