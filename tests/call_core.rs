@@ -1326,7 +1326,10 @@ fn a_supervisor_listens_whispers_barges_and_leaves() {
     let (_, cg, _) = connected_call(&mut h, "k5");
     register_agent(&mut h, "2002", "secret2002", AGENT2);
     assert!(
-        matches!(cti(&mut h, Role::Agent, Command::Monitor { call: cg.clone(), mode: MonitorMode::Listen, extension: Some("2002".into()) }), Err(_)),
+        matches!(
+            cti(&mut h, Role::Agent, Command::Monitor { call: cg.clone(), mode: MonitorMode::Listen, extension: Some("2002".into()) }),
+            Err(callgate::cti::CtiError::Forbidden(_))
+        ),
         "agents may not monitor"
     );
     assert!(matches!(

@@ -1,11 +1,12 @@
 //! The media threads: they own every call's RTP (and RTCP) ports and carry out the call core's
-//! [`MediaCommand`]s with the sans-IO [`Engine`] (pacer, bridges, DTMF, recorders). There is no task
-//! and no timer per call: each thread waits in one `epoll` for three kinds of things.
+//! [`MediaCommand`]s with the sans-IO [`Engine`] (pacer, bridges, mixers, DTMF, recorders). There is
+//! no task and no timer per call (the mixers' 20 ms frames come from the engine's one schedule, like
+//! the pacer's packets): each thread waits in one `epoll` for three kinds of things.
 //!
 //! ```text
 //!   epoll ──▶ eventfd   : commands from the sip task (MediaTx::send)
-//!         ──▶ timerfd   : the engine's next deadline (pacer slot, digit packet, key-press end,
-//!                         inactivity check), armed with an absolute time
+//!         ──▶ timerfd   : the engine's next deadline (pacer slot, mixer frame, digit packet,
+//!                         key-press end, inactivity check), armed with an absolute time
 //!         ──▶ RTP ports : edge-triggered; recvmmsg (READ_BATCH datagrams at a time) until empty
 //!                         ──▶ Engine::on_datagram ──▶ the batch's relayed packets: one sendmmsg
 //!                         (or sendto) on the other leg's port
@@ -167,6 +168,8 @@ pub struct MediaStats {
     pub rtcp_received: AtomicU64,
     pub pacer_sent: AtomicU64,
     pub dtmf_sent: AtomicU64,
+    /// Packets of the mixers (legs hearing a conference, consultation or supervisor mix).
+    pub mixed_sent: AtomicU64,
     /// Packets the kernel refused to send (socket buffer full, no route).
     pub send_errors: AtomicU64,
     /// Frames the pacer skipped because its thread fell more than a period behind.
@@ -191,6 +194,7 @@ pub struct MediaStatsSnapshot {
     pub rtcp_received: u64,
     pub pacer_sent: u64,
     pub dtmf_sent: u64,
+    pub mixed_sent: u64,
     pub send_errors: u64,
     pub skipped_frames: u64,
     pub recordings_written: u64,
@@ -212,6 +216,7 @@ impl MediaStats {
             rtcp_received: l(&self.rtcp_received),
             pacer_sent: l(&self.pacer_sent),
             dtmf_sent: l(&self.dtmf_sent),
+            mixed_sent: l(&self.mixed_sent),
             send_errors: l(&self.send_errors),
             skipped_frames: l(&self.skipped_frames),
             recordings_written: l(&self.recordings_written),
@@ -323,9 +328,9 @@ pub fn spawn_with_inactivity(
     metrics: Arc<Metrics>,
     inactivity: impl Into<Option<Duration>>,
 ) -> std::io::Result<(MediaTx, JoinHandle<()>, UnboundedReceiver<MediaEvent>)> {
-    let mut config = MediaConfig::default();
     // "Never" is ten years: an Instant that far ahead still adds without overflow.
-    config.inactivity = inactivity.into().unwrap_or(Duration::from_secs(10 * 365 * 86_400));
+    let never = Duration::from_secs(10 * 365 * 86_400);
+    let mut config = MediaConfig { inactivity: inactivity.into().unwrap_or(never), ..MediaConfig::default() };
     let env = |name: &str| std::env::var(name).ok().and_then(|v| v.trim().parse::<u8>().ok());
     if let Some(n) = env("CALLGATE_MEDIA_THREADS") {
         config.threads = n as usize;
@@ -1100,7 +1105,7 @@ impl Shard {
         }
         let s: EngineStats = self.engine.take_stats();
         let st = &self.stats;
-        let sent = s.pacer_sent + s.relayed + s.dtmf_sent;
+        let sent = s.pacer_sent + s.relayed + s.dtmf_sent + s.mixed;
         if sent > 0 {
             self.metrics.add(Counter::RtpSent, sent);
         }
@@ -1115,6 +1120,7 @@ impl Shard {
         st.rtp_invalid.fetch_add(s.invalid, Ordering::Relaxed);
         st.pacer_sent.fetch_add(s.pacer_sent, Ordering::Relaxed);
         st.dtmf_sent.fetch_add(s.dtmf_sent, Ordering::Relaxed);
+        st.mixed_sent.fetch_add(s.mixed, Ordering::Relaxed);
         let calls = self.engine.calls() as u64;
         if calls != self.calls_published {
             st.calls.fetch_add(calls.wrapping_sub(self.calls_published), Ordering::Relaxed);

@@ -1,4 +1,5 @@
-//! The sans-IO RTP relay between a caller leg (A) and an agent leg (B).
+//! The sans-IO RTP relay between a caller leg (A) and an agent leg (B), and the watch over every leg of
+//! a call (A, B, and the consulted party C and supervisor D, whose audio only the mixer uses).
 //!
 //! callgate is a B2BUA that anchors media: each leg's RTP arrives on a socket the shell owns for that
 //! leg, and the [`Bridge`] decides what becomes of every datagram. It rewrites the packet **in place in
@@ -121,6 +122,25 @@
 //! once ([`BridgeEvent::Inactive`]) when no valid RTP has come from the leg's latched source for
 //! [`BridgeConfig::inactivity`]; valid RTP re-arms it. Returning to `sendrecv` restarts the count.
 //!
+//! # Legs C and D
+//!
+//! A call has four leg states here. A and B are the relay pair. C (the consulted party) and D (the
+//! supervisor) get exactly the same latching, direction and inactivity handling, but are never relayed:
+//! their valid RTP is dropped with [`DropReason::NotRelayed`] *after* latching and liveness (the shell
+//! hands the audio to the mixer), and [`Bridge::resume_relay`] toward them does nothing. Their outgoing
+//! stream identity (SSRC, sequence, timestamp) is kept by the shell's mixer, not here.
+//!
+//! [`Bridge::rebind`] renames a leg (a completed consultation: C takes B's place): C's latch, media,
+//! direction, inactivity count and outgoing stream become B's, C becomes a stand-in again, and the relay
+//! toward B stays suspended until the shell resumes it with B's continuation (the same SSRC, sequence
+//! continuing). The relay toward A re-bases on the new B's first packet (marker set).
+//!
+//! ```text
+//!   legs[A] ◀── relay ──▶ legs[B]          legs[C]   legs[D]     (latch, direction, inactivity: all four)
+//!                                             │ rebind(C, B): legs[B] = legs[C]; legs[C] = stand-in
+//!                                             └──────────────────▶ B
+//! ```
+//!
 //! [`sdp::Negotiated`]: super::sdp::Negotiated
 
 use std::collections::VecDeque;
@@ -158,7 +178,10 @@ pub enum Leg {
 }
 
 impl Leg {
+    /// The two legs of the relay.
     pub const BOTH: [Leg; 2] = [Leg::A, Leg::B];
+    /// Every leg a call can have.
+    pub const ALL: [Leg; 4] = [Leg::A, Leg::B, Leg::C, Leg::D];
 
     /// The leg on the other side of the relay pair (A ⇄ B; C ⇄ D, which are never relayed, only mixed).
     pub fn other(self) -> Leg {
@@ -170,11 +193,23 @@ impl Leg {
         }
     }
 
-    fn i(self) -> usize {
+    /// Whether the leg is one of the relay pair (A, B); C and D are only ever mixed.
+    pub fn relayed(self) -> bool {
+        matches!(self, Leg::A | Leg::B)
+    }
+
+    /// 0-3 for A-D: the leg's slot in per-leg arrays.
+    pub fn index(self) -> usize {
         match self {
-            Leg::A | Leg::C => 0,
-            Leg::B | Leg::D => 1,
+            Leg::A => 0,
+            Leg::B => 1,
+            Leg::C => 2,
+            Leg::D => 3,
         }
+    }
+
+    fn i(self) -> usize {
+        self.index()
     }
 }
 
@@ -327,6 +362,8 @@ pub enum DropReason {
     BeforeRebase { seq: u16, base: u16 },
     #[error("SSRC {ssrc:#010x} is the stream the leg replaced by {current:#010x}: a late packet of the old stream")]
     OldSsrc { ssrc: u32, current: u32 },
+    #[error("leg {leg} is never relayed (legs C and D are only mixed): valid RTP, kept for the mixer")]
+    NotRelayed { leg: Leg },
 }
 
 /// Reports for the shell and the call core; drained with [`Bridge::poll_event`].
@@ -361,6 +398,7 @@ pub struct DropCounts {
     pub no_destination: u64,
     pub before_rebase: u64,
     pub old_ssrc: u64,
+    pub not_relayed: u64,
 }
 
 impl DropCounts {
@@ -378,6 +416,7 @@ impl DropCounts {
             DropReason::NoDestination { .. } => &mut self.no_destination,
             DropReason::BeforeRebase { .. } => &mut self.before_rebase,
             DropReason::OldSsrc { .. } => &mut self.old_ssrc,
+            DropReason::NotRelayed { .. } => &mut self.not_relayed,
         };
         *c += 1;
     }
@@ -396,6 +435,7 @@ impl DropCounts {
             + self.no_destination
             + self.before_rebase
             + self.old_ssrc
+            + self.not_relayed
     }
 }
 
@@ -581,7 +621,8 @@ enum Kind {
 #[derive(Debug)]
 pub struct Bridge {
     config: BridgeConfig,
-    legs: [LegState; 2],
+    /// Indexed by [`Leg::index`]: A, B (relayed), C, D (watched only).
+    legs: [LegState; 4],
     events: VecDeque<BridgeEvent>,
 }
 
@@ -598,6 +639,12 @@ impl Bridge {
     ) -> Result<Bridge, BridgeError> {
         check_media(Leg::A, &a.media)?;
         check_media(Leg::B, &b.media)?;
+        // C and D start as stand-ins: no address, inactive (neither sent to nor watched), not relayed.
+        let absent = LegConfig {
+            media: LegMedia { remote: None, ..b.media },
+            direction: Direction::Inactive,
+            heard: None,
+        };
         let mut leg = |c: LegConfig| {
             let heard = c.heard.unwrap_or_else(|| Continuation {
                 ssrc: rng.next_u32(),
@@ -627,7 +674,9 @@ impl Bridge {
                 },
             }
         };
-        let legs = [leg(a), leg(b)];
+        let mut legs = [leg(a), leg(b), leg(absent), leg(absent)];
+        legs[Leg::C.i()].out.relaying = false;
+        legs[Leg::D.i()].out.relaying = false;
         Ok(Bridge {
             config,
             legs,
@@ -721,6 +770,9 @@ impl Bridge {
                 direction: fd,
                 sending: false,
             });
+        }
+        if !from.relayed() {
+            return Err(DropReason::NotRelayed { leg: from });
         }
         if !td.sends() {
             return Err(DropReason::Direction {
@@ -978,6 +1030,9 @@ impl Bridge {
     /// `from` is where that stream stood (see [`Continuation`]). The next relayed packet continues it:
     /// same SSRC (`from.ssrc` is adopted), `from.seq`, `from.ts` + the time since `from.at`, marker set.
     pub fn resume_relay(&mut self, to_leg: Leg, from: Continuation) {
+        if !to_leg.relayed() {
+            return; // C and D are never relayed (see "Legs C and D")
+        }
         let out = &mut self.legs[to_leg.i()].out;
         out.ssrc = from.ssrc;
         out.anchor = Anchor {
@@ -1067,7 +1122,7 @@ impl Bridge {
     /// valid RTP comes again). Drain [`Bridge::poll_event`] after it.
     pub fn handle_timeout(&mut self, now: Instant) {
         let inactivity = self.config.inactivity;
-        for leg in Leg::BOTH {
+        for leg in Leg::ALL {
             let l = &mut self.legs[leg.i()];
             if l.monitored() && l.alive_since + inactivity <= now {
                 l.inactive_reported = true;
@@ -1075,6 +1130,36 @@ impl Bridge {
                     leg,
                     silent_for: now.saturating_duration_since(l.alive_since),
                 });
+            }
+        }
+    }
+
+    /// Leg `from` becomes leg `to` (see "Legs C and D"): its address and latch, media, direction,
+    /// inactivity count, counters and the stream callgate sends toward it (SSRC, sequence, timestamp
+    /// anchor) are `to`'s from now on, and `from` is a stand-in again (no address, `inactive`). A relay
+    /// toward the rebound leg is suspended (the caller resumes it with a continuation); the relay toward
+    /// its partner re-bases on the next packet (the new source's first packet carries the marker).
+    pub fn rebind(&mut self, now: Instant, from: Leg, to: Leg) {
+        if from == to {
+            return;
+        }
+        let mut moved = self.legs[from.i()];
+        moved.out.relaying = false;
+        moved.out.map = None;
+        let stand_in = &mut self.legs[from.i()];
+        stand_in.media.remote = None;
+        stand_in.direction = Direction::Inactive;
+        stand_in.latch = Latch::Unlatched;
+        stand_in.probe = None;
+        stand_in.alive_since = now;
+        stand_in.inactive_reported = false;
+        stand_in.stats = LegStats::default();
+        stand_in.out.relaying = false;
+        stand_in.out.map = None;
+        self.legs[to.i()] = moved;
+        for leg in [from, to] {
+            if leg.relayed() {
+                self.legs[leg.other().i()].out.map = None;
             }
         }
     }

@@ -1,10 +1,11 @@
 //! The interface between the call core and the media thread: commands in, events out.
 //!
-//! A call has up to two legs ([`Leg::A`], the caller; [`Leg::B`], the agent or department), each
-//! with one RTP port of callgate's. Toward each leg callgate sends exactly one stream at a time,
-//! with one RTP identity (SSRC, sequence, timestamp) kept for the whole call (see
-//! [`bridge`](super::bridge)): either a playlist from the pacer (guidance, menu, music, position
-//! announcements, hold music) or the other leg's audio relayed through the bridge.
+//! A call has up to four legs, each with one RTP port of callgate's: [`Leg::A`] the caller, [`Leg::B`]
+//! the agent (or department), [`Leg::C`] a consulted party, [`Leg::D`] a supervisor. Toward each leg
+//! callgate sends exactly one stream at a time, with one RTP identity (SSRC, sequence, timestamp) kept
+//! for the whole call (see [`bridge`](super::bridge)): a playlist from the pacer (guidance, menu, music,
+//! position announcements, hold music), the other leg's audio relayed through the bridge (A ⇄ B only),
+//! or a mix of other legs' audio made every 20 ms (conference, consultation, supervisor).
 //!
 //! ```text
 //!            Open{A}                     Play{A, guidance}       Play{A, music, looped}
@@ -13,8 +14,21 @@
 //!                                                                                       ▼
 //!          Play{X, music, looped} (hold)       Relay{A} + Relay{B}              B open (hears nothing)
 //!   X hears music ◀──────────────────── A ⇄ B relayed ◀──────────────────────────────────┘
-//!        └──────── Relay{X} (resume) ─────────▲
-//!   CloseLeg{B}: B's port closed, A keeps what it hears.   Stop: everything of the call closed.
+//!        └──────── Relay{X} (resume) ─────────▲  │
+//!                                             │  │ Open{C}; Play{A, music}; Mix{B, [C]}; Mix{C, [B]}
+//!                   CloseLeg{C}; Relay{A}+{B} │  ▼                                     (consultation)
+//!                                  (cancel)   └── B ⇄ C mixed, A hears music
+//!                                                │ Mix{A,[B,C]}; Mix{B,[A,C]}; Mix{C,[A,B]}  (conference)
+//!                                                │ CloseLeg{B}; Rebind{C → B}; Relay{A}; Relay{B}
+//!                                                ▼                                         (complete)
+//!                                   A ⇄ B relayed (B: the former C, its stream continued)
+//!
+//!   supervisor (with A ⇄ B relayed):  Open{D}, then
+//!     listen:  Mix{D, [A, B]}                          (A and B keep the relay; D's audio goes nowhere)
+//!     whisper: Mix{B, [A, D]}; Mix{D, [A, B]}          (A keeps hearing B by the relay)
+//!     barge:   Mix{A, [B, D]}; Mix{B, [A, D]}; Mix{D, [A, B]}
+//!     leaves:  CloseLeg{D}; Relay{A}; Relay{B}
+//!   CloseLeg{X}: X's port closed, the others keep what they hear.   Stop: everything of the call closed.
 //! ```
 
 use std::net::SocketAddr;
@@ -30,7 +44,7 @@ pub type CallKey = u64;
 #[derive(Clone, Debug, PartialEq)]
 pub enum MediaCommand {
     /// Bind the leg's RTP port (`local_port` on the media address) and keep it for the call. Nothing is
-    /// sent until a `Play` or `Relay` names the leg. RTP from the leg is read from then on (latching,
+    /// sent until a `Play`, `Relay` or `Mix` names the leg. RTP from the leg is read from then on (latching,
     /// DTMF, inactivity, recording). `ssrc`/`seq`/`ts` start the leg's outgoing stream identity.
     Open {
         call: CallKey,
@@ -53,17 +67,23 @@ pub enum MediaCommand {
         looped: bool,
         barge_in: bool,
     },
-    /// The leg hears the other leg (both must be open). Sent once per direction to bridge, and again
-    /// for a leg to resume after hold.
+    /// The leg hears the other leg (both must be open; A and B only: `Failed NoLeg` for C or D). Sent
+    /// once per direction to bridge, and again for a leg to resume after hold.
     Relay { call: CallKey, to_leg: Leg },
     /// The leg hears the sum of `from`'s audio (the legs named, never itself), mixed by the engine
     /// every 20 ms in the leg's codec, continuing its stream identity (conference, consultation,
     /// supervisor listen / whisper / barge). Replaces what the leg heard (relay, playlist, silence).
     /// A leg of `from` that is not open (or closes later) adds nothing; an empty `from` sends silence.
+    /// Duplicates and `to_leg` itself in `from` are ignored. `Mix` on a leg that hears a mix changes
+    /// its inputs in the same stream. The first packet comes at the call's next 20 ms frame (the
+    /// marker set). `Failed NoLeg{to_leg}` if `to_leg` is not open.
     Mix { call: CallKey, to_leg: Leg, from: Vec<Leg> },
     /// Leg `from` becomes leg `to` (which must be closed): its port, latching, media, DTMF and the
     /// stream toward it (same SSRC, sequence continuing) are named `to` from now on, and `from` is
     /// free again. A consultation completed: the consulted party (C) takes the agent's place (B).
+    /// Its place in other legs' mixes moves too (`from` becomes `to` in each; a leg never hears
+    /// itself). A leg that heard a relay hears nothing after (relays are by name: send `Relay`
+    /// again). `Failed NoLeg{from}` (and nothing changes) if `from` is not open, or `to` is open.
     Rebind { call: CallKey, from: Leg, to: Leg },
     /// The leg's media changed (re-INVITE: new address, codec, or direction).
     Update {
@@ -74,8 +94,9 @@ pub enum MediaCommand {
     },
     /// Send one RFC 4733 telephone-event toward the leg (needs its telephone-event payload type).
     SendDigit { call: CallKey, leg: Leg, digit: char },
-    /// Record the call from now on: a stereo 8 kHz 16-bit WAV at `path`, caller left, agent right,
-    /// written off the media thread. Ends at `Stop` (or `CloseLeg{B}`: the agent side is silent after).
+    /// Record the call from now on: a stereo 8 kHz 16-bit WAV at `path`, caller left, agent right
+    /// (summed with the consulted party, and with the supervisor while the caller hears them),
+    /// written off the media thread. Ends at `Stop` (after `CloseLeg{B}` the agent side is silent).
     Record { call: CallKey, path: PathBuf },
     /// Close one leg's port; the other leg keeps what it hears (if it was the relay: silence, so the core
     /// follows with a `Play`).

@@ -1,45 +1,90 @@
 //! The media engine of one media thread, sans-IO: it carries out [`MediaCommand`]s for many calls,
 //! decides what becomes of every datagram that arrives on a call's RTP port, times every packet
-//! callgate sends, and reports [`MediaEvent`]s. It owns the one [`Pacer`] of its thread, one
-//! [`Bridge`] per call, the calls' DTMF receivers and senders and their recorders; it touches no
-//! socket, file or clock. The shell (`crate::edge::media`) binds ports through [`Sockets`], hands
-//! datagrams in with [`Engine::on_datagram`], sends what [`Engine::handle_timeout`] emits, and writes
-//! the [`RecordingOp`]s to disk on another thread.
+//! callgate sends, and reports [`MediaEvent`]s. It owns the one [`Pacer`] and the one [`MixClock`] of
+//! its thread, one [`Bridge`] per call (and a [`Mixer`] while a leg of the call hears a mix), the calls'
+//! DTMF receivers and senders and their recorders; it touches no socket, file or clock. The shell
+//! (`crate::edge::media`) binds ports through [`Sockets`], hands datagrams in with
+//! [`Engine::on_datagram`], sends what [`Engine::handle_timeout`] emits, and writes the
+//! [`RecordingOp`]s to disk on another thread.
 //!
 //! ```text
 //!   command(now, cmd, sockets) ─┐                       ┌─▶ poll_event()     → MediaEvent to the call core
 //!   on_datagram(now, sock, ..) ─┼─▶ Engine (per thread) ┼─▶ Forward{socket, dst, len} (the relayed packet)
-//!   handle_timeout(now, out)  ──┘   Pacer, Bridges,     ├─▶ out(Outgoing)    (prompts, music, digits)
-//!                                   DTMF, recorders     └─▶ poll_recording() → RecordingOp for the writer
+//!   handle_timeout(now, out)  ──┘   Pacer, MixClock,    ├─▶ out(Outgoing)    (prompts, music, mixes, digits)
+//!                                   Bridges, Mixers,    └─▶ poll_recording() → RecordingOp for the writer
+//!                                   DTMF, recorders
 //!   poll_timeout() → when handle_timeout is due next
 //! ```
+//!
+//! A call has up to four legs, each with its own port: A (caller), B (agent), C (consulted party), D
+//! (supervisor). A and B can be relayed to each other (the zero-copy path); every leg can hear a
+//! playlist or a mix of other legs.
 //!
 //! # What a leg hears
 //!
 //! Toward each leg callgate sends one RTP stream for the whole call (one SSRC, sequence numbers +1,
 //! timestamps on the wall clock; see [`bridge`](super::bridge)). At any moment exactly one source
-//! writes it, and every hand-over passes a [`Continuation`]:
+//! writes it, and every hand-over passes a [`Continuation`] (the first packet after one has the marker):
 //!
 //! ```text
-//!                    Play                                    Relay
+//!                    Play                                    Relay (A, B only)
 //!   ┌─────────┐ ─────────────────────▶ ┌──────────┐ ─────────────────────▶ ┌─────────┐
 //!   │ Nothing │ ◀───────────────────── │  Pacer   │ ◀───────────────────── │  Relay  │
 //!   └─────────┘  Finished / barge-in   └──────────┘   Play (hold music)     └─────────┘
-//!        │  ▲  ──────────────────────────── Relay ──────────────────────────▶  │  ▲
-//!        │  │                                                                  │  │
-//!        │  └──────────── SendDigit: Digit{then} (telephone-event packets) ◀───┘  │
-//!        └─────────────────▶ after the last end packet: back to `then` ───────────┘
+//!     │  │  ▲  ──────────────────────────── Relay ──────────────────────────▶  │  ▲  │
+//!     │  │  │                                                                  │  │  │
+//!     │  │  └──────────── SendDigit: Digit{then} (telephone-event packets) ◀───┘  │  │
+//!     │  └─────────────────▶ after the last end packet: back to `then` ───────────┘  │
+//!     │                                                                              │
+//!     │  Mix{from}          ┌──────────────┐   Mix{from} (from Pacer, Relay too)     │
+//!     └───────────────────▶ │  Mix(from)   │ ◀───────────────────────────────────────┘
+//!                           │ every 20 ms  │ ── Mix{from'}: same stream, new inputs
+//!                           └──────────────┘ ── Play / Relay / SendDigit: as from the other states
 //! ```
 //! - **Nothing**: the stream is paused (after `Open`, a finished playlist, a barge-in, or a relay whose
 //!   other leg closed: then the bridge simply has nothing to relay). Its continuation is kept; a later
 //!   stream continues it with the timestamp advanced by the time that passed.
 //! - **Pacer**: a playlist (guidance, menu, music, position announcement, hold music) from the pacer.
 //!   `Play` on a leg already in the pacer replaces the playlist in the same stream (same timing).
-//! - **Relay**: the other leg's audio through the bridge.
+//! - **Relay**: the other leg's audio through the bridge (A hears B, B hears A; never C or D).
+//! - **Mix**: the sum of the audio of the legs in `from` (never the leg itself), made by the call's
+//!   [`Mixer`] every 20 ms when the [`MixClock`] says the call is due, in the leg's codec and payload
+//!   type, with the timestamp of the frame's due instant (+160 per frame). A leg of `from` that is not
+//!   open adds silence (and is heard as soon as it opens and sends); an empty `from` is a stream of
+//!   silence. While the leg cannot be sent to (no address yet, a direction that does not send) frames
+//!   pass without packets: the sequence number stays, the next packet has the marker.
 //! - **Digit**: `SendDigit` takes the stream over for one RFC 4733 event (about 100 ms plus the three
-//!   end packets), then gives it back to what it interrupted (`then`): the relay, the paused stream, or
-//!   the playlist at the frame where it stopped ([`Pacer::seek`]). Commands for the leg meanwhile change
-//!   `then`; further digits queue behind it with a short gap.
+//!   end packets), then gives it back to what it interrupted (`then`): the relay, the mix, the paused
+//!   stream, or the playlist at the frame where it stopped ([`Pacer::seek`]). Commands for the leg
+//!   meanwhile change `then`; further digits queue behind it with a short gap.
+//!
+//! # Mixing
+//!
+//! A call is on the [`MixClock`] and has a [`Mixer`] exactly while one of its legs hears a mix (or will
+//! after its digit): the mixer is made (all its buffers at once) by the command that starts the first
+//! mix and dropped by the one that ends the last (`Play`, `Relay`, `CloseLeg`, `Stop`). The mixer
+//! buffers only the legs some mix uses. Each accepted audio packet of such a leg (valid RTP from its
+//! latched source, while callgate receives from it) goes to the mixer *as well as* wherever the relay
+//! sends it: whisper (`A Relay`, `B Mix[A, D]`) relays B to A and mixes A and D for B from the same
+//! packets. On each due frame every input gives up one 20 ms frame once, then each mixing leg gets its
+//! packet.
+//!
+//! # Rebind
+//!
+//! `Rebind{from, to}` (a completed consultation: C takes B's place) renames a leg: its port (the
+//! socket's leg), the bridge's latch, media, direction and inactivity count ([`Bridge::rebind`]), its
+//! DTMF state, what it hears and its stream (same SSRC, sequence continuing), its buffered mix input,
+//! and its place in every other leg's mix (`from` replaced by `to` in each `from` set; a leg never
+//! hears itself, so C's `Mix[B]` becomes B's `Mix[]`). A relay toward the moved leg names its pair and
+//! does not survive the new name: the leg hears nothing until the next command (the core sends
+//! `Relay{A}` and `Relay{B}`; the relay toward B then continues the stream the consulted party heard).
+//!
+//! ```text
+//!   consult talking:  A Pacer(music)   B Mix{C}   C Mix{B}
+//!   CloseLeg{B}:      A Pacer(music)              C Mix{}      (B's input: silence)
+//!   Rebind{C → B}:    A Pacer(music)   B Mix{}                 (C's port, latch, stream now B's)
+//!   Relay{A}, Relay{B}: A Relay ⇄ B Relay                        (mixer dropped; B's SSRC unchanged)
+//! ```
 //!
 //! # One bridge per call, from the first `Open`
 //!
@@ -48,19 +93,20 @@
 //! `Open`. A leg that is not open is a placeholder in it (no address, direction `inactive`, so it is
 //! neither sent to nor watched), and the relay toward each leg stays suspended until a `Relay` names
 //! it. RTP from an open leg therefore always goes through [`Bridge::on_packet`], which latches it and
-//! keeps it alive, even when nothing is relayed.
+//! keeps it alive, even when nothing is relayed (C and D: never).
 //!
 //! # DTMF and barge-in
 //!
 //! Telephone-events from the leg's accepted source go to the leg's [`DtmfReceiver`] (whether or not the
 //! bridge relays them to the other leg, which it does when that leg negotiated telephone-event). A key
 //! going down on a leg whose playlist was started with `barge_in` stops the playlist at once (no
-//! `Finished`); the `Digit` event follows when the press ends.
+//! `Finished`); the `Digit` event follows when the press ends. Digits are never mixed.
 //!
 //! # Recording
 //!
 //! From `Record` on, each accepted audio packet of a leg is decoded into the call's
-//! [`StereoRecorder`] (caller left, agent right); every [`EngineConfig::record_flush`] the recorder is
+//! [`StereoRecorder`]: the caller left; the agent, the consulted party, and the supervisor while the
+//! caller hears them (barge), summed on the right. Every [`EngineConfig::record_flush`] the recorder is
 //! drained into a chunk ([`RecordingOp::Data`]), and `Stop` ends it ([`RecordingOp::End`]). The shell
 //! writes the chunks on another thread.
 
@@ -73,11 +119,12 @@ use std::time::{Duration, Instant};
 use super::bridge::{Bridge, BridgeConfig, BridgeEvent, Continuation, DropReason, LegConfig, Verdict};
 use super::command::{CallKey, Direction, Leg, LegMedia, MediaCommand, MediaEvent, MediaFailure};
 use super::dtmf::{event_from_digit, DtmfPacket, DtmfReceiver, DtmfSender};
+use super::mixer::{Due, LegSet, MixClock, Mixer, MAX_BURST};
 use super::pacer::{Pacer, PacerEvent, StreamId, StreamSpec};
 use super::prompt::{Prompt, PromptSet};
 use super::recording::{Channel, StereoRecorder};
-use super::rtp::{RtpHeader, HEADER_LEN};
-use super::{MediaError, CLOCK_RATE, PTIME_MS};
+use super::rtp::{write_header, RtpHeader, HEADER_LEN};
+use super::{MediaError, CLOCK_RATE, FRAME_SAMPLES, PTIME_MS};
 use crate::sip::txn::IdMap;
 use crate::sip::Rng;
 
@@ -162,6 +209,8 @@ pub struct EngineStats {
     pub pacer_sent: u64,
     /// Telephone-event packets sent (`SendDigit`).
     pub dtmf_sent: u64,
+    /// Packets of the mixer sent (legs hearing a `Mix`).
+    pub mixed: u64,
     /// Digits received.
     pub digits_in: u64,
 }
@@ -172,6 +221,16 @@ enum Then {
     Nothing,
     Relay,
     Play { playlist: Vec<Arc<Prompt>>, looped: bool, barge_in: bool, item: usize, frame: usize },
+    Mix { from: LegSet },
+}
+
+/// A leg hearing a mix: whom it hears, and its stream (`next`: the next packet's SSRC and sequence
+/// number, and the timestamp a packet at `next.at` has).
+#[derive(Debug)]
+struct MixPlay {
+    from: LegSet,
+    next: Continuation,
+    marker: bool,
 }
 
 #[derive(Debug)]
@@ -197,7 +256,33 @@ enum Hears {
     Nothing(Continuation),
     Pacer(PacerPlay),
     Relay,
+    Mix(MixPlay),
     Digit(Box<DigitJob>),
+}
+
+impl Hears {
+    /// The legs this leg hears mixed (now, or after its digit).
+    fn mixes(&self) -> Option<LegSet> {
+        match self {
+            Hears::Mix(m) => Some(m.from),
+            Hears::Digit(j) => match &j.then {
+                Then::Mix { from } => Some(*from),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    fn mixes_mut(&mut self) -> Option<&mut LegSet> {
+        match self {
+            Hears::Mix(m) => Some(&mut m.from),
+            Hears::Digit(j) => match &mut j.then {
+                Then::Mix { from } => Some(from),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -215,19 +300,46 @@ struct Recording {
     rec: StereoRecorder,
 }
 
+/// The mixer of a call with a leg hearing a mix, and its slot in the engine's [`MixClock`].
+#[derive(Debug)]
+struct CallMix {
+    mixer: Box<Mixer>,
+    slot: u8,
+}
+
 #[derive(Debug)]
 struct CallMedia {
-    legs: [Option<LegSide>; 2],
+    /// By [`Leg::index`]: A, B, C, D.
+    legs: [Option<LegSide>; 4],
     bridge: Bridge,
     recording: Option<Recording>,
+    /// While some leg hears a mix (or will after its digit).
+    mix: Option<CallMix>,
+}
+
+impl CallMedia {
+    /// Whether the caller hears the supervisor (barge): only then is the supervisor recorded.
+    fn caller_hears(&self, leg: Leg) -> bool {
+        self.legs[li(Leg::A)].as_ref().and_then(|s| s.hears.mixes()).is_some_and(|m| m.contains(leg))
+    }
 }
 
 fn li(leg: Leg) -> usize {
+    leg.index()
+}
+
+/// Where a leg's audio goes in the recording: the caller left; agent, consulted party and supervisor
+/// summed on the right.
+fn rec_place(leg: Leg) -> (Channel, usize) {
     match leg {
-        Leg::A | Leg::C => 0,
-        Leg::B | Leg::D => 1,
+        Leg::A => (Channel::Left, 0),
+        Leg::B => (Channel::Right, 0),
+        Leg::C => (Channel::Right, 1),
+        Leg::D => (Channel::Right, 2),
     }
 }
+
+const PTIME: Duration = Duration::from_millis(PTIME_MS as u64);
 
 /// Samples at 8 kHz in `d` (wrapping, as RTP timestamps do).
 fn samples(d: Duration) -> u32 {
@@ -293,6 +405,10 @@ pub struct Engine {
     pressing: Vec<u32>,
     /// Sockets whose leg is sending a digit.
     digits: Vec<u32>,
+    /// When each mixing call's next frame is due.
+    clock: MixClock,
+    /// The calls due in one `handle_timeout` (kept to reuse its memory).
+    due: Vec<Due>,
     events: VecDeque<MediaEvent>,
     rec_ops: VecDeque<RecordingOp>,
     next_rec_id: u64,
@@ -313,6 +429,8 @@ impl Engine {
             by_socket: Vec::new(),
             pressing: Vec::new(),
             digits: Vec::new(),
+            clock: MixClock::new(now),
+            due: Vec::new(),
             events: VecDeque::with_capacity(64),
             rec_ops: VecDeque::new(),
             next_rec_id: 1,
@@ -330,6 +448,16 @@ impl Engine {
     /// Streams the pacer is timing.
     pub fn streams(&self) -> usize {
         self.pacer.len()
+    }
+
+    /// Calls holding a mixer (some leg hears a mix).
+    pub fn mixers(&self) -> usize {
+        self.calls.values().filter(|c| c.mix.is_some()).count()
+    }
+
+    /// Calls on the mixing schedule (equal to [`Engine::mixers`]).
+    pub fn mixing_scheduled(&self) -> usize {
+        self.clock.len()
     }
 
     pub fn pacer_stats(&self) -> super::pacer::PacerStats {
@@ -358,6 +486,12 @@ impl Engine {
 
     /// Carries out one command at `now`.
     pub fn command(&mut self, now: Instant, cmd: MediaCommand, sockets: &mut impl Sockets) {
+        let call = command_call(&cmd);
+        self.carry_out(now, cmd, sockets);
+        self.sync_mix(now, call);
+    }
+
+    fn carry_out(&mut self, now: Instant, cmd: MediaCommand, sockets: &mut impl Sockets) {
         match cmd {
             MediaCommand::Open { call, leg, local_port, media, direction, ssrc, seq, ts } => {
                 self.open(now, call, leg, local_port, sanitize(media), direction, Continuation { ssrc, seq, ts, at: now }, sockets)
@@ -391,9 +525,37 @@ impl Engine {
                 self.fail(call, MediaFailure::NoLeg { leg })
             }
             MediaCommand::Stop { call } => self.stop(now, call, sockets),
-            // Not yet: the mixer (legs C and D) is being written.
-            MediaCommand::Mix { call, to_leg, .. } => self.fail(call, MediaFailure::NoLeg { leg: to_leg }),
-            MediaCommand::Rebind { call, from, .. } => self.fail(call, MediaFailure::NoLeg { leg: from }),
+            MediaCommand::Mix { call, to_leg, from } => self.mix(now, call, to_leg, LegSet::of(&from)),
+            MediaCommand::Rebind { call, from, to } => self.rebind(now, call, from, to),
+        }
+    }
+
+    /// After a command: the call has a mixer and is on the clock exactly while a leg hears a mix, and
+    /// the mixer buffers exactly the legs some mix uses.
+    fn sync_mix(&mut self, now: Instant, call: CallKey) {
+        let Some(c) = self.calls.get_mut(&call) else { return };
+        let mut mixing = false;
+        let mut wanted = LegSet::EMPTY;
+        for side in c.legs.iter().flatten() {
+            if let Some(from) = side.hears.mixes() {
+                mixing = true;
+                wanted = wanted.union(from);
+            }
+        }
+        match (mixing, c.mix.is_some()) {
+            (true, false) => {
+                let slot = self.clock.add(now, call);
+                c.mix = Some(CallMix { mixer: Mixer::new(), slot });
+            }
+            (false, true) => {
+                if let Some(m) = c.mix.take() {
+                    self.clock.remove(call, m.slot);
+                }
+            }
+            _ => {}
+        }
+        if let Some(m) = c.mix.as_mut() {
+            m.mixer.set_inputs(wanted);
         }
     }
 
@@ -409,10 +571,6 @@ impl Engine {
         cont: Continuation,
         sockets: &mut impl Sockets,
     ) {
-        if matches!(leg, Leg::C | Leg::D) {
-            // Not yet: the mixer (legs C and D) is being written.
-            return self.fail(call, MediaFailure::NoLeg { leg });
-        }
         if let Some(c) = self.calls.get_mut(&call) {
             if c.legs[li(leg)].is_some() {
                 tracing::warn!(call, %leg, "Open of a leg that is open: the old port is closed first");
@@ -425,34 +583,29 @@ impl Engine {
             Ok(s) => s,
             Err(f) => return self.fail(call, f),
         };
-        match self.calls.get_mut(&call) {
-            Some(c) => {
-                // A placeholder until now: it takes the leg's media (a new address releases any latch).
-                let _ = c.bridge.update_media(leg, media);
-                c.bridge.set_direction(now, leg, direction);
-                if c.bridge.is_relaying(leg) {
-                    c.bridge.suspend_relay(leg, now);
+        if !self.calls.contains_key(&call) {
+            // Every leg a stand-in until it opens (no address, inactive: neither sent to nor watched).
+            let absent = LegConfig { media: placeholder(media), direction: Direction::Inactive, heard: None };
+            let mut bridge = match Bridge::new(now, self.config.bridge, absent, absent, &mut self.rng) {
+                Ok(b) => b,
+                Err(e) => {
+                    // Unreachable after `sanitize`; never leave a socket behind.
+                    tracing::error!(call, error = %e, "media of the leg refused");
+                    sockets.close(socket);
+                    return;
                 }
-            }
-            None => {
-                let this = LegConfig { media, direction, heard: Some(cont) };
-                let other = LegConfig { media: placeholder(media), direction: Direction::Inactive, heard: None };
-                let (a, b) = if leg == Leg::A { (this, other) } else { (other, this) };
-                let mut bridge = match Bridge::new(now, self.config.bridge, a, b, &mut self.rng) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        // Unreachable after `sanitize`; never leave a socket behind.
-                        tracing::error!(call, error = %e, "media of the leg refused");
-                        sockets.close(socket);
-                        return;
-                    }
-                };
-                bridge.suspend_relay(Leg::A, now);
-                bridge.suspend_relay(Leg::B, now);
-                self.calls.insert(call, CallMedia { legs: [None, None], bridge, recording: None });
-            }
+            };
+            bridge.suspend_relay(Leg::A, now);
+            bridge.suspend_relay(Leg::B, now);
+            self.calls.insert(call, CallMedia { legs: [None, None, None, None], bridge, recording: None, mix: None });
         }
         let c = self.calls.get_mut(&call).expect("inserted above");
+        // A stand-in until now: it takes the leg's media (a new address releases any latch).
+        let _ = c.bridge.update_media(leg, media);
+        c.bridge.set_direction(now, leg, direction);
+        if c.bridge.is_relaying(leg) {
+            c.bridge.suspend_relay(leg, now);
+        }
         c.legs[li(leg)] = Some(LegSide {
             socket,
             hears: Hears::Nothing(cont),
@@ -477,7 +630,7 @@ impl Engine {
                 p.barge_in = barge_in;
             }
             Hears::Digit(job) => job.then = Then::Play { playlist: list, looped, barge_in, item: 0, frame: 0 },
-            Hears::Nothing(_) | Hears::Relay => {
+            Hears::Nothing(_) | Hears::Relay | Hears::Mix(_) => {
                 let cont = take_stream(now, &mut c.bridge, leg, side, &mut self.pacer);
                 side.hears = start_play(now, &c.bridge, leg, side.socket, cont, list, looped, barge_in, (0, 0), &mut self.pacer);
             }
@@ -485,6 +638,10 @@ impl Engine {
     }
 
     fn relay(&mut self, now: Instant, call: CallKey, to_leg: Leg) {
+        if !to_leg.relayed() {
+            // The relay is A ⇄ B only; C and D hear mixes.
+            return self.fail(call, MediaFailure::NoLeg { leg: to_leg });
+        }
         let Some(c) = self.calls.get_mut(&call) else { return self.fail(call, MediaFailure::NoLeg { leg: to_leg }) };
         if c.legs[li(to_leg.other())].is_none() {
             return self.fail(call, MediaFailure::NoLeg { leg: to_leg.other() });
@@ -493,12 +650,58 @@ impl Engine {
         match &mut side.hears {
             Hears::Relay => {}
             Hears::Digit(job) => job.then = Then::Relay,
-            Hears::Nothing(_) | Hears::Pacer(_) => {
+            Hears::Nothing(_) | Hears::Pacer(_) | Hears::Mix(_) => {
                 let cont = take_stream(now, &mut c.bridge, to_leg, side, &mut self.pacer);
                 c.bridge.resume_relay(to_leg, cont);
                 side.hears = Hears::Relay;
             }
         }
+    }
+
+    fn mix(&mut self, now: Instant, call: CallKey, to_leg: Leg, from: LegSet) {
+        let Some(c) = self.calls.get_mut(&call) else { return self.fail(call, MediaFailure::NoLeg { leg: to_leg }) };
+        let Some(side) = c.legs[li(to_leg)].as_mut() else { return self.fail(call, MediaFailure::NoLeg { leg: to_leg }) };
+        let from = from.without(to_leg);
+        match &mut side.hears {
+            Hears::Mix(m) => m.from = from,
+            Hears::Digit(job) => job.then = Then::Mix { from },
+            Hears::Nothing(_) | Hears::Pacer(_) | Hears::Relay => {
+                let cont = take_stream(now, &mut c.bridge, to_leg, side, &mut self.pacer);
+                side.hears = Hears::Mix(MixPlay { from, next: cont, marker: true });
+            }
+        }
+    }
+
+    fn rebind(&mut self, now: Instant, call: CallKey, from: Leg, to: Leg) {
+        let Some(c) = self.calls.get_mut(&call) else { return self.fail(call, MediaFailure::NoLeg { leg: from }) };
+        if from == to || c.legs[li(to)].is_some() {
+            tracing::warn!(call, %from, %to, "Rebind onto a leg that is open: refused");
+            return self.fail(call, MediaFailure::NoLeg { leg: from });
+        }
+        let Some(mut side) = c.legs[li(from)].take() else { return self.fail(call, MediaFailure::NoLeg { leg: from }) };
+        // A relay names its pair (A ⇄ B): under a new name the leg hears nothing until told again.
+        match &mut side.hears {
+            Hears::Relay => {
+                take_stream(now, &mut c.bridge, from, &mut side, &mut self.pacer);
+            }
+            Hears::Digit(job) if matches!(job.then, Then::Relay) => job.then = Then::Nothing,
+            _ => {}
+        }
+        c.bridge.rebind(now, from, to);
+        if let Some(slot) = self.by_socket.get_mut(side.socket as usize) {
+            *slot = Some((call, to));
+        }
+        c.legs[li(to)] = Some(side);
+        // Mix memberships follow the leg; a leg never hears itself.
+        for leg in Leg::ALL {
+            if let Some(set) = c.legs[li(leg)].as_mut().and_then(|s| s.hears.mixes_mut()) {
+                *set = set.renamed(from, to).without(leg);
+            }
+        }
+        if let Some(m) = c.mix.as_mut() {
+            m.mixer.rebind(from, to);
+        }
+        tracing::trace!(call, %from, %to, "leg rebound");
     }
 
     fn update(&mut self, now: Instant, call: CallKey, leg: Leg, media: LegMedia, direction: Direction) {
@@ -541,6 +744,7 @@ impl Engine {
         let then = match &side.hears {
             Hears::Nothing(_) => Then::Nothing,
             Hears::Relay => Then::Relay,
+            Hears::Mix(m) => Then::Mix { from: m.from },
             Hears::Pacer(p) => {
                 let pos = self.pacer.position(p.stream);
                 Then::Play {
@@ -582,7 +786,10 @@ impl Engine {
 
     fn stop(&mut self, now: Instant, call: CallKey, sockets: &mut impl Sockets) {
         let Some(mut c) = self.calls.remove(&call) else { return };
-        for leg in Leg::BOTH {
+        if let Some(m) = c.mix.take() {
+            self.clock.remove(call, m.slot);
+        }
+        for leg in Leg::ALL {
             if c.legs[li(leg)].is_some() {
                 close_leg(now, call, &mut c, leg, &mut self.pacer, &mut self.by_socket, sockets);
             }
@@ -669,9 +876,14 @@ impl Engine {
                     }
                 }
             } else if h.payload_type == fm.audio_pt && !stale {
-                if let Some(r) = c.recording.as_mut() {
-                    let ch = if from == Leg::A { Channel::Left } else { Channel::Right };
-                    r.rec.push(now, ch, codec, payload);
+                if let Some(m) = c.mix.as_mut() {
+                    m.mixer.push(from, h.ssrc, h.seq, codec, payload);
+                }
+                if c.recording.is_some() && (from != Leg::D || c.caller_hears(Leg::D)) {
+                    let (ch, source) = rec_place(from);
+                    if let Some(r) = c.recording.as_mut() {
+                        r.rec.push_source(now, ch, source, codec, payload);
+                    }
                 }
             }
         }
@@ -696,6 +908,7 @@ impl Engine {
         for &s in &self.pressing {
             min(self.leg(s).and_then(|l| l.dtmf.poll_timeout()));
         }
+        min(self.clock.poll_timeout());
         if !self.calls.is_empty() {
             min(Some(self.next_housekeeping.min(self.next_record_flush)));
         }
@@ -728,6 +941,9 @@ impl Engine {
                     self.events.push_back(MediaEvent::Finished { call: key, leg });
                 }
             }
+        }
+        if !self.clock.is_empty() {
+            self.send_mixes(now, out);
         }
         if !self.digits.is_empty() {
             self.send_digits(now, out);
@@ -769,6 +985,46 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// Every mixing call whose frame is due: one frame out of each input, one packet to each leg
+    /// hearing a mix (at most [`MAX_BURST`] frames per call after a stall; the older ones are skipped,
+    /// their time passing in the timestamps).
+    fn send_mixes(&mut self, now: Instant, out: &mut impl FnMut(Outgoing<'_>)) {
+        let mut due = std::mem::take(&mut self.due);
+        due.clear();
+        self.clock.due(now, &mut due);
+        for d in &due {
+            let Some(c) = self.calls.get_mut(&d.key) else { continue };
+            let Some(cm) = c.mix.as_mut() else { continue };
+            for k in d.owed.saturating_sub(MAX_BURST)..d.owed {
+                let at = self.clock.instant_of(d.tick + k * u64::from(PTIME_MS));
+                cm.mixer.advance();
+                for leg in Leg::ALL {
+                    let Some(side) = c.legs[li(leg)].as_mut() else { continue };
+                    let Hears::Mix(m) = &mut side.hears else { continue };
+                    let media = c.bridge.media(leg);
+                    let dst = pacer_dst(&c.bridge, leg);
+                    let ts = ts_at(&m.next, at);
+                    let step = ts.wrapping_add(FRAME_SAMPLES as u32);
+                    if dst.port() == 0 {
+                        // Muted (no address yet, or not ours to send): time passes, the sequence does not.
+                        m.marker = true;
+                        m.next = Continuation { ts: step, at: at + PTIME, ..m.next };
+                        continue;
+                    }
+                    let mut payload = [0u8; FRAME_SAMPLES];
+                    cm.mixer.mix(leg, m.from, media.codec, &mut payload);
+                    let mut header = [0u8; HEADER_LEN];
+                    write_header(&mut header, media.audio_pt, m.marker, m.next.seq, ts, m.next.ssrc);
+                    out(Outgoing { socket: side.socket, dst, header: &header, payload: &payload, due: Some(at) });
+                    self.stats.mixed += 1;
+                    m.marker = false;
+                    m.next = Continuation { ssrc: m.next.ssrc, seq: m.next.seq.wrapping_add(1), ts: step, at: at + PTIME };
+                }
+            }
+        }
+        self.due = due;
     }
 
     fn send_digits(&mut self, now: Instant, out: &mut impl FnMut(Outgoing<'_>)) {
@@ -815,7 +1071,7 @@ impl Engine {
             match job.then {
                 Then::Nothing => {}
                 Then::Relay => {
-                    if c.legs[li(leg.other())].is_some() {
+                    if leg.relayed() && c.legs[li(leg.other())].is_some() {
                         c.bridge.resume_relay(leg, cont);
                         if let Some(side) = c.legs[li(leg)].as_mut() {
                             side.hears = Hears::Relay;
@@ -825,6 +1081,11 @@ impl Engine {
                 Then::Play { playlist, looped, barge_in, item, frame } => {
                     let side = c.legs[li(leg)].as_mut().expect("checked above");
                     side.hears = start_play(now, &c.bridge, leg, s, cont, playlist, looped, barge_in, (item, frame), &mut self.pacer);
+                }
+                Then::Mix { from } => {
+                    if let Some(side) = c.legs[li(leg)].as_mut() {
+                        side.hears = Hears::Mix(MixPlay { from, next: cont, marker: true });
+                    }
                 }
             }
         }
@@ -846,6 +1107,11 @@ fn take_stream(now: Instant, bridge: &mut Bridge, leg: Leg, side: &mut LegSide, 
         }
         Hears::Relay => {
             let cont = bridge.suspend_relay(leg, now);
+            side.hears = Hears::Nothing(cont);
+            cont
+        }
+        Hears::Mix(m) => {
+            let cont = m.next;
             side.hears = Hears::Nothing(cont);
             cont
         }
@@ -944,6 +1210,9 @@ fn close_leg(
 ) {
     let Some(mut side) = c.legs[li(leg)].take() else { return };
     take_stream(now, &mut c.bridge, leg, &mut side, pacer);
+    if let Some(m) = c.mix.as_mut() {
+        m.mixer.clear(leg);
+    }
     if c.bridge.is_relaying(leg) {
         c.bridge.suspend_relay(leg, now);
     }
@@ -954,6 +1223,21 @@ fn close_leg(
     }
     sockets.close(side.socket);
     tracing::trace!(call, %leg, "leg closed");
+}
+
+fn command_call(cmd: &MediaCommand) -> CallKey {
+    match cmd {
+        MediaCommand::Open { call, .. }
+        | MediaCommand::Play { call, .. }
+        | MediaCommand::Relay { call, .. }
+        | MediaCommand::Mix { call, .. }
+        | MediaCommand::Rebind { call, .. }
+        | MediaCommand::Update { call, .. }
+        | MediaCommand::SendDigit { call, .. }
+        | MediaCommand::Record { call, .. }
+        | MediaCommand::CloseLeg { call, .. }
+        | MediaCommand::Stop { call } => *call,
+    }
 }
 
 #[cfg(test)]

@@ -22,14 +22,22 @@ pub const ALAW_SILENCE: u8 = 0xD5;
 const ULAW_CLIP: i32 = 32635;
 const ULAW_BIAS: i32 = 0x84;
 
+/// The position of the highest set bit of `x` (1 ..= 2^24), read from the exponent of `x` as an `f32`
+/// (exact for integers below 2^24). The same as `31 - leading_zeros`, but it vectorises: SIMD has no
+/// leading-zero count, so the mixer's encoding of whole frames runs several samples at a time.
+#[inline]
+const fn high_bit(x: i32) -> i32 {
+    ((x as f32).to_bits() >> 23) as i32 - 127
+}
+
 /// Encodes one linear sample to μ-law.
 #[inline]
 pub const fn linear_to_ulaw(x: i16) -> u8 {
     let x = x as i32;
     let (sign, mag) = if x < 0 { (0x80u8, -x) } else { (0u8, x) };
     let mag = if mag > ULAW_CLIP { ULAW_CLIP } else { mag } + ULAW_BIAS; // 132 ..= 32767: bit 7..14 set
-                                                                         // Segment = position of the highest set bit above bit 7.
-    let exp = (31 - (mag as u32).leading_zeros()) as i32 - 7; // 0..=7
+    // Segment = position of the highest set bit above bit 7.
+    let exp = high_bit(mag) - 7; // 0..=7
     let mant = (mag >> (exp + 3)) & 0x0F;
     !(sign | ((exp as u8) << 4) | mant as u8)
 }
@@ -62,7 +70,7 @@ pub const fn linear_to_alaw(x: i16) -> u8 {
     let code = if mag < 32 {
         (mag >> 1) as u8
     } else {
-        let seg = (31 - (mag as u32).leading_zeros()) as i32 - 4; // 1..=7
+        let seg = high_bit(mag) - 4; // 1..=7
         ((seg as u8) << 4) | ((mag >> seg) & 0x0F) as u8
     };
     (sign | code) ^ 0x55

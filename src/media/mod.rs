@@ -9,9 +9,12 @@
 //! - [`announce`]: queue announcements (position, expected wait) composed from recorded number words.
 //! - [`dtmf`]: RFC 4733 telephone-events in and out, and SIP INFO `application/dtmf-relay` bodies.
 //! - [`menu`]: the DTMF menu after a guidance (choice, timeout, invalid digit, re-prompt, default).
-//! - [`recording`]: per-call stereo recording (caller left, agent right) aligned on the wall clock.
-//! - [`bridge`]: the sans-IO RTP relay between a caller leg and an agent leg.
-//! - [`engine`]: one media thread's calls, sans-IO: commands, the pacer, bridges, DTMF, recording.
+//! - [`recording`]: per-call stereo recording (caller left; agent, consulted party, barging supervisor
+//!   right) aligned on the wall clock.
+//! - [`bridge`]: the sans-IO RTP relay between a caller leg and an agent leg, and the watch (latching,
+//!   direction, inactivity) over all four legs of a call.
+//! - [`mixer`]: per-call audio mixing (conference, consultation, supervisor) and its 20 ms schedule.
+//! - [`engine`]: one media thread's calls, sans-IO: commands, the pacer, bridges, mixers, DTMF, recording.
 //!
 //! [`Codec`] is defined here (not in `config`) so that `config` can use it without `media` depending on
 //! `config`.
@@ -23,6 +26,7 @@ pub mod dtmf;
 pub mod engine;
 pub mod g711;
 pub mod menu;
+pub mod mixer;
 pub mod pacer;
 pub mod prompt;
 pub mod recording;

@@ -1,11 +1,16 @@
 //! Call recording, sans-IO: the caller's audio on the left channel and the agent's on the right,
 //! as 8 kHz 16-bit stereo PCM WAV (issue 3: "per-call WAV (stereo: caller left, agent right)").
+//! A channel may have several *sources* summed into it: the engine puts the agent, the consulted party
+//! and a barging supervisor on the right (source 0, 1, 2), so a consultation or a conference has every
+//! voice.
 //!
 //! The two legs' RTP clocks are unrelated, so each channel is placed on the call's wall clock:
-//! a frame that arrives at `now` ends at sample `(now - start) × 8000`. Frames arriving back to back
-//! are appended contiguously (network jitter does not tear the audio); when a channel falls behind
-//! the wall clock by more than [`RESYNC`] (a hold, loss, a stopped stream) silence fills the gap,
-//! so the two channels stay aligned with each other and with time.
+//! a frame that arrives at `now` ends at sample `(now - start) × 8000`. Frames of a source arriving
+//! back to back are written contiguously (network jitter does not tear the audio); when a source falls
+//! behind the wall clock by more than [`RESYNC`] (a hold, loss, a stopped stream) it jumps to the wall
+//! clock and silence fills the gap, so the channels stay aligned with each other and with time. Each
+//! source has its own write position; where two sources of a channel overlap their samples are added
+//! (saturated to 16 bits).
 //!
 //! ```text
 //!   push(now, Left|Right, codec, payload) ──▶ decode G.711 ──▶ channel buffer (gap → silence)
@@ -21,6 +26,8 @@ use std::time::{Duration, Instant};
 
 use super::{g711, Codec, CLOCK_RATE};
 
+/// Sources one channel can sum.
+pub const SOURCES: usize = 3;
 /// A channel this far behind the wall clock at a push is resynchronised with silence.
 pub const RESYNC: Duration = Duration::from_millis(120);
 /// How long `drain` waits for the slower channel before writing silence in its place.
@@ -40,6 +47,8 @@ struct Track {
     /// Samples not yet written, starting at sample position `base`.
     buf: VecDeque<i16>,
     base: u64,
+    /// Where each source writes next (`None` before its first frame).
+    cursors: [Option<u64>; SOURCES],
 }
 
 impl Track {
@@ -67,22 +76,43 @@ impl StereoRecorder {
         StereoRecorder { start, tracks: [Track::default(), Track::default()], written: 0 }
     }
 
-    /// A frame of G.711 `payload` from `channel` that arrived at `now`.
+    /// A frame of G.711 `payload` from `channel` that arrived at `now` (its first source).
     pub fn push(&mut self, now: Instant, channel: Channel, codec: Codec, payload: &[u8]) {
+        self.push_source(now, channel, 0, codec, payload);
+    }
+
+    /// A frame of G.711 `payload` from source `source` (< [`SOURCES`]) of `channel` that arrived at
+    /// `now`: added to what the channel's other sources put there.
+    pub fn push_source(&mut self, now: Instant, channel: Channel, source: usize, codec: Codec, payload: &[u8]) {
         let t = &mut self.tracks[channel as usize];
+        let source = source.min(SOURCES - 1);
         let arrived_end = samples_at(self.start, now);
         let begins = arrived_end.saturating_sub(payload.len() as u64);
         let resync = samples_at(self.start, self.start + RESYNC);
-        if t.end() + resync < begins {
-            // Behind the wall clock by more than a burst of jitter: fill the gap with silence.
-            let gap = begins - t.end();
+        let mut at = match t.cursors[source] {
+            // Behind the wall clock by more than a burst of jitter: jump there; silence in between.
+            Some(c) if c + resync >= begins => c,
+            // The source's first frame: where the wall clock says.
+            _ => begins,
+        };
+        // Written out already (the source was late by more than LATENCY): continue after.
+        at = at.max(t.base);
+        if at > t.end() {
+            let gap = at - t.end();
             t.buf.extend(std::iter::repeat_n(0, gap as usize));
         }
-        let decode = match codec {
-            Codec::Pcmu => g711::ulaw_to_linear,
-            Codec::Pcma => g711::alaw_to_linear,
+        let table = match codec {
+            Codec::Pcmu => &g711::ULAW_DECODE,
+            Codec::Pcma => &g711::ALAW_DECODE,
         };
-        t.buf.extend(payload.iter().map(|&b| decode(b)));
+        let first = (at - t.base) as usize;
+        let overlap = t.buf.len().saturating_sub(first).min(payload.len());
+        for (k, &b) in payload[..overlap].iter().enumerate() {
+            let x = &mut t.buf[first + k];
+            *x = x.saturating_add(table[b as usize]);
+        }
+        t.buf.extend(payload[overlap..].iter().map(|&b| table[b as usize]));
+        t.cursors[source] = Some(at + payload.len() as u64);
     }
 
     /// Appends to `out` (16-bit little-endian, left then right) every stereo frame both channels
@@ -234,6 +264,29 @@ mod tests {
         let s = stereo(&out);
         assert!(s.len() >= 3 * 160 - 1, "{}", s.len());
         assert!(s.iter().take(3 * 160).all(|&(l, r)| l != 0 && r == 0));
+    }
+
+    #[test]
+    fn sources_of_one_channel_are_summed_each_contiguous_on_its_own() {
+        let t0 = Instant::now();
+        let mut r = StereoRecorder::new(t0);
+        let mut out = Vec::new();
+        // The agent talks throughout; the consulted party joins at frame 20 with 10 ms of jitter.
+        for i in 1..=40u32 {
+            let now = t0 + FRAME * i;
+            r.push(now, Channel::Left, Codec::Pcmu, &tone(Codec::Pcmu, 0));
+            r.push_source(now, Channel::Right, 0, Codec::Pcmu, &tone(Codec::Pcmu, 1000));
+            if i >= 20 {
+                let jitter = Duration::from_millis(u64::from(i % 2) * 10);
+                r.push_source(now + jitter, Channel::Right, 1, Codec::Pcma, &tone(Codec::Pcma, 2000));
+            }
+            r.drain(now, &mut out);
+        }
+        r.finish(&mut out);
+        let s = stereo(&out);
+        assert_eq!(s.len(), 40 * 160);
+        assert!(s[..18 * 160].iter().all(|&(_, r)| (r - 1000).abs() < 60), "the agent alone");
+        assert!(s[20 * 160..40 * 160].iter().all(|&(_, r)| (r - 3000).abs() < 120), "both, summed: {:?}", &s[20 * 160]);
     }
 
     #[test]

@@ -495,3 +495,456 @@ fn close_leg_keeps_the_caller_and_stop_closes_everything() {
     assert_eq!(h.e.poll_timeout(), None, "and nothing is timed");
     let _ = MS;
 }
+
+// ---- Legs C and D, mixing and rebinding -------------------------------------------------------------
+
+fn c_sdp() -> SocketAddr {
+    addr("10.0.0.30:6000")
+}
+fn d_sdp() -> SocketAddr {
+    addr("10.0.0.40:7000")
+}
+
+/// The level of a frame of constant samples (the mean of its decoded samples).
+fn level_of(codec: Codec, payload: &[u8]) -> i32 {
+    let d = |b: u8| {
+        i32::from(match codec {
+            Codec::Pcmu => g711::ulaw_to_linear(b),
+            Codec::Pcma => g711::alaw_to_linear(b),
+        })
+    };
+    payload.iter().map(|&b| d(b)).sum::<i32>() / payload.len().max(1) as i32
+}
+
+/// Within the error of two or three G.711 quantisations.
+fn about(got: i32, want: i32) -> bool {
+    (got - want).abs() <= want.abs() / 16 + 24
+}
+
+/// A phone that says one constant level, one 20 ms packet per call of `packet`.
+struct Talker {
+    socket: u32,
+    src: SocketAddr,
+    codec: Codec,
+    level: i16,
+    ssrc: u32,
+    seq: u16,
+}
+
+impl Talker {
+    fn new(socket: u32, src: SocketAddr, codec: Codec, level: i16) -> Talker {
+        Talker { socket, src, codec, level, ssrc: 0x7000 + socket, seq: 1 }
+    }
+    fn packet(&mut self) -> Vec<u8> {
+        self.seq = self.seq.wrapping_add(1);
+        let b = match self.codec {
+            Codec::Pcmu => g711::linear_to_ulaw(self.level),
+            Codec::Pcma => g711::linear_to_alaw(self.level),
+        };
+        rtp(self.codec.payload_type(), false, self.seq, u32::from(self.seq) * 160, self.ssrc, &[b; 160])
+    }
+}
+
+/// `frames` × 20 ms: the engine's deadlines, then one packet from each talker.
+fn talk(h: &mut H, talkers: &mut [&mut Talker], frames: usize) {
+    for _ in 0..frames {
+        h.run_for(FRAME);
+        for t in talkers.iter_mut() {
+            let p = t.packet();
+            h.feed(t.socket, t.src, &p);
+        }
+    }
+}
+
+/// The levels heard on `socket` since `since` (in `codec`), packet by packet.
+fn heard(h: &H, socket: u32, since: Instant, codec: Codec) -> Vec<i32> {
+    h.on(socket).iter().filter(|s| s.at >= since && s.h.payload_type == codec.payload_type()).map(|s| level_of(codec, &s.payload)).collect()
+}
+
+/// Over the last `n` packets since `since` on `socket`, the leg heard `want` (and only that).
+#[track_caller]
+fn assert_hears(h: &H, socket: u32, since: Instant, codec: Codec, want: i32, what: &str) {
+    let l = heard(h, socket, since, codec);
+    assert!(l.len() >= 20, "{what}: only {} packets", l.len());
+    let tail = &l[l.len() - 15..];
+    assert!(tail.iter().all(|&x| about(x, want)), "{what}: heard {tail:?}, expected {want}");
+}
+
+fn open_leg(h: &mut H, call: CallKey, leg: Leg, m: LegMedia, ssrc: u32, seq: u16) {
+    let local_port = 20_000 + 2 * call as u16 + 1000 * leg.index() as u16;
+    h.cmd(MediaCommand::Open { call, leg, local_port, media: m, direction: Direction::SendRecv, ssrc, seq, ts: 1_000 });
+}
+
+fn mix(h: &mut H, call: CallKey, to_leg: Leg, from: &[Leg]) {
+    h.cmd(MediaCommand::Mix { call, to_leg, from: from.to_vec() });
+}
+
+#[test]
+fn a_conference_of_pcma_and_pcmu_legs_each_hears_the_other_two_summed_and_not_itself() {
+    let mut h = H::new(EngineConfig::default());
+    open_leg(&mut h, 1, Leg::A, media(a_sdp(), Codec::Pcma, Some(101)), 0xA, 100);
+    open_leg(&mut h, 1, Leg::B, media(b_sdp(), Codec::Pcmu, Some(101)), 0xB, 200);
+    open_leg(&mut h, 1, Leg::C, media(c_sdp(), Codec::Pcma, None), 0xC, 300);
+    let (mut a, mut b, mut c) =
+        (Talker::new(0, a_sdp(), Codec::Pcma, 1000), Talker::new(1, b_sdp(), Codec::Pcmu, 2000), Talker::new(2, c_sdp(), Codec::Pcma, 4000));
+    // The duplicate and the leg itself in `from` are ignored.
+    mix(&mut h, 1, Leg::A, &[Leg::B, Leg::C, Leg::A, Leg::B]);
+    mix(&mut h, 1, Leg::B, &[Leg::A, Leg::C]);
+    mix(&mut h, 1, Leg::C, &[Leg::A, Leg::B]);
+    assert_eq!((h.e.mixers(), h.e.mixing_scheduled()), (1, 1));
+    let t0 = h.now;
+    talk(&mut h, &mut [&mut a, &mut b, &mut c], 50);
+    assert_hears(&h, 0, t0, Codec::Pcma, 6000, "A (PCMA) hears B + C");
+    assert_hears(&h, 1, t0, Codec::Pcmu, 5000, "B (PCMU) hears A + C");
+    assert_hears(&h, 2, t0, Codec::Pcma, 3000, "C (PCMA) hears A + B");
+    for (socket, ssrc, seq0) in [(0, 0xA, 100), (1, 0xB, 200), (2, 0xC, 300)] {
+        let s = h.on(socket);
+        assert!((49..=51).contains(&s.len()), "one packet per 20 ms: {}", s.len());
+        assert_one_stream(&s);
+        assert_eq!((s[0].h.ssrc, s[0].h.seq, s[0].h.marker), (ssrc, seq0, true), "the Open's identity, marker first");
+        assert!(s[1..].iter().all(|p| !p.h.marker));
+        assert!(s.windows(2).all(|w| w[1].h.timestamp.wrapping_sub(w[0].h.timestamp) == 160 && w[1].at - w[0].at == FRAME));
+    }
+    assert!(h.take_events().iter().all(|e| matches!(e, MediaEvent::Latched { .. })));
+}
+
+#[test]
+fn a_stream_stays_one_across_relay_mix_and_relay_with_a_marker_at_each_switch() {
+    let mut h = H::new(EngineConfig::default());
+    open_leg(&mut h, 1, Leg::A, media(a_sdp(), Codec::Pcmu, None), 0xA, 100);
+    open_leg(&mut h, 1, Leg::B, media(b_sdp(), Codec::Pcmu, None), 0xB, 60_000);
+    open_leg(&mut h, 1, Leg::D, media(d_sdp(), Codec::Pcma, None), 0xD, 1);
+    h.cmd(MediaCommand::Relay { call: 1, to_leg: Leg::A });
+    h.cmd(MediaCommand::Relay { call: 1, to_leg: Leg::B });
+    let (mut a, mut b, mut d) =
+        (Talker::new(0, a_sdp(), Codec::Pcmu, 1000), Talker::new(1, b_sdp(), Codec::Pcmu, 2000), Talker::new(2, d_sdp(), Codec::Pcma, 4000));
+    talk(&mut h, &mut [&mut a, &mut b, &mut d], 25);
+    let first_mixed = h.on(1).len();
+    // Whisper: the agent hears the caller and the supervisor; the caller keeps hearing the agent.
+    mix(&mut h, 1, Leg::B, &[Leg::A, Leg::D]);
+    talk(&mut h, &mut [&mut a, &mut b, &mut d], 25);
+    let first_relayed_again = h.on(1).len();
+    h.cmd(MediaCommand::Relay { call: 1, to_leg: Leg::B });
+    talk(&mut h, &mut [&mut a, &mut b, &mut d], 25);
+    let to_b = h.on(1);
+    assert_one_stream(&to_b);
+    assert!(to_b.iter().all(|s| s.h.ssrc == 0xB));
+    let markers: Vec<usize> = to_b.iter().enumerate().filter(|(_, s)| s.h.marker).map(|(i, _)| i).collect();
+    assert_eq!(markers, vec![0, first_mixed, first_relayed_again], "a marker at the start and at each switch only");
+    // Timestamps follow the wall clock across the switches: never back, never a jump.
+    for w in to_b.windows(2) {
+        let dt = w[1].h.timestamp.wrapping_sub(w[0].h.timestamp);
+        assert!((160..=480).contains(&dt), "timestamp step {dt} at {:?}", w[1].h);
+    }
+    let lv: Vec<i32> = to_b.iter().map(|s| level_of(Codec::Pcmu, &s.payload)).collect();
+    // The mix's first frame goes out at the switch instant (the next millisecond), so its 500 ms have a
+    // frame at both ends; the relay sends as packets come.
+    assert_eq!((first_mixed, first_relayed_again - first_mixed, to_b.len() - first_relayed_again), (25, 26, 25), "one packet per 20 ms");
+    assert!(about(lv[first_mixed - 1], 1000) && about(lv[first_relayed_again - 1], 5000) && about(*lv.last().unwrap(), 1000), "{lv:?}");
+    // The caller heard the agent by the relay the whole time, never the supervisor.
+    let to_a = heard(&h, 0, h.now - Duration::from_secs(2), Codec::Pcmu);
+    assert_eq!(to_a.len(), 75);
+    assert!(to_a.iter().all(|&x| about(x, 2000)), "{to_a:?}");
+    assert_eq!((h.e.mixers(), h.e.mixing_scheduled()), (0, 0), "no leg mixes: the mixer is gone");
+}
+
+#[test]
+fn consultation_then_completion_the_caller_hears_the_consulted_party_on_its_stream() {
+    let mut h = H::new(EngineConfig::default());
+    open_leg(&mut h, 1, Leg::A, media(a_sdp(), Codec::Pcma, None), 0xA, 100);
+    open_leg(&mut h, 1, Leg::B, media(b_sdp(), Codec::Pcmu, None), 0xB, 200);
+    h.cmd(MediaCommand::Relay { call: 1, to_leg: Leg::A });
+    h.cmd(MediaCommand::Relay { call: 1, to_leg: Leg::B });
+    let (mut a, mut b) = (Talker::new(0, a_sdp(), Codec::Pcma, 1000), Talker::new(1, b_sdp(), Codec::Pcmu, 2000));
+    talk(&mut h, &mut [&mut a, &mut b], 10);
+    // Consultation: the caller on hold with music, the agent and the department hear each other.
+    h.play(1, Leg::A, &["music"], true, false);
+    open_leg(&mut h, 1, Leg::C, media(c_sdp(), Codec::Pcma, None), 0xC, 300);
+    let mut c = Talker::new(2, c_sdp(), Codec::Pcma, 4000);
+    mix(&mut h, 1, Leg::B, &[Leg::C]);
+    mix(&mut h, 1, Leg::C, &[Leg::B]);
+    let t0 = h.now;
+    talk(&mut h, &mut [&mut a, &mut b, &mut c], 40);
+    assert_hears(&h, 1, t0, Codec::Pcmu, 4000, "the agent hears the department (not the caller)");
+    assert_hears(&h, 2, t0, Codec::Pcma, 2000, "the department hears the agent (not the caller)");
+    let music_levels: Vec<i32> = (0..7).map(|i| i * 400 + 400).collect();
+    let to_a = heard(&h, 0, t0, Codec::Pcma);
+    assert!(to_a.len() >= 39 && to_a.iter().all(|&x| music_levels.iter().any(|&m| about(x, m))), "the caller hears music only: {to_a:?}");
+    // Completion: the agent leaves, the department takes its place, caller and department are relayed.
+    h.cmd(MediaCommand::CloseLeg { call: 1, leg: Leg::B });
+    h.cmd(MediaCommand::Rebind { call: 1, from: Leg::C, to: Leg::B });
+    h.cmd(MediaCommand::Relay { call: 1, to_leg: Leg::A });
+    h.cmd(MediaCommand::Relay { call: 1, to_leg: Leg::B });
+    assert_eq!((h.e.mixers(), h.e.mixing_scheduled()), (0, 0));
+    let t1 = h.now;
+    talk(&mut h, &mut [&mut a, &mut c], 25);
+    let to_a = heard(&h, 0, t1, Codec::Pcma);
+    assert!(to_a.len() >= 24 && to_a.iter().all(|&x| about(x, 4000)), "the caller hears the department: {to_a:?}");
+    let to_c = h.on(2);
+    assert_one_stream(&to_c);
+    assert!(to_c.iter().all(|s| s.h.ssrc == 0xC && s.h.payload_type == 8), "the department's stream keeps its identity");
+    assert_eq!(to_c[0].h.seq, 300);
+    let relayed: Vec<&&Sent> = to_c.iter().filter(|s| s.at > t1).collect();
+    assert!(relayed[0].h.marker && about(level_of(Codec::Pcma, &relayed[0].payload), 1000), "then the caller, from the switch on");
+    assert!(h.on(1).iter().all(|s| s.at <= t1), "nothing toward the agent's closed port");
+    assert!(!h.take_events().iter().any(|e| matches!(e, MediaEvent::Failed { .. })));
+    // The department is leg B now: its commands and its events say B.
+    h.cmd(MediaCommand::Play { call: 1, leg: Leg::C, playlist: vec!["music".into()], looped: true, barge_in: false });
+    assert_eq!(h.take_events(), vec![MediaEvent::Failed { call: 1, failure: MediaFailure::NoLeg { leg: Leg::C } }]);
+    h.cmd(MediaCommand::Stop { call: 1 });
+    assert!(h.s.open.is_empty(), "every socket closed once: {:?}", h.s.open);
+}
+
+#[test]
+fn supervisor_listen_whisper_and_barge_each_leg_hears_what_it_should() {
+    let mut h = H::new(EngineConfig::default());
+    open_leg(&mut h, 1, Leg::A, media(a_sdp(), Codec::Pcmu, None), 0xA, 1);
+    open_leg(&mut h, 1, Leg::B, media(b_sdp(), Codec::Pcma, None), 0xB, 1);
+    h.cmd(MediaCommand::Relay { call: 1, to_leg: Leg::A });
+    h.cmd(MediaCommand::Relay { call: 1, to_leg: Leg::B });
+    open_leg(&mut h, 1, Leg::D, media(d_sdp(), Codec::Pcmu, None), 0xD, 1);
+    let (mut a, mut b, mut d) =
+        (Talker::new(0, a_sdp(), Codec::Pcmu, 1000), Talker::new(1, b_sdp(), Codec::Pcma, 2000), Talker::new(2, d_sdp(), Codec::Pcmu, 4000));
+    // Listen.
+    mix(&mut h, 1, Leg::D, &[Leg::A, Leg::B]);
+    let t = h.now;
+    talk(&mut h, &mut [&mut a, &mut b, &mut d], 30);
+    assert_hears(&h, 0, t, Codec::Pcmu, 2000, "listen: the caller hears the agent only");
+    assert_hears(&h, 1, t, Codec::Pcma, 1000, "listen: the agent hears the caller only");
+    assert_hears(&h, 2, t, Codec::Pcmu, 3000, "listen: the supervisor hears both");
+    // Whisper.
+    mix(&mut h, 1, Leg::B, &[Leg::A, Leg::D]);
+    let t = h.now;
+    talk(&mut h, &mut [&mut a, &mut b, &mut d], 30);
+    assert_hears(&h, 0, t, Codec::Pcmu, 2000, "whisper: the caller hears the agent only");
+    assert_hears(&h, 1, t, Codec::Pcma, 5000, "whisper: the agent hears the caller and the supervisor");
+    assert_hears(&h, 2, t, Codec::Pcmu, 3000, "whisper: the supervisor hears both");
+    // Barge.
+    mix(&mut h, 1, Leg::A, &[Leg::B, Leg::D]);
+    let t = h.now;
+    talk(&mut h, &mut [&mut a, &mut b, &mut d], 30);
+    assert_hears(&h, 0, t, Codec::Pcmu, 6000, "barge: the caller hears the agent and the supervisor");
+    assert_hears(&h, 1, t, Codec::Pcma, 5000, "barge: the agent hears the caller and the supervisor");
+    assert_hears(&h, 2, t, Codec::Pcmu, 3000, "barge: the supervisor hears both");
+    // The supervisor leaves.
+    h.cmd(MediaCommand::CloseLeg { call: 1, leg: Leg::D });
+    h.cmd(MediaCommand::Relay { call: 1, to_leg: Leg::A });
+    h.cmd(MediaCommand::Relay { call: 1, to_leg: Leg::B });
+    let t = h.now;
+    talk(&mut h, &mut [&mut a, &mut b], 30);
+    assert_hears(&h, 0, t, Codec::Pcmu, 2000, "after: the caller hears the agent");
+    assert_hears(&h, 1, t, Codec::Pcma, 1000, "after: the agent hears the caller");
+    assert_one_stream(&h.on(0));
+    assert_one_stream(&h.on(1));
+    assert_eq!((h.e.mixers(), h.e.mixing_scheduled()), (0, 0));
+}
+
+#[test]
+fn a_closed_input_is_silence_and_a_silent_consulted_party_is_reported_inactive() {
+    let config = EngineConfig {
+        bridge: BridgeConfig { inactivity: Duration::from_secs(2), ..BridgeConfig::default() },
+        ..EngineConfig::default()
+    };
+    let mut h = H::new(config);
+    open_leg(&mut h, 1, Leg::B, media(b_sdp(), Codec::Pcmu, None), 0xB, 1);
+    open_leg(&mut h, 1, Leg::C, media(c_sdp(), Codec::Pcmu, None), 0xC, 1);
+    let (mut b, mut c) = (Talker::new(0, b_sdp(), Codec::Pcmu, 2000), Talker::new(1, c_sdp(), Codec::Pcmu, 4000));
+    mix(&mut h, 1, Leg::B, &[Leg::C]);
+    let t = h.now;
+    talk(&mut h, &mut [&mut b, &mut c], 25);
+    assert_hears(&h, 0, t, Codec::Pcmu, 4000, "the agent hears the department");
+    h.cmd(MediaCommand::CloseLeg { call: 1, leg: Leg::C });
+    let t = h.now;
+    talk(&mut h, &mut [&mut b], 25);
+    let after: Vec<&Sent> = h.on(0).into_iter().filter(|s| s.at > t).collect();
+    assert!(after.len() >= 24, "the mix goes on");
+    assert!(after.iter().all(|s| s.payload == [g711::ULAW_SILENCE; 160]), "a closed input is silence");
+    assert_one_stream(&h.on(0));
+    // A new consulted party that never sends: reported after the inactivity time, as leg C.
+    open_leg(&mut h, 1, Leg::C, media(c_sdp(), Codec::Pcmu, None), 0xC2, 1);
+    h.take_events();
+    talk(&mut h, &mut [&mut b], 150);
+    assert_eq!(h.take_events(), vec![MediaEvent::Inactive { call: 1, leg: Leg::C }]);
+}
+
+#[test]
+fn no_mixer_state_is_left_after_relay_close_leg_or_stop() {
+    let mut h = H::new(EngineConfig::default());
+    for call in 1..=100u64 {
+        open_leg(&mut h, call, Leg::A, media(a_sdp(), Codec::Pcmu, None), 1, 1);
+        open_leg(&mut h, call, Leg::B, media(b_sdp(), Codec::Pcmu, None), 2, 1);
+        open_leg(&mut h, call, Leg::C, media(c_sdp(), Codec::Pcmu, None), 3, 1);
+        mix(&mut h, call, Leg::A, &[Leg::B, Leg::C]);
+        mix(&mut h, call, Leg::B, &[Leg::A, Leg::C]);
+        mix(&mut h, call, Leg::C, &[Leg::A, Leg::B]);
+    }
+    h.run_for(Duration::from_millis(100));
+    assert_eq!((h.e.mixers(), h.e.mixing_scheduled(), h.s.open.len()), (100, 100, 300));
+    assert!(h.sent.len() >= 100 * 3 * 4, "{}", h.sent.len());
+    // Calls 1-50: the conference ends by closing C and relaying A and B (no mixer left);
+    // calls 51-60: C closes but A and B still hear mixes (the mixer stays); the rest: Stop.
+    for call in 1..=60u64 {
+        h.cmd(MediaCommand::CloseLeg { call, leg: Leg::C });
+        if call <= 50 {
+            h.cmd(MediaCommand::Relay { call, to_leg: Leg::A });
+            h.cmd(MediaCommand::Relay { call, to_leg: Leg::B });
+        }
+    }
+    assert_eq!((h.e.mixers(), h.e.mixing_scheduled()), (50, 50));
+    for call in 51..=100u64 {
+        h.cmd(MediaCommand::CloseLeg { call, leg: Leg::A });
+        h.cmd(MediaCommand::CloseLeg { call, leg: Leg::B });
+    }
+    assert_eq!((h.e.mixers(), h.e.mixing_scheduled()), (40, 40), "calls 61-100 still have C hearing a mix");
+    for call in 1..=100u64 {
+        h.cmd(MediaCommand::Stop { call });
+    }
+    assert_eq!((h.e.mixers(), h.e.mixing_scheduled(), h.e.calls(), h.e.streams()), (0, 0, 0, 0));
+    assert!(h.s.open.is_empty());
+    assert_eq!(h.e.poll_timeout(), None, "nothing is timed");
+    let n = h.sent.len();
+    h.run_for(Duration::from_secs(1));
+    assert_eq!(h.sent.len(), n);
+}
+
+#[test]
+fn mix_relay_and_rebind_refuse_what_the_contract_refuses() {
+    let mut h = H::new(EngineConfig::default());
+    open_leg(&mut h, 1, Leg::A, media(a_sdp(), Codec::Pcmu, None), 1, 1);
+    open_leg(&mut h, 1, Leg::C, media(c_sdp(), Codec::Pcmu, None), 3, 1);
+    open_leg(&mut h, 1, Leg::D, media(d_sdp(), Codec::Pcmu, None), 4, 1);
+    h.take_events();
+    h.cmd(MediaCommand::Relay { call: 1, to_leg: Leg::C });
+    h.cmd(MediaCommand::Relay { call: 1, to_leg: Leg::A }); // B not open
+    mix(&mut h, 1, Leg::B, &[Leg::A]);
+    mix(&mut h, 2, Leg::A, &[Leg::B]);
+    h.cmd(MediaCommand::Rebind { call: 1, from: Leg::B, to: Leg::C }); // from not open
+    h.cmd(MediaCommand::Rebind { call: 1, from: Leg::C, to: Leg::D }); // to open
+    h.cmd(MediaCommand::Rebind { call: 1, from: Leg::C, to: Leg::C });
+    let no = |leg| MediaEvent::Failed { call: 1, failure: MediaFailure::NoLeg { leg } };
+    assert_eq!(h.take_events(), vec![
+        no(Leg::C),
+        no(Leg::B),
+        no(Leg::B),
+        MediaEvent::Failed { call: 2, failure: MediaFailure::NoLeg { leg: Leg::A } },
+        no(Leg::B),
+        no(Leg::C),
+        no(Leg::C),
+    ]);
+    assert_eq!((h.e.mixers(), h.s.open.len()), (0, 3), "nothing changed");
+    // A mix of only absent legs is a comfort stream of silence; the absent leg is heard once it opens.
+    mix(&mut h, 1, Leg::A, &[Leg::B]);
+    h.run_for(Duration::from_millis(200));
+    assert!(h.on(0).len() >= 9 && h.on(0).iter().all(|s| s.payload == [g711::ULAW_SILENCE; 160]));
+    open_leg(&mut h, 1, Leg::B, media(b_sdp(), Codec::Pcmu, None), 2, 1);
+    let mut b = Talker::new(3, b_sdp(), Codec::Pcmu, 3000);
+    let t = h.now;
+    talk(&mut h, &mut [&mut b], 25);
+    assert_hears(&h, 0, t, Codec::Pcmu, 3000, "the caller hears B once B is open");
+}
+
+#[test]
+fn a_digit_toward_a_mixing_leg_takes_the_stream_then_gives_the_mix_back() {
+    let mut h = H::new(EngineConfig::default());
+    open_leg(&mut h, 1, Leg::B, media(b_sdp(), Codec::Pcmu, Some(101)), 0xB, 1);
+    open_leg(&mut h, 1, Leg::C, media(c_sdp(), Codec::Pcmu, None), 0xC, 1);
+    let mut c = Talker::new(1, c_sdp(), Codec::Pcmu, 4000);
+    mix(&mut h, 1, Leg::B, &[Leg::C]);
+    talk(&mut h, &mut [&mut c], 10);
+    h.cmd(MediaCommand::SendDigit { call: 1, leg: Leg::B, digit: '7' });
+    assert_eq!(h.e.mixers(), 1, "the mix is kept for after the digit");
+    talk(&mut h, &mut [&mut c], 30);
+    let to_b = h.on(0);
+    assert_one_stream(&to_b);
+    let kinds: Vec<u8> = to_b.iter().map(|s| s.h.payload_type).collect();
+    let first_ev = kinds.iter().position(|&p| p == 101).unwrap();
+    let last_ev = kinds.iter().rposition(|&p| p == 101).unwrap();
+    assert_eq!(kinds[first_ev..=last_ev].iter().filter(|&&p| p == 101).count(), 7, "{kinds:?}");
+    assert!(kinds[first_ev..=last_ev].iter().all(|&p| p == 101), "no mix packet inside the digit");
+    let back = &to_b[last_ev + 1..];
+    assert!(back.len() >= 15 && back[0].h.marker && back.iter().all(|s| s.h.payload_type == 0 && about(level_of(Codec::Pcmu, &s.payload), 4000)));
+    assert!(back[0].h.timestamp.wrapping_sub(to_b[last_ev].h.timestamp) < 0x8000_0000);
+}
+
+#[test]
+fn the_recording_has_the_consulted_party_and_a_barging_supervisor_on_the_right() {
+    let mut h = H::new(EngineConfig::default());
+    open_leg(&mut h, 1, Leg::A, media(a_sdp(), Codec::Pcma, None), 1, 1);
+    open_leg(&mut h, 1, Leg::B, media(b_sdp(), Codec::Pcmu, None), 2, 1);
+    open_leg(&mut h, 1, Leg::C, media(c_sdp(), Codec::Pcmu, None), 3, 1);
+    open_leg(&mut h, 1, Leg::D, media(d_sdp(), Codec::Pcmu, None), 4, 1);
+    h.cmd(MediaCommand::Record { call: 1, path: "/rec/1.wav".into() });
+    let mut t: Vec<Talker> = [(0, a_sdp(), Codec::Pcma, 1000), (1, b_sdp(), Codec::Pcmu, 2000), (2, c_sdp(), Codec::Pcmu, 4000), (3, d_sdp(), Codec::Pcmu, 8000)]
+        .into_iter()
+        .map(|(s, a, c, l)| Talker::new(s, a, c, l))
+        .collect();
+    // One second of conference with the supervisor listening, then one second of barge.
+    mix(&mut h, 1, Leg::A, &[Leg::B, Leg::C]);
+    mix(&mut h, 1, Leg::B, &[Leg::A, Leg::C]);
+    mix(&mut h, 1, Leg::C, &[Leg::A, Leg::B]);
+    mix(&mut h, 1, Leg::D, &[Leg::A, Leg::B, Leg::C]);
+    let [a, b, c, d] = &mut t[..] else { unreachable!() };
+    talk(&mut h, &mut [a, b, c, d], 50);
+    mix(&mut h, 1, Leg::A, &[Leg::B, Leg::C, Leg::D]);
+    talk(&mut h, &mut [a, b, c, d], 50);
+    h.cmd(MediaCommand::Stop { call: 1 });
+    let ops: Vec<RecordingOp> = std::iter::from_fn(|| h.e.poll_recording()).collect();
+    let data: Vec<u8> = ops.iter().flat_map(|o| match o { RecordingOp::Data { bytes, .. } => bytes.clone(), _ => vec![] }).collect();
+    let frames: Vec<(i16, i16)> =
+        data.chunks_exact(4).map(|c| (i16::from_le_bytes([c[0], c[1]]), i16::from_le_bytes([c[2], c[3]]))).collect();
+    assert!((frames.len() as i64 - 16_000).abs() <= 320, "two seconds: {}", frames.len());
+    let (listen, barge) = (&frames[1000..7000], &frames[9000..15_000]);
+    assert!(listen.iter().all(|&(l, r)| about(l.into(), 1000) && about(r.into(), 6000)), "listening: B + C right, not D: {:?}", listen[0]);
+    let bad: Vec<(usize, (i16, i16))> = barge.iter().copied().enumerate().filter(|&(_, (l, r))| !(about(l.into(), 1000) && about(r.into(), 14_000))).collect();
+    assert!(bad.is_empty(), "barging: B + C + D right: {} bad, {:?} .. {:?}", bad.len(), bad.first(), bad.last());
+}
+
+#[test]
+fn a_late_engine_sends_at_most_a_short_burst_and_the_timestamps_keep_to_the_clock() {
+    let mut h = H::new(EngineConfig::default());
+    open_leg(&mut h, 1, Leg::B, media(b_sdp(), Codec::Pcmu, None), 0xB, 1);
+    mix(&mut h, 1, Leg::B, &[Leg::C]);
+    h.run_for(Duration::from_millis(100));
+    let n = h.sent.len();
+    // The thread stalls for 200 ms: one handle_timeout at the end.
+    h.now += Duration::from_millis(200);
+    let now = h.now;
+    let mut burst = Vec::new();
+    h.e.handle_timeout(now, &mut |o: Outgoing<'_>| burst.push(RtpHeader::parse(&[o.header, o.payload].concat()).unwrap()));
+    assert_eq!(burst.len(), 3, "MAX_BURST frames, not ten");
+    assert!(burst.windows(2).all(|w| w[1].seq == w[0].seq.wrapping_add(1) && w[1].timestamp.wrapping_sub(w[0].timestamp) == 160));
+    let last_before = h.sent[n - 1].h;
+    let skipped = burst[0].timestamp.wrapping_sub(last_before.timestamp);
+    assert_eq!(skipped, 8 * 160, "the skipped frames' time passes in the timestamp");
+    assert_eq!(burst[0].seq, last_before.seq.wrapping_add(1), "but not in the sequence");
+}
+
+#[test]
+fn after_a_rebind_the_mixes_that_named_the_leg_hear_it_by_its_new_name() {
+    let mut h = H::new(EngineConfig::default());
+    open_leg(&mut h, 1, Leg::A, media(a_sdp(), Codec::Pcmu, None), 0xA, 1);
+    open_leg(&mut h, 1, Leg::C, media(c_sdp(), Codec::Pcmu, None), 0xC, 1);
+    open_leg(&mut h, 1, Leg::D, media(d_sdp(), Codec::Pcmu, None), 0xD, 1);
+    let (mut a, mut c, mut d) =
+        (Talker::new(0, a_sdp(), Codec::Pcmu, 1000), Talker::new(1, c_sdp(), Codec::Pcmu, 4000), Talker::new(2, d_sdp(), Codec::Pcmu, 8000));
+    mix(&mut h, 1, Leg::A, &[Leg::C]);
+    mix(&mut h, 1, Leg::C, &[Leg::A, Leg::D]);
+    mix(&mut h, 1, Leg::D, &[Leg::A, Leg::C]);
+    talk(&mut h, &mut [&mut a, &mut c, &mut d], 25);
+    h.cmd(MediaCommand::Rebind { call: 1, from: Leg::C, to: Leg::B });
+    let t = h.now;
+    talk(&mut h, &mut [&mut a, &mut c, &mut d], 25);
+    assert_hears(&h, 0, t, Codec::Pcmu, 4000, "the caller still hears the former C, now B");
+    assert_hears(&h, 1, t, Codec::Pcmu, 9000, "the former C still hears A and D");
+    assert_hears(&h, 2, t, Codec::Pcmu, 5000, "the supervisor still hears A and the former C");
+    for s in 0..3 {
+        assert_one_stream(&h.on(s));
+    }
+    // Commands name it B now; C is free for a new consulted party.
+    mix(&mut h, 1, Leg::B, &[Leg::A]);
+    open_leg(&mut h, 1, Leg::C, media(c_sdp(), Codec::Pcmu, None), 0xC2, 1);
+    let t = h.now;
+    talk(&mut h, &mut [&mut a, &mut c, &mut d], 25);
+    assert_hears(&h, 1, t, Codec::Pcmu, 1000, "B hears A only now");
+    assert!(!h.take_events().iter().any(|e| matches!(e, MediaEvent::Failed { .. })));
+}
