@@ -8,7 +8,7 @@
 //! | module | what it holds | I/O? |
 //! |---|---|---|
 //! | [`sip`] | codec, URIs, typed headers, message building, transactions (RFC 3261 §17), the registrar with digest auth | no |
-//! | [`media`] | G.711, WAV prompts, RTP, SDP offer/answer, the pacing engine, DTMF, menus, the RTP bridge, recording, queue announcements, the per-thread media [`media::engine`], and the core ↔ media-thread interface [`media::command`] | no |
+//! | [`media`] | G.711, WAV prompts, RTP, SDP offer/answer, the pacing engine, DTMF, menus, the RTP bridge, the audio mixer (conference, consultation, supervisor), recording, queue announcements, the per-thread media [`media::engine`], and the core ↔ media-thread interface [`media::command`] | no |
 //! | [`call`] | the call core: trunk ACL, services, guidance, menus, queues and offers to agents, anchored bridges, hold, transfers, callbacks, opening hours; the CTI commands' effects | no |
 //! | [`acd`] | agents, queues, routing strategies, skills, fairness, wrap-up, callbacks; the queue log event type; Erlang formulas | no |
 //! | [`cti`] | the CTI protocol: messages, principals and roles, the hub (events with sequence numbers, resume, slow consumers), the WebSocket codec, the `callgate ctl` client | no |
