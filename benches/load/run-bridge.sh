@@ -32,6 +32,12 @@
 # set up by an offer/answer over its ng control protocol (no SIP; both legs PCMA, so rtpengine does
 # not transcode where callgate does).
 #   SYSTEM=rtpengine CALLS=1000 bash benches/load/run-bridge.sh
+#
+# RMEM_DEFAULT=BYTES (root) sets net.core.rmem_default for the run and restores it after: SIPp's echo
+# takes every call's packets on ONE socket whose receive buffer is the system default (212,992 bytes;
+# its -rtp_buffsize does not reach that socket), so at 2,000 calls the bench can lose packets in the
+# load generator's own socket, which a real centre (a phone per agent) never concentrates.
+#   CALLS=2000 RMEM_DEFAULT=4194304 bash benches/load/run-bridge.sh
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -46,6 +52,11 @@ PROFILE=$ROOT/benches/load/profile
 RATE=$(( (CALLS + RAMP_S - 1) / RAMP_S ))
 
 log() { printf '==> %s\n' "$*" >&2; }
+if [ -n "${RMEM_DEFAULT:-}" ]; then
+    RMEM_WAS=$(sysctl -n net.core.rmem_default)
+    sysctl -qw net.core.rmem_default="$RMEM_DEFAULT"
+    log "net.core.rmem_default $RMEM_WAS -> $RMEM_DEFAULT for this run"
+fi
 command -v sipp >/dev/null || { log "sipp is missing: apt-get install -y sip-tester"; exit 1; }
 mkdir -p "$OUT"
 log "results in $OUT"
@@ -157,7 +168,10 @@ sed -e 's|m=audio \[media_port\] RTP/AVP 0 8 101|m=audio '"$BLAST_PORT"' RTP/AVP
 grep -q AUDIOPORT "$OUT/uac_bridge.xml" || { log "could not build the caller scenario"; exit 1; }
 
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    if [ -n "${RMEM_WAS:-}" ]; then sysctl -qw net.core.rmem_default="$RMEM_WAS"; fi
+}
 trap cleanup EXIT
 
 if [ "$SYSTEM" = callgate ]; then
