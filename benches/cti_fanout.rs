@@ -19,7 +19,7 @@
 //! - `CTI_BENCH_RATE`    events/s, or a list run one after the other: `10,50,100` (default 50)
 //! - `CTI_BENCH_SECS`    seconds of events per rate (default 5)
 //! - `CTI_BENCH_CLIENTS` WebSocket clients (default 1000; at most 1000)
-//! - `CTI_BENCH_CMD_RATE` `agent.ready` commands/s of the extra agent (default 10; 0: none)
+//! - `CTI_BENCH_CMD_RATE` `agent.ready` commands/s of the extra agent (default 20; 0: none)
 //! - `CTI_BENCH_CLIENT`  `epoll` (default) or `tokio`
 //! - `CTI_BENCH_AUX_WORKERS` workers of the server's aux runtime (default 1, as callgate runs it)
 //! - `CTI_BENCH_PARTS`   `hub`, `ws` or `hub,ws` (default both)
@@ -165,12 +165,12 @@ struct Measured {
 fn end_to_end(rate: u64) {
     let secs: u64 = env("CTI_BENCH_SECS", 5);
     let clients: usize = env("CTI_BENCH_CLIENTS", CLIENTS).clamp(1, CLIENTS);
-    let cmd_rate: u64 = env("CTI_BENCH_CMD_RATE", 10);
+    let cmd_rate: u64 = env("CTI_BENCH_CMD_RATE", 20);
     let client_kind = std::env::var("CTI_BENCH_CLIENT").unwrap_or_else(|_| "epoll".into());
     // The server as callgate runs it: one aux worker for connections; the core on its own thread.
     let workers: usize = env("CTI_BENCH_AUX_WORKERS", 1);
     let load = loadavg();
-    let aux = tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build().unwrap();
+    let aux = tokio::runtime::Builder::new_multi_thread().worker_threads(workers).thread_name("srv-aux").enable_all().build().unwrap();
     let (stop_tx, stop_rx) = watch::channel(false);
     let cfg = CtiShellConfig { max_connections: 2 * CLIENTS + 16, ..Default::default() };
     let (shell, cti_rx) = CtiShell::spawn(aux.handle(), cfg, stop_rx.clone()).unwrap();
@@ -183,20 +183,26 @@ fn end_to_end(rate: u64) {
     });
     let (pub_tx, pub_rx) = mpsc::unbounded_channel::<Event>();
     let base = Instant::now();
-    let core = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(core_loop(shell, cti_rx, pub_rx))
-    });
+    let core = std::thread::Builder::new()
+        .name("srv-core".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(core_loop(shell, cti_rx, pub_rx))
+        })
+        .unwrap();
     let expected = rate * secs;
     let connected = Arc::new(AtomicUsize::new(0));
     let published: Arc<Vec<AtomicU64>> = Arc::new((0..expected).map(|_| AtomicU64::new(0)).collect());
     let clients_done = {
         let (connected, published) = (connected.clone(), published.clone());
         let kind = client_kind.clone();
-        std::thread::spawn(move || match kind.as_str() {
-            "tokio" => tokio_clients(addr, clients, expected, base, connected, published),
-            _ => epoll_clients(addr, clients, expected, base, connected, published),
-        })
+        std::thread::Builder::new()
+            .name("clients".into())
+            .spawn(move || match kind.as_str() {
+                "tokio" => tokio_clients(addr, clients, expected, base, connected, published),
+                _ => epoll_clients(addr, clients, expected, base, connected, published),
+            })
+            .unwrap()
     };
     let t = Instant::now();
     while connected.load(Ordering::Acquire) < clients {
@@ -207,8 +213,9 @@ fn end_to_end(rate: u64) {
     // The commanding agent: `agent.ready` at `cmd_rate`/s while the events flow.
     let commander = (cmd_rate > 0).then(|| {
         let deadline = Instant::now() + Duration::from_secs(secs);
-        std::thread::spawn(move || commander(addr, cmd_rate, deadline))
+        std::thread::Builder::new().name("commander".into()).spawn(move || commander(addr, cmd_rate, deadline)).unwrap()
     });
+    let cpu_before = thread_cpu();
     // Publish: queue ticks every agent and supervisor sees, at a steady rate.
     let period = Duration::from_nanos(1_000_000_000 / rate);
     let mut next = Instant::now();
@@ -222,14 +229,30 @@ fn end_to_end(rate: u64) {
         let data = json!({"tenant":"seoul","queue":"general","waiting": n % 7,"longest_wait_ms":12000,"agents_ready":12,"n": n,"t_ns": at});
         pub_tx.send(Event { kind: "queue.stats".into(), vis: Visibility::tenant_wide("seoul"), data }).unwrap();
     }
-    let m = clients_done.join().unwrap();
     let cmds = commander.map(|c| c.join().unwrap());
+    let cpu_after = thread_cpu();
+    let m = clients_done.join().unwrap();
     println!(
-        "websocket fan-out, {clients} clients ({client_kind}), {rate} events/s for {secs} s, load {load}: publish → client decoded {}",
+        "websocket fan-out, {clients} clients ({client_kind}), aux workers {workers}, {rate} events/s for {secs} s, load {load}: publish → client decoded {}",
         summary(&m.each, "ms", 1e6)
     );
     println!("    delivered {} of {} event messages", m.delivered, expected * clients as u64);
     println!("    per event, publish → the last of the {clients} clients decoded it: {}", summary(&m.last, "ms", 1e6));
+    let mut cpu: Vec<(String, f64)> = Vec::new();
+    for (name, ns) in &cpu_after {
+        let before = cpu_before.iter().filter(|(n, _)| n == name).map(|(_, b)| *b).next().unwrap_or(0);
+        let group = if name.starts_with("srv-aux") { "server aux (shell)" } else if name.starts_with("srv-core") { "server core (hub)" } else if name.starts_with("clients") { "clients" } else { "other" };
+        match cpu.iter_mut().find(|(g, _)| g == group) {
+            Some((_, v)) => *v += (ns - before) as f64,
+            None => cpu.push((group.to_owned(), (ns - before) as f64)),
+        }
+    }
+    cpu.sort_by(|a, b| a.0.cmp(&b.0));
+    let per_msg = |ns: f64| ns / 1e3 / m.delivered.max(1) as f64;
+    println!(
+        "    CPU while publishing: {}",
+        cpu.iter().map(|(g, ns)| format!("{g} {:.0} ms ({:.2} µs/message)", ns / 1e6, per_msg(*ns))).collect::<Vec<_>>().join(", ")
+    );
     if let Some((result, effect)) = cmds {
         println!("    command agent.ready → its result ({cmd_rate}/s, at random points): {}", summary(&result, "ms", 1e6));
         println!("    command agent.ready → its agent.state event:     {}", summary(&effect, "ms", 1e6));
@@ -239,6 +262,19 @@ fn end_to_end(rate: u64) {
     let cost = core.join().unwrap();
     println!("    the core's time per event (publish + hand-over to the connections): {}", summary(&cost, "µs", 1e3));
     drop(aux);
+}
+
+/// CPU time (ns) of each thread of this process by name, from /proc/self/task/*/schedstat.
+fn thread_cpu() -> Vec<(String, u64)> {
+    let mut v = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else { return v };
+    for t in dir.flatten() {
+        let p = t.path();
+        let name = std::fs::read_to_string(p.join("comm")).unwrap_or_default().trim().to_owned();
+        let ns = std::fs::read_to_string(p.join("schedstat")).ok().and_then(|s| s.split_whitespace().next()?.parse().ok()).unwrap_or(0);
+        v.push((format!("{name}#{}", t.file_name().to_string_lossy()), ns));
+    }
+    v
 }
 
 /// The time since `base`, in ns, of the `"t_ns":` and `"n":` fields of a queue tick; `None` for
@@ -394,7 +430,7 @@ fn tokio_clients(
     connected: Arc<AtomicUsize>,
     published: Arc<Vec<AtomicU64>>,
 ) -> Measured {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).thread_name("clients-rt").enable_all().build().unwrap();
     let hist = Arc::new(Mutex::new(Histogram::<u64>::new(3).unwrap()));
     let last: Arc<Vec<AtomicU64>> = Arc::new((0..expected).map(|_| AtomicU64::new(0)).collect());
     let mut tasks = Vec::new();

@@ -328,11 +328,16 @@ fn raw_ws(addr: SocketAddr, bearer: &str, rcvbuf: Option<usize>) -> TcpStream {
 
 /// Reads frames until a close frame; returns its code.
 fn close_code(s: &mut TcpStream) -> u16 {
+    close_frame(s).0
+}
+
+/// Reads frames until a close frame; returns its code and reason.
+fn close_frame(s: &mut TcpStream) -> (u16, String) {
     let mut dec = ws::Decoder::new(ws::Role::Client, 16 << 20);
     let mut buf = [0u8; 8192];
     loop {
         match dec.decode().unwrap() {
-            Some(ws::Incoming::Close(code, _)) => return code.unwrap(),
+            Some(ws::Incoming::Close(code, reason)) => return (code.unwrap(), reason),
             Some(_) => continue,
             None => {}
         }
@@ -375,6 +380,60 @@ fn a_peer_that_answers_no_ping_is_disconnected() {
     let took = started.elapsed();
     assert!(took >= Duration::from_millis(300) && took < Duration::from_secs(5), "{took:?}");
     srv.wait_stats("the connection to go", |s| s.connections == 0);
+}
+
+#[test]
+fn commands_beyond_the_rate_limit_are_refused_and_a_flood_is_closed() {
+    let srv = Server::start(
+        |h| {
+            h.command_rate = 20;
+            h.command_burst = 20;
+            h.flood_factor = 5;
+            h.flood_time = Duration::from_secs(1);
+        },
+        |s| s.ping_every = Duration::from_secs(60), // the idle client must not be cut off for silence
+    );
+    // A burst of 30 pings at once: the bucket's 20 (less the auth's token) are answered, the rest
+    // refused as rate_limited, each with its id; the connection stays.
+    let mut c = Client::connect_ws(&srv.addr(), None, T).unwrap();
+    c.auth("tok-sup", false).unwrap();
+    let ids: Vec<String> = (0..30).map(|_| c.send("ping", json!({})).unwrap()).collect();
+    let mut codes = Vec::new();
+    for id in &ids {
+        codes.push(match c.wait_result(id).unwrap() {
+            Ok(_) => "ok".to_owned(),
+            Err(e) => e.code,
+        });
+    }
+    let served = codes.iter().filter(|c| *c == "ok").count();
+    assert!((19..=21).contains(&served), "{codes:?}");
+    assert!(codes[served..].iter().all(|c| c == "rate_limited"), "refusals come after the burst: {codes:?}");
+    std::thread::sleep(Duration::from_millis(200)); // 4 tokens back
+    assert!(ok(c.call("ping", json!({})))["pong"] == true);
+    // A client flooding at ~1,000 messages/s (50× the limit) is closed within about two seconds
+    // with 1008 "too many messages"; the well-behaved one stays.
+    let mut flood = raw_ws(srv.http, "tok-sup", None);
+    let mut frame = Vec::new();
+    ws::encode(ws::Opcode::Text, br#"{"v":1,"id":"f","cmd":"ping"}"#, Some([9, 8, 7, 6]), &mut frame);
+    let started = Instant::now();
+    'send: while started.elapsed() < Duration::from_secs(4) {
+        for _ in 0..10 {
+            if flood.write_all(&frame).is_err() {
+                break 'send;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+        if srv.stats().floods == 1 {
+            break;
+        }
+    }
+    let took = started.elapsed();
+    assert!(took >= Duration::from_secs(1) && took < Duration::from_secs(4), "{took:?}");
+    assert_eq!(close_frame(&mut flood), (1008, "too many messages".to_owned()));
+    let s = srv.wait_stats("the flood to be closed", |s| s.connections == 1);
+    assert_eq!(s.floods, 1);
+    assert!(s.rate_limited > 10);
+    assert!(ok(c.call("ping", json!({})))["pong"] == true);
 }
 
 #[test]

@@ -7,7 +7,8 @@ use serde_json::{json, Value};
 /// Why a command failed. Sent as `{"ok":false,"error":{"code":..,"message":..}}`.
 ///
 /// The client's fault: `BadRequest`, `UnknownCommand`, `MissingField`, `TooLarge`, `Unauthenticated`,
-/// `Forbidden`. The state of the world's: `WrongState`, `NotFound`, `ResumeGap`, `Busy`. Ours: `Internal`.
+/// `Forbidden`, `RateLimited`. The state of the world's: `WrongState`, `NotFound`, `ResumeGap`, `Busy`.
+/// Ours: `Internal`.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum CtiError {
     /// The principal may not do this (role, tenant, another agent's state or call).
@@ -40,6 +41,10 @@ pub enum CtiError {
     /// Too many commands of this connection are still waiting for their result.
     #[error("busy: {0}")]
     Busy(String),
+    /// The connection sends messages faster than its limit (`rate` per second on average, bursts of
+    /// `burst`); the message was not carried out. A connection that keeps it up is closed.
+    #[error("rate limited: more than {rate} messages per second (bursts of {burst}) on this connection; this one was not carried out, retry in {retry_ms} ms")]
+    RateLimited { rate: u32, burst: u32, retry_ms: u64 },
     /// A failure on the server's side; the message says which part.
     #[error("internal error: {0}")]
     Internal(String),
@@ -59,12 +64,13 @@ impl CtiError {
             CtiError::TooLarge { .. } => "too_large",
             CtiError::ResumeGap { .. } => "resume_gap",
             CtiError::Busy(_) => "busy",
+            CtiError::RateLimited { .. } => "rate_limited",
             CtiError::Internal(_) => "internal",
         }
     }
 
     /// Every code, for the schema test and documentation.
-    pub const CODES: [&'static str; 11] = [
+    pub const CODES: [&'static str; 12] = [
         "forbidden",
         "bad_request",
         "unknown_command",
@@ -75,6 +81,7 @@ impl CtiError {
         "too_large",
         "resume_gap",
         "busy",
+        "rate_limited",
         "internal",
     ];
 

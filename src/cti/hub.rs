@@ -15,6 +15,17 @@
 //!   └──────────────────────────┘
 //!   any state: queued bytes > max_queued_bytes, or the ring drops an event a replay still needs
 //!              ──▶ closed "slow consumer";  on_close ──▶ forgotten
+//!   any state: flooding (see below) ──▶ closed "too many messages"
+//! ```
+//! - Input rate: every message of a connection (commands, `ping`, `auth` alike) takes a token from
+//!   its bucket (`command_rate` per second, `command_burst` at most, full at open). With none left
+//!   the message is answered with `rate_limited` and not carried out; the first such refusal of an
+//!   episode is logged. A connection whose messages reach `flood_factor` × `command_rate` per
+//!   second in every one-second window for `flood_time` on end is closed ("too many messages").
+//! ```text
+//!   tokens ≥ 1 ──▶ carried out          tokens < 1 ──▶ rate_limited (logged once per episode)
+//!   window of 1 s: count ≥ flood_factor × rate ──▶ flooding windows + 1 (else 0, and 0 after silence)
+//!   flooding windows × 1 s ≥ flood_time ──▶ closed
 //! ```
 //! - Events get `seq` = 1, 2, 3 … in publish order; every published event is serialised once and
 //!   the same `Arc<str>` goes to every connection that may see it and into the replay ring
@@ -61,6 +72,16 @@ pub struct HubConfig {
     pub auth_timeout: Duration,
     /// Bad tokens on one connection before it is closed.
     pub max_auth_failures: u32,
+    /// Messages a connection may send per second on average (its token bucket's rate); `0`: no
+    /// limit. Beyond it a message is answered with `rate_limited`.
+    pub command_rate: u32,
+    /// Messages it may send at once (the bucket's size; it starts full).
+    pub command_burst: u32,
+    /// A connection sending at least `flood_factor` × `command_rate` messages per second ...
+    /// (`0`: none is closed for it)
+    pub flood_factor: u32,
+    /// ... for this long (whole seconds) is closed with [`CloseReason::Flooding`].
+    pub flood_time: Duration,
     /// Identifies this run of the server: sequence numbers restart with each run, so a `resume`
     /// naming another epoch gets a gap and a snapshot.
     pub epoch: u64,
@@ -81,6 +102,10 @@ impl HubConfig {
             max_inflight: 64,
             auth_timeout: Duration::from_secs(10),
             max_auth_failures: 3,
+            command_rate: 50,
+            command_burst: 100,
+            flood_factor: 10,
+            flood_time: Duration::from_secs(5),
             epoch: unix_ms as u64,
             clock_unix_ms: unix_ms,
             clock_at: now,
@@ -103,6 +128,8 @@ pub enum CloseReason {
     Revoked,
     /// The server is stopping.
     Shutdown,
+    /// It kept sending far more messages than its rate limit.
+    Flooding,
 }
 
 impl CloseReason {
@@ -115,6 +142,7 @@ impl CloseReason {
             CloseReason::TooManyConnections => "too many connections",
             CloseReason::Revoked => "credentials revoked",
             CloseReason::Shutdown => "server shutting down",
+            CloseReason::Flooding => "too many messages",
         }
     }
 
@@ -162,6 +190,10 @@ pub struct HubStats {
     pub auth_failures: u64,
     pub forbidden: u64,
     pub refused_connections: u64,
+    /// Messages answered with `rate_limited`.
+    pub rate_limited: u64,
+    /// Connections closed for flooding.
+    pub floods: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -199,6 +231,65 @@ struct Conn {
     queued: usize,
     failures: u32,
     pending: HashMap<String, Pending>,
+    limiter: Limiter,
+}
+
+/// One connection's input rate: a token bucket, and the flood watch (see the module documentation).
+struct Limiter {
+    tokens: f64,
+    /// When `tokens` was last brought up to date.
+    at: Instant,
+    /// The current one-second window: its start and the messages in it.
+    window: Instant,
+    count: u32,
+    /// Consecutive windows at the flood rate.
+    flooding: u32,
+    /// Messages refused in the current episode (0: not limited).
+    refused: u64,
+}
+
+/// What the limiter says of a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Admit {
+    Yes,
+    /// Refused: retry in this many ms.
+    No(u64),
+    /// Refused, and the connection must be closed.
+    Close,
+}
+
+impl Limiter {
+    fn new(now: Instant, cfg: &HubConfig) -> Limiter {
+        Limiter { tokens: f64::from(cfg.command_burst), at: now, window: now, count: 0, flooding: 0, refused: 0 }
+    }
+
+    fn admit(&mut self, now: Instant, cfg: &HubConfig) -> Admit {
+        if cfg.command_rate == 0 {
+            return Admit::Yes;
+        }
+        let rate = f64::from(cfg.command_rate);
+        // The flood watch, in whole one-second windows.
+        let since = now.saturating_duration_since(self.window);
+        if since >= Duration::from_secs(1) {
+            let flood = u64::from(cfg.command_rate) * u64::from(cfg.flood_factor);
+            self.flooding = if since < Duration::from_secs(2) && u64::from(self.count) >= flood { self.flooding + 1 } else { 0 };
+            self.window += Duration::from_secs(since.as_secs());
+            self.count = 0;
+        }
+        self.count = self.count.saturating_add(1);
+        if cfg.flood_factor > 0 && u64::from(self.flooding) >= cfg.flood_time.as_secs().max(1) {
+            return Admit::Close;
+        }
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.at = self.at.max(now);
+        self.tokens = (self.tokens + elapsed * rate).min(f64::from(cfg.command_burst.max(1)));
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Admit::Yes
+        } else {
+            Admit::No((((1.0 - self.tokens) / rate) * 1000.0).ceil() as u64)
+        }
+    }
 }
 
 struct Stored {
@@ -318,7 +409,15 @@ impl Hub {
         let peer = PeerInfo { bearer: None, ..peer };
         self.conns.insert(
             conn,
-            Conn { peer, state: State::Unauthenticated, principal: None, queued: 0, failures: 0, pending: HashMap::new() },
+            Conn {
+                peer,
+                state: State::Unauthenticated,
+                principal: None,
+                queued: 0,
+                failures: 0,
+                pending: HashMap::new(),
+                limiter: Limiter::new(now, &self.cfg),
+            },
         );
         self.auth_deadlines.push_back((now + self.cfg.auth_timeout, conn));
         if let Some(token) = bearer {
@@ -348,8 +447,41 @@ impl Hub {
     /// One message (a JSON text) from the client.
     pub fn on_message(&mut self, now: Instant, conn: u64, text: &str) {
         self.last_now = now;
-        if !self.conns.contains_key(&conn) {
-            return;
+        let Some(c) = self.conns.get_mut(&conn) else { return };
+        match c.limiter.admit(now, &self.cfg) {
+            Admit::Yes => {
+                if c.limiter.refused > 0 {
+                    tracing::info!(conn, remote = %c.peer.remote, refused = c.limiter.refused, "cti: rate limit lifted");
+                    c.limiter.refused = 0;
+                }
+            }
+            Admit::No(retry_ms) => {
+                self.stats.rate_limited += 1;
+                c.limiter.refused += 1;
+                if c.limiter.refused == 1 {
+                    let who = c.principal.as_ref().map(|p| p.name.as_str()).unwrap_or("-");
+                    tracing::warn!(conn, remote = %c.peer.remote, principal = %who, rate = self.cfg.command_rate, burst = self.cfg.command_burst, "cti: rate limited: messages refused until the connection slows down");
+                }
+                let (rate, burst) = (self.cfg.command_rate, self.cfg.command_burst);
+                // The id, to match the refusal to its request (the message is read, not carried out).
+                let id = if text.len() <= self.cfg.max_message {
+                    match parse_request(text) {
+                        Ok(r) => Some(r.id),
+                        Err(rej) => rej.id,
+                    }
+                } else {
+                    None
+                };
+                self.reply_err(conn, id.as_deref(), CtiError::RateLimited { rate, burst, retry_ms });
+                return;
+            }
+            Admit::Close => {
+                self.stats.floods += 1;
+                let who = c.principal.as_ref().map(|p| p.name.as_str()).unwrap_or("-");
+                tracing::warn!(conn, remote = %c.peer.remote, principal = %who, refused = c.limiter.refused, factor = self.cfg.flood_factor, secs = self.cfg.flood_time.as_secs(), "cti: closing a flooding connection: messages at many times the rate limit");
+                self.close(conn, CloseReason::Flooding);
+                return;
+            }
         }
         if text.len() > self.cfg.max_message {
             self.reply_err(conn, None, CtiError::TooLarge { len: text.len(), max: self.cfg.max_message });

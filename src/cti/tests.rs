@@ -367,6 +367,115 @@ fn in_flight_limits_and_duplicate_ids() {
 }
 
 #[test]
+fn messages_beyond_the_rate_limit_are_refused_with_rate_limited_and_not_carried_out() {
+    // 50 per second, bursts of 100 (the defaults, spelt out).
+    let mut t = T::with(|c| {
+        c.command_rate = 50;
+        c.command_burst = 100;
+    });
+    t.login(1, "tok-kim"); // the auth message takes a token: 99 left
+    for i in 0..99 {
+        t.cmd(1, &format!("p{i}"), "ping", json!({}));
+    }
+    let replies = t.sent(1);
+    assert_eq!(replies.len(), 99);
+    assert!(replies.iter().all(|r| r["ok"] == true), "the burst is served");
+    // The 101st message at the same instant: refused with its id, and the command is not executed.
+    t.cmd(1, "r1", "agent.ready", json!({}));
+    let r = t.reply(1);
+    assert_eq!((err_code(&r), &r["id"]), ("rate_limited", &json!("r1")));
+    let msg = r["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("50 messages per second") && msg.contains("bursts of 100") && msg.contains("retry in 20 ms"), "{msg}");
+    assert!(t.executes().is_empty(), "a refused command reaches no one");
+    // Refused messages do not drain the bucket further: 20 ms later exactly one token is back.
+    t.advance(Duration::from_millis(20));
+    t.cmd(1, "r2", "agent.ready", json!({}));
+    assert_eq!(t.executes().len(), 1);
+    t.hub.command_result(1, "r2", Ok(json!({})));
+    assert_eq!(t.reply(1)["ok"], true);
+    t.cmd(1, "r3", "ping", json!({}));
+    assert_eq!(err_code(&t.reply(1)), "rate_limited");
+    // A second later: 50 more, not a full burst.
+    t.advance(Duration::from_secs(1));
+    for i in 0..51 {
+        t.cmd(1, &format!("q{i}"), "ping", json!({}));
+    }
+    let replies = t.sent(1);
+    assert_eq!(replies.iter().filter(|r| r["ok"] == true).count(), 50);
+    assert_eq!(err_code(&replies[50]), "rate_limited");
+    // Another connection has its own bucket; a limited one is not closed for it.
+    t.login(2, "tok-lee");
+    t.cmd(2, "p", "ping", json!({}));
+    assert_eq!(t.reply(2)["ok"], true);
+    assert!(t.closes().is_empty());
+    assert_eq!(t.hub.stats().rate_limited, 3);
+    // Malformed input is refused as rate limited too (without an id when none can be read).
+    t.msg(1, json!("not an object"));
+    let r = t.reply(1);
+    assert_eq!((err_code(&r), &r["id"]), ("rate_limited", &Value::Null));
+
+    // command_rate 0: no limit.
+    let mut t = T::with(|c| c.command_rate = 0);
+    t.login(1, "tok-kim");
+    for i in 0..1000 {
+        t.cmd(1, &format!("p{i}"), "ping", json!({}));
+    }
+    assert!(t.sent(1).iter().all(|r| r["ok"] == true));
+}
+
+#[test]
+fn a_connection_that_keeps_flooding_is_closed_and_one_that_only_exceeds_the_limit_is_not() {
+    let mut t = T::with(|c| {
+        c.command_rate = 50;
+        c.command_burst = 100;
+        c.flood_factor = 10;
+        c.flood_time = Duration::from_secs(5);
+        c.max_queued_bytes = 64 << 20; // the refusals are never acknowledged here
+    });
+    t.login(1, "tok-kim"); // floods: 1,000 messages/s (20× the limit)
+    t.login(2, "tok-lee"); // 250 messages/s (5×): limited, never closed
+    t.login(3, "tok-sup-seoul"); // floods 4 s, pauses 2 s, floods 4 s: never 5 s on end
+    let start = t.now;
+    let mut closed_at = None;
+    let mut served2 = 0;
+    for ms in 0..12_000u64 {
+        let at = Duration::from_millis(ms);
+        if closed_at.is_none() {
+            t.cmd(1, "f", "ping", json!({}));
+        }
+        if ms % 4 == 0 {
+            t.cmd(2, "e", "ping", json!({}));
+        }
+        if !(4_000..6_000).contains(&ms) && ms < 10_000 {
+            t.cmd(3, "s", "ping", json!({}));
+        }
+        let closes = t.closes();
+        if !closes.is_empty() {
+            assert_eq!(closes, vec![(1, CloseReason::Flooding)], "at {at:?}");
+            assert!(closed_at.is_none());
+            closed_at = Some(at);
+        }
+        if ms % 100 == 99 {
+            served2 += t.sent(2).iter().filter(|r| r["ok"] == true).count();
+            t.pending.clear();
+        }
+        t.advance(Duration::from_millis(1));
+    }
+    let closed_at = closed_at.expect("the flooding connection was closed");
+    assert!(closed_at >= Duration::from_secs(5) && closed_at < Duration::from_millis(5_100), "closed after {closed_at:?}");
+    assert_eq!(t.now - start, Duration::from_secs(12));
+    let s = t.hub.stats();
+    assert_eq!((s.connections, s.floods), (2, 1));
+    // The one that only exceeded its limit was served at the limit: the burst, then 50/s.
+    assert!((695..=701).contains(&served2), "served {served2} of conn 2's 3,000 messages in 12 s");
+    t.advance(Duration::from_secs(2));
+    t.cmd(2, "last", "ping", json!({}));
+    assert_eq!(t.reply(2)["ok"], true);
+    assert_eq!(CloseReason::Flooding.ws_code(), 1008);
+    assert!(!CloseReason::Flooding.abort(), "the refusals already queued are sent before the close");
+}
+
+#[test]
 fn events_reach_whoever_may_see_them() {
     let mut t = T::new();
     let tokens = ["tok-kim", "tok-lee", "tok-park", "tok-sup-seoul", "tok-sup-goyang", "tok-crm", "tok-root"];

@@ -2,25 +2,34 @@
 //! from the HTTP server (`GET /cti`, see `http.rs`); JSON-lines connections from the Unix socket
 //! (and, optionally, a TCP address). Every connection's messages go to the sip task as [`CtiIn`];
 //! the hub's outputs come back through [`CtiShell::pump`] (or [`CtiShell::deliver`]), which never
-//! blocks: the sip task hands all of a flush's messages over in one batch to a dispatcher task on
-//! the aux runtime, which queues each on its connection. Waking a thousand writer tasks from the
-//! sip thread one by one cost it 1–10 ms per event (a cross-thread wake-up each); in one batch it
-//! is one channel send.
+//! blocks: the sip task hands all of a flush's messages over in one batch (one channel send) to a
+//! dispatcher task on the aux runtime. Waking a thousand writer tasks from the sip thread one by
+//! one cost it 1–10 ms per event (a cross-thread wake-up each).
 //!
 //! ```text
-//!            reader task ── CtiIn::Message/Close ─────────────────────────────▶ sip task: Hub
-//!   socket ─┤   │ pong, close echo, protocol error                                   │ pump()
-//!            │   ▼                                                                   ▼
-//!            writer task ◀── its queue ◀── dispatcher task ◀── one batch per flush (Send/Close)
-//!               │            (unbounded; bounded by the hub's byte accounting)
-//!               └── CtiIn::Sent{bytes} every `ack_every` bytes written ──▶ Hub::on_sent
+//!            reader task ── CtiIn::Message/Close ───────────────────────────────▶ sip task: Hub
+//!   socket ─┤   │ pong, close echo, protocol error                                    │ pump()
+//!            │   ▼                                                                    ▼
+//!            ├◀── writev now ◀── ConnOut (queue) ◀── dispatcher task ◀── one batch per flush
+//!            │   (socket took it: done)     │ the rest             each message's frame encoded
+//!            │                              ▼                      once, shared by all connections
+//!            └◀── writer task: await writable, pings, the close
+//!                 CtiIn::Sent{bytes} every `ack_every` bytes written ──▶ Hub::on_sent
 //! ```
+//! The dispatcher writes each connection's messages of a batch with one non-blocking `writev`
+//! itself; a connection's writer task is only woken when its socket buffer is full (it then waits
+//! for the socket and writes the rest), for pings and for closing. Per event and connection that
+//! is one system call and no task wake-up (see [`ConnOut`]); what remains of an event's cost to
+//! 1,000 connections is the kernel's (`benches/README.md`, CTI event fan-out).
+//!
 //! Closing: the peer's close frame / EOF / protocol error (close code 1002, 1003, 1007, 1009) end
-//! the reader; the hub's `Close` makes the writer send a close frame (WebSocket) or a final
-//! `{"v":1,"closing":{..}}` line (JSON lines), wait up to `close_grace` for the peer, and end both
-//! tasks; a slow consumer's `Close` aborts the writer at once (whatever is queued is dropped).
+//! the reader; the hub's `Close` queues a close frame (WebSocket) or a final
+//! `{"v":1,"closing":{..}}` line (JSON lines) after what is queued; once it is written the writer
+//! waits up to `close_grace` for the peer and ends both tasks (a close that cannot be written within
+//! `close_grace` is dropped); a slow consumer's `Close` aborts at once (whatever is queued is
+//! dropped).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -340,8 +349,8 @@ impl Drop for ConnPermit {
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Framing {
-    WebSocket,
-    Lines,
+    WebSocket = 0,
+    Lines = 1,
 }
 
 impl CtiShell {
@@ -552,21 +561,74 @@ impl CtiShell {
     }
 }
 
+/// Batches the dispatcher merges at most when it is behind.
+const MERGE_BATCHES: usize = 64;
+/// Connections written between two yields of the dispatcher (at ~5–10 µs each).
+const YIELD_EVERY: usize = 64;
+/// Connections a batch arriving during a pass may name to be served before the rest of the pass.
+const URGENT_MAX: usize = 256;
+
 /// Hands each output of a batch to its connection, on the aux runtime: the frame of each message
 /// is encoded once and shared by every connection it goes to, and each connection's messages of
-/// the batch are written with one `writev` right here (see [`ConnOut`]). Ends with the shell.
+/// the batch are written with one `writev` right here (see [`ConnOut`]). Every [`YIELD_EVERY`]
+/// connections it lets the runtime's other tasks run, and looks at what came meanwhile (see
+/// [`replan`]): a command's result is not held up behind an event's fan-out. Ends with the shell.
 async fn dispatcher(inner: std::sync::Weak<Inner>, mut batches: mpsc::UnboundedReceiver<Vec<(u64, Out)>>) {
-    // The frames of the last message encoded: (its text, WebSocket frame, JSON-lines frame).
-    let mut cache: Option<(Arc<str>, Option<Bytes>, Option<Bytes>)> = None;
+    // The frames of the batch's messages by the address of their text, which the entry keeps
+    // alive (so the address names that text while it is here): [WebSocket frame, JSON-lines frame].
+    type Frames = (Arc<str>, [Option<Bytes>; 2]);
+    let mut encoded: HashMap<usize, Frames> = HashMap::new();
     let mut frames: Vec<(Bytes, usize)> = Vec::new();
-    while let Some(mut batch) = batches.recv().await {
+    // Messages for after the current pass (fan-outs that came during it).
+    let mut deferred: Vec<(u64, Out)> = Vec::new();
+    loop {
+        let mut batch = if deferred.is_empty() {
+            match batches.recv().await {
+                Some(b) => b,
+                None => return,
+            }
+        } else {
+            std::mem::take(&mut deferred)
+        };
         let Some(inner) = inner.upgrade() else { return };
+        // Behind (the last pass took longer than the time between flushes): take the batches
+        // waiting too, so each connection gets their messages in one write.
+        let mut merged = 1;
+        while merged < MERGE_BATCHES {
+            match batches.try_recv() {
+                Ok(more) => batch.extend(more),
+                Err(_) => break,
+            }
+            merged += 1;
+        }
+        encoded.clear();
         // One run per connection, in hub order within it (the sort is stable).
         batch.sort_by_key(|(conn, _)| *conn);
         let mut i = 0;
+        let mut since_yield = 0;
+        // batch[..urgent_end]: what `replan` put first; it does not count toward a yield.
+        let mut urgent_end = 0;
         while i < batch.len() {
+            if since_yield >= YIELD_EVERY && i >= urgent_end {
+                since_yield = 0;
+                // Let the runtime's other tasks in (readers, HTTP, SIP over TCP): an event to
+                // 1,000 connections is milliseconds of system calls.
+                tokio::task::yield_now().await;
+                let mut newer = Vec::new();
+                while let Ok(more) = batches.try_recv() {
+                    newer.extend(more);
+                }
+                if !newer.is_empty() {
+                    let rest = batch.split_off(i);
+                    (batch, urgent_end) = replan(rest, &mut deferred, newer);
+                    i = 0;
+                }
+            }
             let conn = batch[i].0;
             let j = i + batch[i..].iter().take_while(|(c, _)| *c == conn).count();
+            if i >= urgent_end {
+                since_yield += 1;
+            }
             let Some(c) = inner.conns.get(&conn).map(|c| c.clone()) else {
                 i = j;
                 continue;
@@ -576,16 +638,8 @@ async fn dispatcher(inner: std::sync::Weak<Inner>, mut batches: mpsc::UnboundedR
             for (_, out) in &batch[i..j] {
                 match out {
                     Out::Text(text) => {
-                        let hit = cache.as_ref().is_some_and(|(t, _, _)| Arc::ptr_eq(t, text));
-                        if !hit {
-                            cache = Some((text.clone(), None, None));
-                        }
-                        let (_, ws_frame, line) = cache.as_mut().expect("set above");
-                        let slot = match c.framing {
-                            Framing::WebSocket => ws_frame,
-                            Framing::Lines => line,
-                        };
-                        let frame = slot.get_or_insert_with(|| text_frame(c.framing, text)).clone();
+                        let (_, slots) = encoded.entry(Arc::as_ptr(text) as *const u8 as usize).or_insert_with(|| (text.clone(), [None, None]));
+                        let frame = slots[c.framing as usize].get_or_insert_with(|| text_frame(c.framing, text)).clone();
                         frames.push((frame, text.len()));
                     }
                     Out::Close(reason) => {
@@ -605,6 +659,51 @@ async fn dispatcher(inner: std::sync::Weak<Inner>, mut batches: mpsc::UnboundedR
             i = j;
         }
     }
+}
+
+/// What becomes of the rest of a dispatcher pass (`rest`: each connection's messages together, in
+/// hub order) when `newer` messages arrive in the middle of it; `deferred` holds messages for after
+/// the pass. Returns the new plan and how many of its messages come first.
+/// - `newer` names few connections (a command's result and the events it caused): they come first,
+///   each after its messages still in `rest` and `deferred` (taken along), so nothing is reordered.
+/// - many (another event's fan-out): the pass goes on, taking `newer`'s messages for the
+///   connections it has not reached yet along (after theirs); the others wait in `deferred`.
+///
+/// `rest` is sorted by connection (a pass yields only outside what a replan put first), and
+/// `deferred` only holds connections before `rest`'s first, so no connection is reordered.
+fn replan<T>(rest: Vec<(u64, T)>, deferred: &mut Vec<(u64, T)>, mut newer: Vec<(u64, T)>) -> (Vec<(u64, T)>, usize) {
+    let mut conns: Vec<u64> = newer.iter().map(|(c, _)| *c).collect();
+    conns.sort_unstable();
+    conns.dedup();
+    if conns.len() > URGENT_MAX {
+        newer.sort_by_key(|(c, _)| *c);
+        let at = rest.first().map_or(u64::MAX, |(c, _)| *c);
+        let split = newer.partition_point(|(c, _)| *c < at);
+        let later = newer.split_off(split);
+        deferred.extend(newer);
+        // Merge the two sorted runs; for a connection in both, what was in `rest` goes first.
+        let mut plan = Vec::with_capacity(rest.len() + later.len());
+        let mut later = later.into_iter().peekable();
+        for item in rest {
+            while later.peek().is_some_and(|(c, _)| *c < item.0) {
+                plan.push(later.next().expect("peeked"));
+            }
+            plan.push(item);
+        }
+        plan.extend(later);
+        return (plan, 0);
+    }
+    let urgent = |c: &u64| conns.binary_search(c).is_ok();
+    let (mut first, others): (Vec<_>, Vec<_>) = rest.into_iter().partition(|(c, _)| urgent(c));
+    let (waiting, kept): (Vec<_>, Vec<_>) = std::mem::take(deferred).into_iter().partition(|(c, _)| urgent(c));
+    *deferred = kept;
+    first.extend(waiting);
+    first.extend(newer);
+    // Stable: per connection, what was in `rest`, then in `deferred`, then `newer`.
+    first.sort_by_key(|(c, _)| *c);
+    let n = first.len();
+    first.extend(others);
+    (first, n)
 }
 
 #[derive(PartialEq, Eq)]
@@ -811,5 +910,52 @@ async fn stopped(rx: &mut watch::Receiver<bool>) {
         if rx.changed().await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{replan, URGENT_MAX};
+
+    fn conns<T>(v: &[(u64, T)]) -> Vec<u64> {
+        v.iter().map(|(c, _)| *c).collect()
+    }
+
+    /// One connection's messages, in the order they would be written.
+    fn of(plan: &[(u64, &'static str)], conn: u64) -> Vec<&'static str> {
+        plan.iter().filter(|(c, _)| *c == conn).map(|(_, m)| *m).collect()
+    }
+
+    #[test]
+    fn a_small_late_batch_goes_first_and_no_connection_is_reordered() {
+        // The rest of a pass (connections 5..8), a deferred fan-out, and a command's result for 7
+        // with an event for 7 and for 2 (a connection the pass has written already).
+        let rest = vec![(5, "e1"), (6, "e1"), (7, "e1"), (7, "e2"), (8, "e1")];
+        let mut deferred = vec![(5, "f1"), (7, "f1"), (2, "f1")];
+        let newer = vec![(7, "result"), (7, "state"), (2, "state")];
+        let (plan, first) = replan(rest, &mut deferred, newer);
+        assert_eq!(conns(&plan), vec![2, 2, 7, 7, 7, 7, 7, 5, 6, 8]);
+        assert_eq!(first, 7);
+        assert_eq!(of(&plan, 7), vec!["e1", "e2", "f1", "result", "state"]);
+        assert_eq!(of(&plan, 2), vec!["f1", "state"]);
+        assert_eq!(deferred, vec![(5, "f1")], "the others' deferred messages stay for after the pass");
+    }
+
+    #[test]
+    fn another_fan_out_joins_the_pass_where_it_is_and_the_rest_waits() {
+        // The pass is at connection 500 of 0..1000; the next event goes to every connection.
+        let rest: Vec<(u64, &str)> = (500..1000).flat_map(|c| [(c, "e1"), (c, "e1b")]).collect();
+        let mut deferred = vec![(7, "d")];
+        let newer: Vec<(u64, &str)> = (0..1000).rev().map(|c| (c, "e2")).collect();
+        assert!(newer.len() > URGENT_MAX);
+        let (plan, first) = replan(rest, &mut deferred, newer);
+        assert_eq!(first, 0);
+        assert_eq!(plan.len(), 1500);
+        assert!(plan.windows(2).all(|w| w[0].0 <= w[1].0), "the pass goes on in order");
+        assert_eq!(of(&plan, 500), vec!["e1", "e1b", "e2"]);
+        assert_eq!(of(&plan, 999), vec!["e1", "e1b", "e2"]);
+        assert_eq!(deferred.len(), 501);
+        assert_eq!(of(&deferred, 7), vec!["d", "e2"]);
+        assert!(deferred.iter().all(|(c, _)| *c < 500));
     }
 }
