@@ -1397,3 +1397,23 @@ fn the_desktop_answers_a_ringing_phone_with_a_talk_notify() {
     assert_eq!(Harness::summary(&h.take()), ["ACK"]);
     assert!(h.cti.iter().any(|e| e.kind == "call.answered"));
 }
+
+#[test]
+fn an_outbound_call_placed_before_any_call_came_in_goes_out_through_the_trunks_outbound() {
+    use callgate::cti::{Command, Role};
+    let mut h = Harness::new();
+    register_agent(&mut h, "2001", "secret2001", AGENT1);
+    h.take();
+    let r = cti(
+        &mut h,
+        Role::Integration,
+        Command::ScheduleCallback { tenant: "test".into(), queue: "agents".into(), number: "01099998888".into(), at_ms: None },
+    );
+    assert!(r.is_ok(), "{r:?}");
+    h.advance(Duration::from_secs(2));
+    let sent = h.take();
+    let inv = sent.iter().find(|(_, m)| m.method() == Some(&Method::Invite)).unwrap_or_else(|| panic!("an INVITE: {:?}", Harness::summary(&sent)));
+    assert_eq!(inv.0.addr, CARRIER.parse::<SocketAddr>().unwrap(), "through the trunk's outbound address");
+    assert!(inv.1.request_uri().unwrap().contains("01099998888"), "{:?}", inv.1.request_uri());
+    assert!(header(&inv.1, "From").unwrap().contains("130"), "from the centre's number of the queue: {:?}", header(&inv.1, "From"));
+}

@@ -1684,3 +1684,9 @@ fn schedule_types_parse_on_their_own() {
     assert_eq!(callgate::config::local_date(MON_0800, 0), CivilDate { year: 2025, month: 9, day: 28 });
     assert_eq!(TimeRange::parse("22:00-06:00").map(|r| r.wraps()), Ok(true));
 }
+
+#[test]
+fn a_trunks_outbound_must_be_a_sip_uri_with_an_ip_address() {
+    let p = case("outbound_host", "trunks.toml", "[[trunk]]\nname = \"kt\"\nnetworks = [\"10.0.0.0/8\"]\noutbound = \"sip:carrier.example\"\n", 4);
+    assert_eq!(p, Problem::BadOutbound { trunk: "kt".into(), value: "sip:carrier.example".into() });
+}

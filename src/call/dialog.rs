@@ -11,14 +11,13 @@
 //! A confirmed dialog sends BYE with the next local CSeq to the remote target, through the route
 //! set (loose routing), on the leg's connection for stream transports.
 
-use std::net::{IpAddr, SocketAddr};
 
 use bytes::Bytes;
 
 use super::{host_port, CoreConfig};
 use crate::sip::build::RequestBuilder;
 use crate::sip::msg::{HeaderName, Message, Method};
-use crate::sip::uri::{Scheme, Uri};
+
 use crate::sip::{Peer, Rng, Transport};
 
 /// One leg's dialog state.
@@ -205,17 +204,7 @@ fn request_destination(route_set: &[String], target: &str, peer: Peer) -> Peer {
     }
 }
 
-/// The socket address of a `sip:`/`sips:` URI whose host is an IP literal (default port 5060/5061).
-pub fn uri_socket_addr(uri: &str) -> Option<SocketAddr> {
-    let u = Uri::parse(uri.trim()).ok()?;
-    let default = match u.scheme {
-        Scheme::Sip => 5060,
-        Scheme::Sips => 5061,
-        _ => return None,
-    };
-    let ip: IpAddr = u.host.trim_start_matches('[').trim_end_matches(']').parse().ok()?;
-    Some(SocketAddr::new(ip, u.port.unwrap_or(default)))
-}
+pub use crate::sip::uri::ip_socket_addr as uri_socket_addr;
 
 /// A minimal dialog from a 2xx whose call is gone, so it can be ACKed and ended.
 pub fn orphan_from_response(resp: &Message, local_contact: String) -> Option<Dialog> {

@@ -43,6 +43,29 @@ pub(super) struct CallbackRoute {
     pub centre_number: String,
 }
 
+impl Core {
+    /// The route of a call callgate places itself when none is known from an inbound call: the first
+    /// trunk with `outbound` that may reach the tenant, calling from the tenant's service of `queue`
+    /// (else its first queued service).
+    pub(super) fn outbound_route(&self, tenant: &str, queue: &str) -> Option<CallbackRoute> {
+        let trunk = self.profile.trunks.iter().find(|t| t.outbound.is_some() && t.tenant.as_deref().is_none_or(|x| x == tenant))?;
+        let uri = trunk.outbound.as_deref()?;
+        let addr = dialog::uri_socket_addr(uri)?;
+        let t = self.profile.tenants.iter().find(|t| t.id == tenant)?;
+        let service = t
+            .services
+            .iter()
+            .find(|s| s.queue.as_deref() == Some(queue))
+            .or_else(|| t.services.iter().find(|s| s.queue.is_some()))?;
+        Some(CallbackRoute {
+            peer: Peer { transport: bridge_transport(uri), addr, conn: None },
+            trunk: trunk.name.clone(),
+            service: service.name.clone(),
+            centre_number: service.number.clone(),
+        })
+    }
+}
+
 /// A request to stand in for the caller's INVITE of a call callgate placed itself (callbacks).
 fn placeholder_request() -> Message {
     Message::parse(bytes::Bytes::from_static(
@@ -542,8 +565,8 @@ impl Core {
     /// A callback reached the front: the agent is reserved; callgate dials the citizen through the
     /// trunk the call came in on, plays music once the citizen answers, and rings the agent.
     fn dial_callback(&mut self, now: Instant, id: u64, agent: AgentRef, number: &str, tenant: &str, queue: &str) {
-        let Some(route) = self.callback_routes.get(&id).cloned() else {
-            tracing::warn!(callback = id, %tenant, "no route back to the citizen (no trunk known): attempt failed");
+        let Some(route) = self.callback_routes.get(&id).cloned().or_else(|| self.outbound_route(tenant, queue)) else {
+            tracing::warn!(callback = id, %tenant, "no route to the citizen (no call came in since the start and no trunk has `outbound`): attempt failed");
             self.acd.callback_result(now, id, None);
             return;
         };

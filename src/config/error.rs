@@ -138,6 +138,8 @@ pub enum Problem {
         "service {service:?}: prompt {value:?}: give the name without \".wav\" (the file is NAME.wav in audio_dir)"
     )]
     PromptWithExtension { service: String, value: String },
+    #[error("trunk {trunk:?}: outbound {value:?} is not a sip: URI with an IP address and port (e.g. \"sip:203.0.113.5:5060\")")]
+    BadOutbound { trunk: String, value: String },
     #[error("service {service:?}: bridge_to {value:?} is not a sip: or sips: URI")]
     BadBridgeTo { service: String, value: String },
     #[error("service {service:?}: guidance is not played when bridge_to is set (the call is bridged straight away); remove one of them")]

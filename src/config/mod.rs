@@ -268,6 +268,9 @@ pub struct Trunk {
     pub codecs: Vec<Codec>,
     /// Normalised. Empty = any number of the tenants this trunk may reach.
     pub numbers: Vec<String>,
+    /// Where callgate sends the calls it places itself (callbacks, integrations' outbound calls) when
+    /// no call has come in on the trunk since the start: a `sip:` URI with an IP address.
+    pub outbound: Option<String>,
 }
 
 /// One centre (`tenants/NAME.toml`).
@@ -1073,7 +1076,18 @@ impl<'d> Loader<'d> {
             numbers.push(n);
         }
 
-        Ok(Trunk { name, tenant, networks, codecs, numbers })
+        let outbound = match &t.outbound {
+            Some(v) => {
+                let u = v.get_ref().trim();
+                if !u.starts_with("sip:") || crate::sip::uri::ip_socket_addr(u).is_none() {
+                    return Err(src.at(v.span(), Problem::BadOutbound { trunk: name, value: v.get_ref().clone() }));
+                }
+                Some(u.to_owned())
+            }
+            None => None,
+        };
+
+        Ok(Trunk { name, tenant, networks, codecs, numbers, outbound })
     }
 
     /// tenants/*.toml, in file-name order. Also returns the owner of every service number.

@@ -109,6 +109,7 @@ pub(super) struct TrunkTable {
     pub codecs: Option<List<String>>,
     #[serde(default)]
     pub numbers: Vec<S<String>>,
+    pub outbound: Option<S<String>>,
 }
 
 /// `tenants/NAME.toml`: one centre.

@@ -305,6 +305,19 @@ pub fn unescape(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The socket address of a `sip:`/`sips:` URI whose host is an IP literal (default port 5060/5061);
+/// `None` for other schemes and for host names (callgate does no DNS).
+pub fn ip_socket_addr(uri: &str) -> Option<std::net::SocketAddr> {
+    let u = Uri::parse(uri.trim()).ok()?;
+    let default = match u.scheme {
+        Scheme::Sip => 5060,
+        Scheme::Sips => 5061,
+        _ => return None,
+    };
+    let ip: std::net::IpAddr = u.host.trim_start_matches('[').trim_end_matches(']').parse().ok()?;
+    Some(std::net::SocketAddr::new(ip, u.port.unwrap_or(default)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
