@@ -649,6 +649,11 @@ impl Core {
             MediaEvent::Finished { call, leg: Leg::A } => self.playback_ended(now, call),
             MediaEvent::Finished { .. } => {}
             MediaEvent::Digit { call, leg, digit } => self.on_digit(now, call, leg, digit),
+            MediaEvent::Failed { call, failure: MediaFailure::NoLeg { leg: leg @ (Leg::C | Leg::D) } } => {
+                // A consulted party's or supervisor's leg went wrong: that leg ends, the call goes on.
+                tracing::warn!(call, %leg, "media of a side leg failed: ending that leg");
+                self.side_gone(now, call, leg, true, "media failed");
+            }
             MediaEvent::Failed { call, failure } => {
                 tracing::warn!(call, %failure, "media failed");
                 if self.calls.contains_key(&call) {
