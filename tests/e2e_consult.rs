@@ -71,6 +71,13 @@ fn a_consultation_holds_the_caller_then_conferences_and_completes_to_the_departm
     let agent = phone(&dir, &ports, &cg, "1001", 60, AGENT_HZ);
     let mut desk = connect(&cg, "demo-agent-1001");
     let mut sup = connect(&cg, "demo-supervisor-token");
+    // The desktop takes the counsellor out and in again: logout → login → ready, each confirmed by
+    // an agent.state event (the phone's registration had logged them in already).
+    for (cmd, state) in [("agent.logout", "logged_out"), ("agent.login", "not_ready"), ("agent.ready", "ready")] {
+        ok(desk.call(cmd, json!({})).unwrap(), cmd);
+        let st = wait_event_where(&mut desk, "agent.state", Duration::from_secs(5), |_| true).1;
+        assert_eq!((st["agent"].as_str(), st["state"].as_str()), (Some("1001"), Some(state)), "{cmd}: {st}");
+    }
     // The department's phone answers and echoes what it hears.
     let dept = Sipp::uas(&dir, "dept", "uas_answer.xml").ports(&ports, P_UAS, P_UAS_CTRL, P_UAS_MEDIA).arg("-rtp_echo").calls(1).timeout_s(60).spawn();
     let citizen = Baresip::start(BaresipConfig::citizen(
