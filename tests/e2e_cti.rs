@@ -65,6 +65,11 @@ fn an_agent_desktop_sees_the_call_attaches_the_case_transfers_it_and_records_the
     let refused = other.call("call.hangup", json!({ "call": call })).expect("reply");
     let err = refused.expect_err("an agent hanging up another agent's call");
     assert_eq!(err.code, "forbidden", "{err:?}");
+    // ... and the refusal is counted on /metrics, beside the open connections.
+    cg.wait_metrics(Duration::from_secs(3), "the forbidden CTI command counted", |m| {
+        m.get("callgate_cti_refusals_total", &[("reason", "forbidden")]).unwrap_or(0.0) >= 1.0
+            && m.get("callgate_cti_connections", &[]).unwrap_or(0.0) >= 3.0
+    });
 
     // The case, then the transfer to the department (number 2000).
     let r = desk.call("call.attach", json!({ "call": call, "data": { "subject": "passport", "note": "lost abroad" } })).unwrap();

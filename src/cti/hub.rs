@@ -586,7 +586,14 @@ impl Hub {
         };
         match (kind, result) {
             (Pending::Command, Ok(v)) => self.reply_ok(conn, id, &v),
-            (Pending::Command | Pending::Snapshot, Err(e)) => self.reply_err(conn, Some(id), e),
+            (Pending::Command | Pending::Snapshot, Err(e)) => {
+                if let CtiError::Forbidden(why) = &e {
+                    // Refused by the call core (whose call it is): counted and logged as the hub's own.
+                    self.stats.forbidden += 1;
+                    tracing::warn!(conn, remote = %c.peer.remote, principal = %c.principal.as_ref().map(|p| p.name.as_str()).unwrap_or("?"), id, reason = %why, "cti: forbidden");
+                }
+                self.reply_err(conn, Some(id), e)
+            }
             (Pending::Snapshot, Ok(v)) => {
                 self.send_snapshot(conn, &v);
                 let seq = json!({ "seq": self.seq });

@@ -477,6 +477,17 @@ impl SipShell {
                 }
                 _ = &mut cti_sleep => hub.handle_timeout(Instant::now()),
                 _ = live_tick.tick() => {
+                    let hs = hub.stats();
+                    for (c, n) in [
+                        (Counter::CtiRateLimited, hs.rate_limited),
+                        (Counter::CtiFloods, hs.floods),
+                        (Counter::CtiSlowConsumers, hs.slow_consumers),
+                        (Counter::CtiForbidden, hs.forbidden),
+                        (Counter::CtiAuthFailures, hs.auth_failures),
+                    ] {
+                        self.metrics.set_total(c, n);
+                    }
+                    self.metrics.set_cti_connections(hs.connections);
                     let v = core.live_json(Instant::now());
                     if let Ok(mut l) = self.live.lock() {
                         *l = v;

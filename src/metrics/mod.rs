@@ -17,6 +17,8 @@
 //! | `callgate_dtmf_digits_total` | counter | |
 //! | `callgate_calls_total` | counter | `outcome` (every [`Outcome`], zeros included) |
 //! | `callgate_active_calls` | gauge | |
+//! | `callgate_cti_connections` | gauge | |
+//! | `callgate_cti_refusals_total` | counter | `reason` = rate_limited / flooding / slow_consumer / forbidden / auth_failure |
 //! | `callgate_setup_latency_seconds` | histogram | `stage` |
 //! | `callgate_setup_latency_quantile_seconds` | gauge | `stage`, `quantile` = 0.5 / 0.99 / 0.999 (NaN when empty) |
 //! | `callgate_media_send_lateness_seconds` | histogram | |
@@ -60,10 +62,20 @@ pub enum Counter {
     RtpReceived,
     /// DTMF digits received from callers.
     DtmfDigits,
+    /// CTI messages answered `rate_limited`.
+    CtiRateLimited,
+    /// CTI connections closed for flooding.
+    CtiFloods,
+    /// CTI clients disconnected as slow consumers.
+    CtiSlowConsumers,
+    /// CTI commands refused as `forbidden`.
+    CtiForbidden,
+    /// CTI authentication failures.
+    CtiAuthFailures,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 10] = [
+    pub const ALL: [Counter; 15] = [
         Counter::SipIn,
         Counter::SipOut,
         Counter::ParseErrors,
@@ -74,6 +86,11 @@ impl Counter {
         Counter::RecordsSuppressed,
         Counter::RtpReceived,
         Counter::DtmfDigits,
+        Counter::CtiRateLimited,
+        Counter::CtiFloods,
+        Counter::CtiSlowConsumers,
+        Counter::CtiForbidden,
+        Counter::CtiAuthFailures,
     ];
 }
 
@@ -101,6 +118,17 @@ const COUNTER_FAMILIES: &[CounterFamily] = &[
     ("callgate_rtp_packets_received_total", "RTP packets received from callers.", &[(Counter::RtpReceived, "")]),
     ("callgate_dtmf_digits_total", "DTMF digits received from callers (RFC 4733 or SIP INFO).", &[(Counter::DtmfDigits, "")]),
     (
+        "callgate_cti_refusals_total",
+        "CTI messages and connections refused, by reason.",
+        &[
+            (Counter::CtiRateLimited, "reason=\"rate_limited\""),
+            (Counter::CtiFloods, "reason=\"flooding\""),
+            (Counter::CtiSlowConsumers, "reason=\"slow_consumer\""),
+            (Counter::CtiForbidden, "reason=\"forbidden\""),
+            (Counter::CtiAuthFailures, "reason=\"auth_failure\""),
+        ],
+    ),
+    (
         "callgate_records_suppressed_total",
         "Records of statelessly refused INVITEs (403 to strangers, 400, 415 ...) not written: over the budget of 50 a second.",
         &[(Counter::RecordsSuppressed, "")],
@@ -115,6 +143,7 @@ pub struct Metrics {
     counters: [AtomicU64; Counter::ALL.len()],
     outcomes: [AtomicU64; Outcome::ALL.len()],
     active_calls: AtomicU64,
+    cti_connections: AtomicU64,
     stages: Vec<Latency>, // indexed like Stage::ALL
     lateness: Latency,
 }
@@ -145,6 +174,7 @@ impl Metrics {
             counters: std::array::from_fn(|_| AtomicU64::new(0)),
             outcomes: std::array::from_fn(|_| AtomicU64::new(0)),
             active_calls: AtomicU64::new(0),
+            cti_connections: AtomicU64::new(0),
             stages: Stage::ALL.iter().map(|_| Latency::new(SETUP_BUCKETS)).collect(),
             lateness: Latency::new(LATENESS_BUCKETS),
         }
@@ -182,6 +212,18 @@ impl Metrics {
     #[inline]
     pub fn add(&self, c: Counter, n: u64) {
         self.counters[counter_index(c)].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Sets a counter to a total kept elsewhere (e.g. the CTI hub's own counts, copied each second).
+    #[inline]
+    pub fn set_total(&self, c: Counter, n: u64) {
+        self.counters[counter_index(c)].store(n, Ordering::Relaxed);
+    }
+
+    /// CTI connections open now.
+    #[inline]
+    pub fn set_cti_connections(&self, n: usize) {
+        self.cti_connections.store(n as u64, Ordering::Relaxed);
     }
 
     #[inline]
@@ -231,6 +273,8 @@ impl Metrics {
 
         header(&mut out, "callgate_active_calls", "gauge", "Calls in progress.");
         sample(&mut out, "callgate_active_calls", "", self.active_calls());
+        header(&mut out, "callgate_cti_connections", "gauge", "CTI connections open (WebSocket, Unix socket, TCP).");
+        sample(&mut out, "callgate_cti_connections", "", self.cti_connections.load(Ordering::Relaxed));
 
         let stages: Vec<(String, latency::Inner)> = Stage::ALL
             .iter()
