@@ -1417,3 +1417,21 @@ fn an_outbound_call_placed_before_any_call_came_in_goes_out_through_the_trunks_o
     assert!(inv.1.request_uri().unwrap().contains("01099998888"), "{:?}", inv.1.request_uri());
     assert!(header(&inv.1, "From").unwrap().contains("130"), "from the centre's number of the queue: {:?}", header(&inv.1, "From"));
 }
+
+#[test]
+fn an_agent_consulted_by_extension_sees_the_case_on_the_desktop_before_the_phone_rings() {
+    use callgate::cti::{Command, Role};
+    let mut h = Harness::new();
+    let (_, cg, _) = connected_call(&mut h, "k6");
+    register_agent(&mut h, "2002", "secret2002", AGENT2);
+    let data = serde_json::json!({"subject": "tax", "note": "second counselling screen"});
+    cti(&mut h, Role::Agent, Command::AttachData { call: cg.clone(), data: data.as_object().unwrap().clone() }).unwrap();
+    h.cti.clear();
+    cti(&mut h, Role::Agent, Command::ConsultStart { call: cg.clone(), to: "2002".into() }).unwrap();
+    let sent = h.take();
+    assert_eq!(Harness::summary(&sent), ["INVITE"]);
+    assert_eq!(sent[0].0.addr, AGENT2.parse::<SocketAddr>().unwrap(), "the extension's registered phone rings");
+    let ev = h.cti.iter().find(|e| e.kind == "call.data" && e.vis.agents.iter().any(|a| a == "2002")).expect("the case for agent 2002's desktop");
+    assert_eq!(ev.data["data"], data);
+    assert_eq!(ev.data["call"], cg.as_str());
+}

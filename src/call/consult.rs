@@ -186,7 +186,8 @@ fn plan(c: &Call) -> [Option<Hear>; 4] {
 impl Core {
     /// Where `to` rings for tenant `tenant`: a department (a service number that bridges to a fixed
     /// SIP destination), a `sip:` URI, or an agent's extension (its registered phone).
-    pub(super) fn resolve_target(&self, tenant: &str, to: &str) -> Result<(String, Peer), CtiError> {
+    /// Also the agent whose extension it is, if it is one (that agent's desktop gets the case).
+    pub(super) fn resolve_target(&self, tenant: &str, to: &str) -> Result<(String, Peer, Option<crate::acd::AgentRef>), CtiError> {
         let department = self
             .profile
             .tenants
@@ -196,11 +197,11 @@ impl Core {
             .and_then(|s| s.bridge_to.clone());
         if let Some(uri) = department {
             let addr = dialog::uri_socket_addr(&uri).ok_or_else(|| CtiError::Internal(format!("department {to}: bad URI {uri:?}")))?;
-            return Ok((uri.clone(), Peer { transport: bridge_transport(&uri), addr, conn: None }));
+            return Ok((uri.clone(), Peer { transport: bridge_transport(&uri), addr, conn: None }, None));
         }
         if to.starts_with("sip:") {
             let addr = dialog::uri_socket_addr(to).ok_or_else(|| CtiError::BadRequest(format!("{to:?}: expected sip:user@IP:port")))?;
-            return Ok((to.to_owned(), Peer { transport: bridge_transport(to), addr, conn: None }));
+            return Ok((to.to_owned(), Peer { transport: bridge_transport(to), addr, conn: None }, None));
         }
         let a = self
             .acd
@@ -215,7 +216,20 @@ impl Core {
             .first()
             .cloned()
             .ok_or_else(|| CtiError::WrongState(format!("extension {to} has no registered phone")))?;
-        Ok((b.contact, b.source))
+        Ok((b.contact, b.source, Some(a)))
+    }
+
+    /// The agent a call is transferred or consulted to (by extension) sees the whole case on its
+    /// desktop: a `call.data` event with the attached data, before its phone rings.
+    pub(super) fn show_case_to(&mut self, key: CallKey, agent: Option<crate::acd::AgentRef>) {
+        let (Some(a), Some(c)) = (agent, self.calls.get(&key)) else { return };
+        let id = self.acd.agent_spec(a).id.clone();
+        let (tenant, cg, data) = (c.tenant.clone(), c.cg_id.clone(), c.data.clone());
+        self.publish(Event::new(
+            events::CALL_DATA,
+            Visibility::call(&tenant, &cg, std::slice::from_ref(&id)),
+            &crate::cti::events::CallData { call: cg.clone(), tenant, data },
+        ));
     }
 
     /// The headers that carry the case to another phone.
@@ -233,10 +247,13 @@ impl Core {
 
     fn ring_side(&mut self, now: Instant, key: CallKey, side: Side, to: &str, extra: &[(&str, String)]) -> Result<SideLeg, CtiError> {
         let tenant = self.calls[&key].tenant.clone();
-        let (target, peer) = self.resolve_target(&tenant, to)?;
+        let (target, peer, agent) = self.resolve_target(&tenant, to)?;
         let offer = self
             .new_offer(now, key, &target, peer, None, 70, extra, side)
             .ok_or_else(|| CtiError::Internal("no RTP port for the new leg".into()))?;
+        if side == Side::C {
+            self.show_case_to(key, agent);
+        }
         Ok(SideLeg { offer, answered: None, media: None, to: to.to_owned() })
     }
 

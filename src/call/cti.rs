@@ -349,7 +349,7 @@ impl Core {
             return Err(CtiError::WrongState("a consultation is running: complete or cancel it".into()));
         }
         let tenant = c.tenant.clone();
-        let (target, peer) = self.resolve_target(&tenant, to)?;
+        let (target, peer, target_agent) = self.resolve_target(&tenant, to)?;
         let c = self.calls.get(&key).expect("found");
         let agent_id = c.agent.map(|a| self.acd.agent_spec(a).id.clone());
         let cg = c.cg_id.clone();
@@ -381,6 +381,7 @@ impl Core {
         }
         c.b_media = None;
         self.play_a(now, key, music, true, false);
+        self.show_case_to(key, target_agent);
         let extra_refs: Vec<(&str, String)> = extra.iter().map(|(k, v)| (*k, v.clone())).collect();
         if !self.send_offer(now, key, &target, peer, None, 70, &extra_refs) {
             return Err(CtiError::Internal("no RTP port for the transfer leg".into()));
