@@ -47,7 +47,7 @@ SYSTEM=${SYSTEM:-callgate}
 HOLD_S=${HOLD_S:-20}
 RAMP_S=${RAMP_S:-10}
 OUT=${OUT:-$ROOT/target/load/bridge-$(date -u +%Y%m%dT%H%M%SZ)}
-CG_SIP=5090 CG_HTTP=8090 UAC_PORT=5091 UAC_CTRL=8981 UAC_MEDIA=17000 UAS_PORT=5092 UAS_CTRL=8982 UAS_MEDIA=18000
+CG_SIP=5090 CG_HTTP=8090 RTPE_CLI=9900 UAC_PORT=5091 UAC_CTRL=8981 UAC_MEDIA=17000 UAS_PORT=5092 UAS_CTRL=8982 UAS_MEDIA=18000
 PROFILE=$ROOT/benches/load/profile
 RATE=$(( (CALLS + RAMP_S - 1) / RAMP_S ))
 
@@ -183,8 +183,8 @@ if [ "$SYSTEM" = callgate ]; then
     grep -q "callgate ready" "$OUT/callgate.err" || { log "callgate did not start: $(tail -3 "$OUT/callgate.err")"; exit 1; }
 else
     command -v rtpengine >/dev/null || { log "rtpengine is missing: apt-get install -y --no-install-recommends rtpengine-daemon"; exit 1; }
-    rtpengine --interface=127.0.0.1 --listen-ng=127.0.0.1:2223 --port-min=30000 --port-max=39999 --table=-1 \
-        --foreground --log-stderr --log-level=4 --num-threads=2 >"$OUT/rtpengine.out" 2>"$OUT/rtpengine.err" &
+    rtpengine --interface=127.0.0.1 --listen-ng=127.0.0.1:2223 --listen-cli=127.0.0.1:$RTPE_CLI --port-min=30000 --port-max=39999 --table=-1 \
+        --foreground --log-stderr --log-level=${RTPE_LOG_LEVEL:-4} --num-threads=2 >"$OUT/rtpengine.out" 2>"$OUT/rtpengine.err" &
     CG=$!
     PIDS+=("$CG")
     sleep 1
@@ -197,8 +197,20 @@ sipp -sf "$ROOT/tests/sipp/uas_answer.xml" -i 127.0.0.1 -mi 127.0.0.1 -p "$UAS_P
 UAS=$!
 PIDS+=("$UAS")
 
-metric() { # metric NAME: one value from callgate's /metrics (the whole page is read: no SIGPIPE)
-    [ "$SYSTEM" = callgate ] || return 0
+rtpe_cli() { # rtpe_cli COMMAND PATTERN: the number after the line matching PATTERN in rtpengine's CLI answer
+    { exec 3<>"/dev/tcp/127.0.0.1/$RTPE_CLI" && echo "$1" >&3 && timeout 2 cat <&3; exec 3<&-; } 2>/dev/null |
+        awk -F: -v p="$2" 'index($0, p) == 1 { gsub(/ /, "", $2); print $2; exit }'
+}
+metric() { # metric NAME: one value from callgate's /metrics (the whole page is read: no SIGPIPE), or
+    # rtpengine's counterpart from its CLI (relayed packets: one count for in and out, it drops none
+    # of its own accord; calls: sessions)
+    if [ "$SYSTEM" != callgate ]; then
+        case "$1" in
+            callgate_active_calls) rtpe_cli "list numsessions" "Current sessions own" ;;
+            callgate_rtp_packets_*) rtpe_cli "list totals" " Total relayed packets (userspace)" ;;
+        esac
+        return 0
+    fi
     { curl -s --max-time 5 "http://127.0.0.1:$CG_HTTP/metrics" || true; } | awk -v n="$1" \
         'index($0, n) == 1 && substr($0, length(n) + 1, 1) ~ /[ {]/ { if (!done) { print $NF; done = 1 } }'
 }
@@ -239,7 +251,10 @@ for i in range(calls):
     time.sleep(max(0, t0 + i / rate - time.monotonic()))
     cid = "bench-%d" % i
     def ng(d):
-        cookie = b"c%d" % i
+        # A cookie per request: rtpengine answers a repeated cookie with its cached reply (the ng
+        # protocol's retransmission rule), so an answer sent with the offer's cookie would get the
+        # offer's reply back and never be processed.
+        cookie = b"%s-%d" % (d["command"].encode(), i)
         s.sendto(cookie + b" " + enc(d), ("127.0.0.1", 2223))
         while True:
             r = s.recv(65535)
@@ -256,16 +271,18 @@ PIDS+=("$SIPP")
 
 [ "$SYSTEM" = callgate ] || SIPP=$BLASTER # (rtpengine: the calls last as long as the blaster)
 # Once a second: elapsed time, calls at once, packets received and sent by callgate (/metrics), CPU
-# ticks of the relay (whole process, and callgate's media threads).
+# ticks of the relay (whole process, and callgate's media threads), and the SIPp callee's (the echo's)
+# time on a CPU and time runnable but waiting for one (/proc/PID/task/*/schedstat, nanoseconds).
+echo_sched() { cat /proc/$UAS/task/*/schedstat 2>/dev/null | awk '{ r += $1; w += $2 } END { printf "%.0f\t%.0f", r, w }'; }
 : >"$OUT/samples.tsv"
 start_t=$(wall); prev=$(cpu_ticks); prev_media=$(media_ticks); prev_t=$start_t
 while kill -0 "$SIPP" 2>/dev/null; do
     sleep 1
     now=$(cpu_ticks); now_media=$(media_ticks); now_t=$(wall)
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$(awk -v a="$start_t" -v b="$now_t" 'BEGIN { printf "%.3f", b - a }')" \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$(awk -v a="$start_t" -v b="$now_t" 'BEGIN { printf "%.3f", b - a }')" \
         "$(metric callgate_active_calls)" "$((now - prev))" "$((now_media - prev_media))" \
         "$(awk -v a="$prev_t" -v b="$now_t" 'BEGIN { printf "%.3f", b - a }')" \
-        "$(metric callgate_rtp_packets_received_total)" "$(metric callgate_rtp_packets_sent_total)" >>"$OUT/samples.tsv"
+        "$(metric callgate_rtp_packets_received_total)" "$(metric callgate_rtp_packets_sent_total)" "$(echo_sched)" >>"$OUT/samples.tsv"
     prev=$now; prev_media=$now_media; prev_t=$now_t
 done
 wait "$SIPP" && SIPP_RC=0 || SIPP_RC=$?
@@ -273,10 +290,11 @@ sleep 1
 
 # Plateau: from RAMP_S + 1 s (every call is up) to HOLD_S - 1 s (none has ended yet).
 plateau=$(awk -F'\t' -v a="$((RAMP_S + 1))" -v b="$((HOLD_S - 1))" -v hz="$HZ" '
-    NR > 1 && $1 >= a && $1 <= b { n++; s += $2; c += $3; m += $4; t += $5; if ($7 != "") { r += $6 - prev_r; o += $7 - prev_s } }
-    { prev_r = $6; prev_s = $7 }
-    END { if (n && t > 0) printf "%d %.1f %.1f %.0f %.0f", s / n, 100 * c / hz / t, 100 * m / hz / t, r / t, o / t; else print "0 0 0 0 0" }' "$OUT/samples.tsv")
-read -r calls cpu media_cpu rx_rate tx_rate <<<"$plateau"
+    NR > 1 && $1 >= a && $1 <= b { n++; s += $2; c += $3; m += $4; t += $5; if ($7 != "") { r += $6 - prev_r; o += $7 - prev_s }
+        er += $8 - prev_er; ew += $9 - prev_ew }
+    { prev_r = $6; prev_s = $7; prev_er = $8; prev_ew = $9 }
+    END { if (n && t > 0) printf "%d %.1f %.1f %.0f %.0f %.1f %.1f", s / n, 100 * c / hz / t, 100 * m / hz / t, r / t, o / t, er / t / 1e7, ew / t / 1e7; else print "0 0 0 0 0 0 0" }' "$OUT/samples.tsv")
+read -r calls cpu media_cpu rx_rate tx_rate echo_run echo_wait <<<"$plateau"
 received=$(metric callgate_rtp_packets_received_total)
 sent=$(metric callgate_rtp_packets_sent_total)
 rcvbuf=$(( $(udp RcvbufErrors) - rcvbuf0 ))
@@ -295,11 +313,6 @@ kill -TERM "$CG"; wait "$CG" || true
 wait "$BLASTER" || true
 read -r _ streams _ bl_sent _ bl_back _ <"$OUT/blaster.out" || true
 loss=$(awk -v s="${bl_sent:-0}" -v b="${bl_back:-0}" 'BEGIN { if (s) printf "%.3f", 100 * (1 - b / s); else print "-" }')
-# Relayed packets/s at the plateau: from callgate's counters, or (rtpengine) twice what came back.
-if [ "$SYSTEM" != callgate ]; then
-    tx_rate=$(awk -v b="${bl_back:-0}" -v c="$CALLS" 'BEGIN { printf "~%.0f", 2 * 50 * c * (b > 0) }')
-    rx_rate="-"; received="-"; sent="-"
-fi
 
 {
     echo "| system | calls at once | calls/s ramp | completed / failed | relayed packets/s at the plateau (received/s) | end-to-end loss (blaster sent / came back) | relay received / sent | UDP rcvbuf drops | relay CPU at the plateau (media threads) |"
@@ -308,5 +321,6 @@ fi
     echo
     echo "blaster: $(cat "$OUT/blaster.out")"
     echo "receive-buffer drops by socket: $drops"
+    echo "SIPp callee (the echo) at the plateau: on a CPU ${echo_run}% of the time, runnable but waiting for a CPU ${echo_wait}%"
     echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(uname -sr)"
 } | tee "$OUT/results.md"
