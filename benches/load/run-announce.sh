@@ -68,7 +68,7 @@ PIDS+=("$SIPP")
 # Sample about once a second: streams at once (active calls), callgate's CPU ticks (whole process,
 # and its media threads alone) and the wall time the sample took (the loop's own work under load
 # makes a "second" longer). The plateau is every sample with at least 90% of the most streams seen.
-media_ticks() { cat /proc/$CG/task/*/stat 2>/dev/null | awk '$2 ~ /callgate-media/ { t += $14 + $15 } END { print t + 0 }'; }
+media_ticks() { cat /proc/$CG/task/*/stat 2>/dev/null | awk '$2 ~ /callgate-(media|pacer)/ { t += $14 + $15 } END { print t + 0 }'; }
 wall() { date +%s.%N; }
 : >"$OUT/samples.tsv"
 prev=$(cpu_ticks); prev_media=$(media_ticks); prev_t=$(wall)

@@ -73,7 +73,8 @@ cc -O2 -o "$OUT/blaster" -x c - -lm <<'C'
 /* The bridge bench's callers' media: one UDP socket sends 50 RTP packets/s (A-law 1 kHz, 172 bytes)
  * to every port callgate answered with (read from SIPp's log as "AUDIOPORT <port>"), for HOLD_MS,
  * batched with sendmmsg per 1 ms slot; it counts the packets that come back (the callee echoes them
- * and callgate relays them back). Usage: blaster LOG LOCAL_PORT HOLD_MS RUN_S */
+ * and callgate relays them back). It starts at most RATE new streams a second (the calls' ramp).
+ * Usage: blaster LOG LOCAL_PORT HOLD_MS RUN_S [RATE] */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <math.h>
@@ -99,6 +100,7 @@ int main(int argc, char **argv) {
     if (argc < 5) return 2;
     FILE *log = NULL; long off = 0;
     int hold = atoi(argv[3]); long run_ms = atol(argv[4]) * 1000L;
+    long rate = argc > 5 ? atol(argv[5]) : 0, first_ms = 0;
     int s = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
     int big = 8 << 20; setsockopt(s, SOL_SOCKET, SO_RCVBUF, &big, 4); setsockopt(s, SOL_SOCKET, SO_SNDBUF, &big, 4);
     struct sockaddr_in me = { .sin_family = AF_INET, .sin_port = htons(atoi(argv[2])) };
@@ -121,11 +123,13 @@ int main(int argc, char **argv) {
             if (!log) log = fopen(argv[1], "r");
             if (log) {
                 fseek(log, off, SEEK_SET);
-                while (fgets(line, sizeof line, log)) {
+                /* at most RATE new streams a second (argv[5]; 0: no limit), counted from the first */
+                while ((rate <= 0 || ns < 1 + (now - first_ms) * rate / 1000) && fgets(line, sizeof line, log)) {
                     if (line[strlen(line) - 1] != '\n') break; /* a partial line: read it next time */
                     off = ftell(log);
                     char *p = strstr(line, "AUDIOPORT ");
                     if (p && ns < MAXS) {
+                        if (ns == 0) first_ms = now;
                         struct stream *x = &st[ns++];
                         x->port = atoi(p + 10); x->start_ms = now; x->next_ms = now + (ns % 20); x->end_ms = now + hold;
                         x->seq = ns * 7; x->ts = ns * 1000;
@@ -215,27 +219,20 @@ metric() { # metric NAME: one value from callgate's /metrics (the whole page is 
         'index($0, n) == 1 && substr($0, length(n) + 1, 1) ~ /[ {]/ { if (!done) { print $NF; done = 1 } }'
 }
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$CG/stat"; }
-media_ticks() { cat /proc/$CG/task/*/stat 2>/dev/null | awk '$2 ~ /callgate-media/ { t += $14 + $15 } END { print t + 0 }'; }
+media_ticks() { cat /proc/$CG/task/*/stat 2>/dev/null | awk '$2 ~ /callgate-(media|pacer)/ { t += $14 + $15 } END { print t + 0 }'; }
 udp() { awk '/^Udp:/ { if (!h) { for (i = 2; i <= NF; i++) k[i] = $i; h = 1 } else { for (i = 2; i <= NF; i++) if (k[i] == "'"$1"'") print $i } }' /proc/net/snmp; }
 wall() { date +%s.%N; }
 HZ=$(getconf CLK_TCK)
 rcvbuf0=$(udp RcvbufErrors)
 
 : >"$OUT/ports.log"
-"$OUT/blaster" "$OUT/ports.log" "$BLAST_PORT" $(( (HOLD_S - 1) * 1000 )) $((RAMP_S + HOLD_S + 15)) >"$OUT/blaster.out" 2>&1 &
-BLASTER=$!
-PIDS+=("$BLASTER")
-if [ "$SYSTEM" = callgate ]; then
-sipp "127.0.0.1:$CG_SIP" -sf "$OUT/uac_bridge.xml" -i 127.0.0.1 -mi 127.0.0.1 -p "$UAC_PORT" -mp "$UAC_MEDIA" \
-    -cp "$UAC_CTRL" -s 200 -key caller 0212345678 -r "$RATE" -m "$CALLS" -l "$CALLS" -d $((HOLD_S * 1000)) \
-    -trace_logs -log_file "$OUT/ports.log" \
-    -nostdin -timeout $((RAMP_S + HOLD_S + 60))s -timeout_error -max_recv_loops 10000 -buff_size 16777216 \
-    -trace_stat -stf "$OUT/uac-stat.csv" -fd 1 -trace_err -error_file "$OUT/uac-errors.log" \
-    >"$OUT/uac.out" 2>&1 &
-else
-# Calls through rtpengine's ng protocol: offer (the blaster's SDP) and answer (the echo's SDP);
-# the port rtpengine gives the caller side goes to the blaster as for callgate.
-python3 - "$CALLS" "$RATE" "$BLAST_PORT" "$UAS_MEDIA" "$OUT/ports.log" >"$OUT/ng.out" 2>&1 <<'PY' &
+if [ "$SYSTEM" != callgate ]; then
+# rtpengine: every call is set up through its ng protocol (offer: the blaster's SDP, answer: the
+# echo's) before any media flows; the port rtpengine gives the caller side goes to the blaster as
+# for callgate, which then starts the streams at the ramp's rate. (Set up one by one while the
+# earlier calls' media already flowed, the control requests queued behind the relaying and the
+# calls were never all up together.)
+python3 - "$CALLS" "$RATE" "$BLAST_PORT" "$UAS_MEDIA" "$OUT/ports.log" >"$OUT/ng.out" 2>&1 <<'PY'
 import socket, sys, time, re
 calls, rate, blast, echo, log = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
 def enc(v):
@@ -246,9 +243,8 @@ def enc(v):
     return b"d" + b"".join(enc(k) + enc(v[k]) for k in sorted(v)) + b"e"
 def sdp(port): return "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio %s RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\na=sendrecv\r\n" % port
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(5)
-out = open(log, "a", buffering=1); t0 = time.monotonic(); ok = 0
+out = open(log, "a"); t0 = time.monotonic(); ok = 0; ports = []
 for i in range(calls):
-    time.sleep(max(0, t0 + i / rate - time.monotonic()))
     cid = "bench-%d" % i
     def ng(d):
         # A cookie per request: rtpengine answers a repeated cookie with its cached reply (the ng
@@ -262,14 +258,28 @@ for i in range(calls):
     ng({"command": "offer", "call-id": cid, "from-tag": "a", "sdp": sdp(blast), "replace": ["origin", "session-connection"]})
     r = ng({"command": "answer", "call-id": cid, "from-tag": "a", "to-tag": "b", "sdp": sdp(echo), "replace": ["origin", "session-connection"]})
     m = re.search(rb"m=audio (\d+)", r)
-    if m: out.write("AUDIOPORT %s\n" % m.group(1).decode()); ok += 1
-print("calls set up", ok)
+    if m: ports.append(m.group(1).decode()); ok += 1
+out.write("".join("AUDIOPORT %s\n" % p for p in ports))
+print("calls set up", ok, "in %.1f s" % (time.monotonic() - t0))
 PY
+log "$(cat "$OUT/ng.out")"
 fi
+"$OUT/blaster" "$OUT/ports.log" "$BLAST_PORT" $(( (HOLD_S - 1) * 1000 )) $((RAMP_S + HOLD_S + 15)) "$RATE" >"$OUT/blaster.out" 2>&1 &
+BLASTER=$!
+PIDS+=("$BLASTER")
+if [ "$SYSTEM" = callgate ]; then
+sipp "127.0.0.1:$CG_SIP" -sf "$OUT/uac_bridge.xml" -i 127.0.0.1 -mi 127.0.0.1 -p "$UAC_PORT" -mp "$UAC_MEDIA" \
+    -cp "$UAC_CTRL" -s 200 -key caller 0212345678 -r "$RATE" -m "$CALLS" -l "$CALLS" -d $((HOLD_S * 1000)) \
+    -trace_logs -log_file "$OUT/ports.log" \
+    -nostdin -timeout $((RAMP_S + HOLD_S + 60))s -timeout_error -max_recv_loops 10000 -buff_size 16777216 \
+    -trace_stat -stf "$OUT/uac-stat.csv" -fd 1 -trace_err -error_file "$OUT/uac-errors.log" \
+    >"$OUT/uac.out" 2>&1 &
 SIPP=$!
+else
+SIPP=$BLASTER # (rtpengine: the calls last as long as the blaster)
+fi
 PIDS+=("$SIPP")
 
-[ "$SYSTEM" = callgate ] || SIPP=$BLASTER # (rtpengine: the calls last as long as the blaster)
 # Once a second: elapsed time, calls at once, packets received and sent by callgate (/metrics), CPU
 # ticks of the relay (whole process, and callgate's media threads), and the SIPp callee's (the echo's)
 # time on a CPU and time runnable but waiting for one (/proc/PID/task/*/schedstat, nanoseconds).

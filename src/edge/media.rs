@@ -1,24 +1,40 @@
 //! The media threads: they own every call's RTP (and RTCP) ports and carry out the call core's
 //! [`MediaCommand`]s with the sans-IO [`Engine`] (pacer, bridges, mixers, DTMF, recorders). There is
 //! no task and no timer per call (the mixers' 20 ms frames come from the engine's one schedule, like
-//! the pacer's packets): each thread waits in one `epoll` for three kinds of things.
+//! the pacer's packets). Each shard (a share of the calls) has one engine and two threads, which take
+//! it in turn under one mutex:
 //!
 //! ```text
-//!   epoll ──▶ eventfd   : commands from the sip task (MediaTx::send)
-//!         ──▶ timerfd   : the engine's next deadline (pacer slot, mixer frame, digit packet,
-//!                         key-press end, inactivity check), armed with an absolute time
-//!         ──▶ RTP ports : edge-triggered; recvmmsg (READ_BATCH datagrams at a time) until empty
-//!                         ──▶ Engine::on_datagram ──▶ the batch's relayed packets: one sendmmsg
-//!                         (or sendto) on the other leg's port
-//!         ──▶ RTCP ports: read and dropped (terminated, counted: see below)
+//!   I/O thread (normal scheduling)          pacer thread (SCHED_RR by default)
+//!   epoll ──▶ eventfd  : commands           epoll ──▶ timerfd : the engine's next deadline (pacer
+//!         ──▶ RTP ports: edge-triggered;                        slot, mixer frame, digit packet,
+//!             recvmmsg ──▶ Engine::on_datagram                  key-press end, inactivity check),
+//!             ──▶ relayed packets: sendmmsg                     armed with an absolute time
+//!             (or sendto) on the other leg                ──▶ eventfd : "the deadline moved earlier"
+//!         ──▶ RTCP ports: read and dropped                Engine::handle_timeout ──▶ due packets,
+//!                                                         copied out, sent after the lock is let go
+//!            └──────── Arc<PiMutex<Shared>>: engine, ports, event/recording queues ────────┘
 //!   events ──▶ MediaEvent to the sip task (unbounded channel)
 //!   recording chunks ──▶ bounded channel ──▶ the recording writer thread (the only file I/O)
 //! ```
 //!
-//! **Threads.** [`MediaConfig::threads`] media threads ("shards"); a call lives on the thread
-//! `call % threads` for its whole life, so nothing is shared between them but the event channel and
-//! the writer. Each thread has its own pacer: the pacing of a thread's streams does not wait for the
-//! other thread's socket work.
+//! **Shards.** [`MediaConfig::threads`] shards; a call lives on the shard `call % threads` for its
+//! whole life, so nothing is shared between shards but the event channel and the writer.
+//!
+//! **Why two threads per shard.** Deadlines and throughput pull apart. A prompt's next packet is
+//! due at a fixed instant, and on a machine whose cores are busy (a co-located peer, the sip thread,
+//! bridged calls) only real-time priority keeps it on time: under normal scheduling the
+//! announcement bench's p99 send lateness was 78 ms, under `SCHED_RR` 1.5 ms. Relaying bridged
+//! calls' RTP has no deadline (a packet goes out as soon as it is read) and is most of the CPU at
+//! load; at real-time priority it took whole cores from everything else (the load generator's echo
+//! lost 20 % of 200,000 packets/s to it, and the sip thread answered 503 under load). So the pacer
+//! thread is real-time and sleeps between deadlines; the I/O thread competes fairly. The mutex
+//! inherits priority ([`PiMutex`]): an I/O thread preempted while holding it runs at the pacer's
+//! priority until it lets go, so the pacer waits at most for one critical section (a batch of
+//! datagrams through the engine, or a command). The pacer sends its packets after letting the engine
+//! go, holding only the ports' gate, under which a port is closed: a socket cannot be closed, and its
+//! descriptor reused, under packets in flight. The I/O thread uses descriptors outside the lock
+//! freely: it is the only thread that closes ports (commands run there).
 //!
 //! **Ports.** Each leg has its own UDP socket on (media address, `local_port`), *not connected*: the
 //! bridge latches to whatever address the leg's RTP really comes from (NAT), so the socket must
@@ -30,17 +46,11 @@
 //! reports would describe a stream the receiver never saw (see [`crate::media::bridge`]). callgate
 //! sends no reports of its own (RTCP is optional for the G.711 peers it serves).
 //!
-//! **Waking.** While RTP keeps arriving the thread does not wake for each datagram: it sleeps to the
-//! next millisecond of the pacer's clock and then takes every reported port at once (at most one
-//! wake-up per millisecond; relayed packets wait up to 1 ms). When a wake-up finds nothing to read it
-//! waits in epoll again, on the timerfd armed for the engine's next deadline. Due packets are sent
-//! first on every wake-up, and again after every [`SOCKETS_PER_TICK`] ports read.
-//!
-//! **Scheduling.** By default the media threads run under `SCHED_RR` (see
-//! [`MediaConfig::realtime_priority`]): on a shared machine the pacer's deadlines then hold (p99 send
-//! lateness under 2 ms at 5,000 streams on 2 cores, `/work/notes/bench-media.md`) where normal
-//! scheduling let other processes delay them by tens of milliseconds. The price: when media work alone
-//! fills every core, normal threads (the sip thread too) wait.
+//! **Waking.** While RTP keeps arriving the I/O thread does not wake for each datagram: it sleeps to
+//! the next millisecond ([`MediaConfig::coalesce`]) and then takes every reported port at once (at
+//! most one wake-up per millisecond; relayed packets wait up to 1 ms). When a wake-up finds nothing to
+//! read it waits in epoll again. After each wake-up it wakes the pacer if the engine's next deadline
+//! is now earlier than the one the pacer sleeps to (a prompt just started, a digit to send).
 //!
 //! **Sending.** A packet goes out as soon as the engine emits it; consecutive packets for the same
 //! socket (a burst after a stall, a batch of relayed packets) share one `sendmmsg`. Packets of
@@ -70,6 +80,7 @@ use crate::media::command::{CallKey, Leg, MediaCommand, MediaEvent, MediaFailure
 use crate::media::engine::{Engine, EngineConfig, EngineStats, Outgoing, RecordingOp, Sockets};
 use crate::media::prompt::PromptSet;
 use crate::media::recording::{patch_sizes, wav_header};
+use crate::edge::pi::PiMutex;
 use crate::metrics::{Counter, Metrics};
 
 /// Kernel receive buffer of each RTP socket: a leg sends 50 packets a second.
@@ -80,8 +91,6 @@ const READ_BATCH: usize = 8;
 const READ_ROUNDS: usize = 4;
 /// Largest datagram read (larger ones are truncated and then refused by the bridge as malformed).
 const DATAGRAM: usize = 1536;
-/// Readable sockets handled between two turns of the pacer, so that inbound RTP never starves it.
-const SOCKETS_PER_TICK: usize = 16;
 /// Packets one `sendmmsg` carries at most.
 const SEND_BATCH: usize = 8;
 /// epoll tokens that are not ports.
@@ -123,7 +132,17 @@ pub struct MediaConfig {
     /// The threads sleep between deadlines and the kernel caps real-time threads at 95% of a core each
     /// (`sched_rt_runtime_us`). Without the permission (`CAP_SYS_NICE`) the threads run normally and
     /// say so once. `None`: normal scheduling. Default `Some(10)`.
+    ///
+    /// This is the priority of each shard's pacer thread, which sends the packets due at deadlines
+    /// (prompts, music, mixed frames, digits) and otherwise sleeps. The shard's I/O thread, which
+    /// reads the ports and relays bridged calls' RTP (most of the CPU at load, and no deadline of
+    /// its own: a packet goes out as soon as it is read), runs under normal scheduling unless
+    /// [`MediaConfig::relay_realtime`] is set.
     pub realtime_priority: Option<u8>,
+    /// Run the I/O threads (reading and relaying) at the real-time priority too. Default false:
+    /// under `SCHED_RR` they would take whole cores from every normal thread on the machine (the
+    /// sip thread, a co-located peer) for as long as RTP keeps coming.
+    pub relay_realtime: bool,
     /// While RTP keeps arriving, take it once per this period (aligned to the pacer's milliseconds;
     /// 1 ms or a divisor of it) instead of waking for every datagram (see the thread loop). `None`:
     /// wake for every datagram. Default 1 ms.
@@ -142,6 +161,7 @@ impl Default for MediaConfig {
             threads: 0,
             rtcp: true,
             realtime_priority: Some(10),
+            relay_realtime: false,
             nice: 0,
             coalesce: Some(Duration::from_millis(1)),
             recordings: RecordingSettings::default(),
@@ -311,7 +331,8 @@ fn os<T: PartialOrd + Default>(rc: T) -> std::io::Result<T> {
 
 /// Starts the media threads with the default [`MediaConfig`], except for two settings the benches
 /// vary without a profile change: `CALLGATE_MEDIA_THREADS` (a number; 0 = automatic),
-/// `CALLGATE_MEDIA_RT` (a priority 1-99, or 0 for normal scheduling), `CALLGATE_MEDIA_NICE`
+/// `CALLGATE_MEDIA_RT` (a priority 1-99, or 0 for normal scheduling), `CALLGATE_MEDIA_RT_RELAY` (1:
+/// the I/O threads at that priority too), `CALLGATE_MEDIA_NICE`
 /// (-20 to 19, without real-time priority) and `CALLGATE_MEDIA_COALESCE_US` (0 = off, up to 1000).
 pub fn spawn(
     prompts: Arc<PromptSet>,
@@ -338,6 +359,9 @@ pub fn spawn_with_inactivity(
     if let Some(p) = env("CALLGATE_MEDIA_RT") {
         config.realtime_priority = (p > 0).then_some(p.min(99));
     }
+    if let Some(v) = env("CALLGATE_MEDIA_RT_RELAY") {
+        config.relay_realtime = v > 0;
+    }
     if let Some(us) = std::env::var("CALLGATE_MEDIA_COALESCE_US").ok().and_then(|v| v.trim().parse::<u64>().ok()) {
         config.coalesce = (us > 0).then(|| Duration::from_micros(us.min(1000)));
     }
@@ -347,19 +371,32 @@ pub fn spawn_with_inactivity(
     spawn_with(prompts, local_ip, metrics, config)
 }
 
-/// Puts the calling thread under `SCHED_RR` at `priority`; false (and a log line) if not permitted.
-fn set_realtime(priority: u8, index: usize) -> bool {
+/// Puts the calling thread under `SCHED_RR` at `priority`; false (and, with `log`, a log line) if
+/// not permitted.
+fn set_realtime(priority: u8, log: bool) -> bool {
     let param = libc::sched_param { sched_priority: i32::from(priority.clamp(1, 99)) };
     // SAFETY: the calling thread and a valid sched_param.
     let rc = unsafe { libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_RR, &param) };
     if rc != 0 {
-        if index == 0 {
+        if log {
             let e = std::io::Error::from_raw_os_error(rc);
             tracing::info!(error = %e, priority, "media threads run without real-time priority");
         }
         return false;
     }
     true
+}
+
+/// The calling thread's nice value (Linux: per thread); 0 leaves it alone.
+fn set_nice(nice: i8, log: bool) {
+    if nice == 0 {
+        return;
+    }
+    // SAFETY: setpriority on this thread's id.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, i32::from(nice)) };
+    if rc != 0 && log {
+        tracing::info!(error = %std::io::Error::last_os_error(), nice, "media threads keep their nice value");
+    }
 }
 
 /// Starts the media threads and the recording writer. Commands go in through the returned
@@ -386,25 +423,27 @@ pub fn spawn_with(
     };
     let n = config.threads();
     let mut shards = Vec::with_capacity(n);
-    let mut threads: Vec<Shard> = Vec::with_capacity(n);
+    let mut threads: Vec<(Shard, Pacer)> = Vec::with_capacity(n);
     for i in 0..n {
-        let (shard, tx) = Shard::new(i, &prompts, local_ip, &metrics, &stats, &ev_tx, &rec_tx, config, engine_config)?;
+        let (shard, pacer, tx) = Shard::new(i, &prompts, local_ip, &metrics, &stats, &ev_tx, &rec_tx, config, engine_config)?;
         shards.push(ShardTx { tx: Some(tx), wake: shard.wake.clone() });
-        threads.push(shard);
+        threads.push((shard, pacer));
     }
     drop((ev_tx, rec_tx));
-    let mut handles = Vec::with_capacity(n);
-    for shard in threads {
-        let name = format!("callgate-media{}", shard.index);
+    let mut handles = Vec::with_capacity(2 * n);
+    for (shard, pacer) in threads {
+        let index = shard.index;
         let (rt, nice) = (config.realtime_priority, config.nice);
-        handles.push(std::thread::Builder::new().name(name).spawn(move || {
-            let realtime = rt.is_some_and(|p| set_realtime(p, shard.index));
-            if !realtime && nice != 0 {
-                // SAFETY: setpriority on this thread's id (Linux: per-thread nice).
-                let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, i32::from(nice)) };
-                if rc != 0 && shard.index == 0 {
-                    tracing::info!(error = %std::io::Error::last_os_error(), nice, "media threads keep their nice value");
-                }
+        let relay_rt = config.relay_realtime;
+        handles.push(std::thread::Builder::new().name(format!("callgate-pacer{index}")).spawn(move || {
+            if !rt.is_some_and(|p| set_realtime(p, index == 0)) {
+                set_nice(nice, index == 0);
+            }
+            pacer.run()
+        })?);
+        handles.push(std::thread::Builder::new().name(format!("callgate-media{index}")).spawn(move || {
+            if !(relay_rt && rt.is_some_and(|p| set_realtime(p, false))) {
+                set_nice(nice, false);
             }
             shard.run()
         })?);
@@ -499,7 +538,9 @@ struct Port {
 /// The ports of one media thread, in a slab whose index is the engine's socket id. epoll tokens:
 /// `id << 1` for RTP, `id << 1 | 1` for RTCP.
 struct PortSlab {
-    epoll: OwnedFd,
+    epoll: Arc<OwnedFd>,
+    /// The pacer thread's sending gate (see [`Pacer`]): a port is closed only while holding it.
+    gate: Arc<PiMutex<()>>,
     local_ip: IpAddr,
     rtcp: bool,
     ports: Vec<Option<Port>>,
@@ -553,6 +594,9 @@ impl Sockets for PortSlab {
 
     fn close(&mut self, socket: u32) {
         if let Some(slot) = self.ports.get_mut(socket as usize) {
+            // The pacer thread may be sending on this port's socket outside the engine's lock: wait
+            // for it, so that the descriptor cannot be reused under its packets.
+            let _sending = self.gate.lock();
             if let Some(p) = slot.take() {
                 // Closing a socket removes it from the epoll set.
                 self.stats.sockets.fetch_sub(1 + u64::from(p.rtcp.is_some()), Ordering::Relaxed);
@@ -737,13 +781,11 @@ fn send_one(fd: RawFd, pkt: &[u8], dst: SocketAddr, sent: &mut u64, errors: &mut
 }
 
 /// One media thread.
-struct Shard {
-    index: usize,
+/// What a shard's two threads share, behind one priority-inheriting mutex ([`PiMutex`]): the engine
+/// and the ports, and what goes out of them to the sip task, the recording writer and the metrics.
+struct Shared {
     engine: Engine,
     ports: PortSlab,
-    timer: OwnedFd,
-    wake: Arc<OwnedFd>,
-    cmd_rx: Receiver<MediaCommand>,
     events: UnboundedSender<MediaEvent>,
     recordings: SyncSender<RecordingOp>,
     /// Recording work the writer's queue had no room for, and its bytes.
@@ -754,13 +796,58 @@ struct Shard {
     stats: Arc<MediaStats>,
     calls_published: u64,
     skipped_published: u64,
-    /// The deadline the timerfd is armed for; the monotonic clock's reading at `base`.
-    armed: Option<Instant>,
+    /// The deadline the pacer thread's timerfd is armed for (`None`: none; it waits for a kick).
+    pacer_armed: Option<Instant>,
+    /// Set by the I/O thread once it has shut the engine down: the pacer thread ends.
+    stopped: bool,
+}
+
+/// A shard's I/O thread: the sip task's commands, and the ports (reading, relaying).
+struct Shard {
+    index: usize,
+    shared: Arc<PiMutex<Shared>>,
+    epoll: Arc<OwnedFd>,
+    wake: Arc<OwnedFd>,
+    /// The pacer thread's eventfd: written when the engine's next deadline moved earlier.
+    kick: Arc<OwnedFd>,
+    cmd_rx: Receiver<MediaCommand>,
+    stats: Arc<MediaStats>,
+    /// An `Instant` and the monotonic clock's reading at it.
     base: (Instant, libc::timespec),
     coalesce: Option<Duration>,
 }
 
+/// A shard's pacer thread: the engine's deadlines (pacer slots, mixer frames, digit packets,
+/// key-press ends, inactivity checks) and the packets due at them.
+struct Pacer {
+    shared: Arc<PiMutex<Shared>>,
+    /// Held while due packets are sent outside the engine's lock: a port closes only under it.
+    gate: Arc<PiMutex<()>>,
+    epoll: OwnedFd,
+    timer: OwnedFd,
+    kick: Arc<OwnedFd>,
+    metrics: Arc<Metrics>,
+    stats: Arc<MediaStats>,
+    base: (Instant, libc::timespec),
+}
+
+/// The monotonic clock's reading at `t`, given an `Instant` and the clock's reading at it.
+fn abs_timespec(base: (Instant, libc::timespec), t: Instant) -> libc::timespec {
+    let d = t.saturating_duration_since(base.0);
+    let nanos = base.1.tv_nsec as u64 + u64::from(d.subsec_nanos());
+    libc::timespec {
+        tv_sec: base.1.tv_sec + d.as_secs() as libc::time_t + (nanos / 1_000_000_000) as libc::time_t,
+        tv_nsec: (nanos % 1_000_000_000) as libc::c_long,
+    }
+}
+
+fn new_fd(rc: libc::c_int) -> std::io::Result<OwnedFd> {
+    // SAFETY: a descriptor just returned by the kernel, owned from here on.
+    os(rc).map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 impl Shard {
+    /// A shard's I/O thread, its pacer thread and the sender of its commands.
     #[allow(clippy::too_many_arguments)]
     fn new(
         index: usize,
@@ -772,32 +859,35 @@ impl Shard {
         recordings: &SyncSender<RecordingOp>,
         config: MediaConfig,
         engine_config: EngineConfig,
-    ) -> std::io::Result<(Shard, Sender<MediaCommand>)> {
-        // SAFETY: plain system calls; each returned fd is owned right away.
-        let (epoll, wake_fd, timer) = unsafe {
-            let epoll = OwnedFd::from_raw_fd(os(libc::epoll_create1(libc::EPOLL_CLOEXEC))?);
-            let wake_fd = OwnedFd::from_raw_fd(os(libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC))?);
-            let timer = OwnedFd::from_raw_fd(os(libc::timerfd_create(
-                libc::CLOCK_MONOTONIC,
-                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
-            ))?);
-            (epoll, wake_fd, timer)
-        };
-        epoll_add(epoll.as_raw_fd(), wake_fd.as_raw_fd(), TOKEN_WAKE)?;
-        epoll_add(epoll.as_raw_fd(), timer.as_raw_fd(), TOKEN_TIMER)?;
+    ) -> std::io::Result<(Shard, Pacer, Sender<MediaCommand>)> {
+        // SAFETY: plain system calls.
+        let epoll = Arc::new(new_fd(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?);
+        let wake = Arc::new(new_fd(unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) })?);
+        let pacer_epoll = new_fd(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
+        let kick = Arc::new(new_fd(unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) })?);
+        let timer = new_fd(unsafe { libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_NONBLOCK | libc::TFD_CLOEXEC) })?;
+        epoll_add(epoll.as_raw_fd(), wake.as_raw_fd(), TOKEN_WAKE)?;
+        epoll_add(pacer_epoll.as_raw_fd(), kick.as_raw_fd(), TOKEN_WAKE)?;
+        epoll_add(pacer_epoll.as_raw_fd(), timer.as_raw_fd(), TOKEN_TIMER)?;
         let (cmd_tx, cmd_rx) = std::sync::mpsc::channel();
         let now = Instant::now();
-        // SAFETY: a valid clock id and timespec.
         let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: a valid clock id and timespec.
         unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        let base = (now, ts);
         let seed = crate::edge::entropy_seed() ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let shard = Shard {
-            index,
+        let gate = Arc::new(PiMutex::new(()));
+        let shared = Arc::new(PiMutex::new(Shared {
             engine: Engine::new(now, engine_config, prompts.clone(), seed),
-            ports: PortSlab { epoll, local_ip, rtcp: config.rtcp, ports: Vec::new(), free: Vec::new(), stats: stats.clone() },
-            timer,
-            wake: Arc::new(wake_fd),
-            cmd_rx,
+            ports: PortSlab {
+                epoll: epoll.clone(),
+                gate: gate.clone(),
+                local_ip,
+                rtcp: config.rtcp,
+                ports: Vec::new(),
+                free: Vec::new(),
+                stats: stats.clone(),
+            },
             events: events.clone(),
             recordings: recordings.clone(),
             rec_backlog: VecDeque::new(),
@@ -807,35 +897,44 @@ impl Shard {
             stats: stats.clone(),
             calls_published: 0,
             skipped_published: 0,
-            armed: None,
-            base: (now, ts),
-            coalesce: config.coalesce,
+            pacer_armed: None,
+            stopped: false,
+        }));
+        if index == 0 && !shared.inherits() {
+            tracing::warn!("media threads: no priority-inheriting mutex here; the pacer may wait for a preempted I/O thread");
+        }
+        let pacer = Pacer {
+            shared: shared.clone(),
+            gate,
+            epoll: pacer_epoll,
+            timer,
+            kick: kick.clone(),
+            metrics: metrics.clone(),
+            stats: stats.clone(),
+            base,
         };
-        Ok((shard, cmd_tx))
+        let shard = Shard { index, shared, epoll, wake, kick, cmd_rx, stats: stats.clone(), base, coalesce: config.coalesce };
+        Ok((shard, pacer, cmd_tx))
     }
 
     fn run(mut self) {
         let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 512];
         let mut recv = RecvBatch::new();
-        let mut send = SendBatch::new();
         let mut rtcp_scratch = RecvBatch::new();
         // Edge-triggered ports that were not read empty (a flood): read again next time round.
         let (mut pending, mut unread): (Vec<u64>, Vec<u64>) = (Vec::new(), Vec::new());
         // Busy: the last wake-up found RTP to read. Then the thread does not wait for each datagram
-        // (one wake-up, epoll_wait and timer re-arm per packet) but sleeps to the next millisecond
-        // and takes everything that arrived meanwhile at once: at most one wake-up per millisecond,
-        // on the pacer's own tick, at the cost of up to 1 ms of added delay on relayed packets.
+        // (one wake-up and epoll_wait per packet) but sleeps to the next coalescing boundary and
+        // takes everything that arrived meanwhile at once, at the cost of up to that period of added
+        // delay on relayed packets.
         let mut busy = false;
         'outer: loop {
-            let timeout = if busy {
-                self.sleep_to_next_ms();
-                0
-            } else {
-                self.arm_timer()
-            };
+            if busy {
+                self.sleep_to_next_period();
+            }
             // SAFETY: a valid epoll fd and a buffer of `events.len()` entries.
             let n = unsafe {
-                libc::epoll_wait(self.ports.epoll.as_raw_fd(), events.as_mut_ptr(), events.len() as i32, timeout)
+                libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), events.len() as i32, if busy { 0 } else { -1 })
             };
             if n < 0 {
                 let e = std::io::Error::last_os_error();
@@ -846,8 +945,6 @@ impl Shard {
                 continue;
             }
             self.stats.wakeups.fetch_add(1, Ordering::Relaxed);
-            // Due packets first: reading can wait a little, sending cannot.
-            self.tick(&mut send);
             let mut sockets_read = 0;
             for token in std::mem::take(&mut pending) {
                 self.read_port(token, &mut recv, &mut rtcp_scratch, &mut unread);
@@ -855,109 +952,61 @@ impl Shard {
             }
             for ev in &events[..n as usize] {
                 let token = ev.u64; // (a packed struct: copy the field out)
-                match token {
-                    TOKEN_WAKE => {
-                        drain_counter(self.wake.as_raw_fd());
-                        loop {
-                            match self.cmd_rx.try_recv() {
-                                Ok(cmd) => self.engine.command(Instant::now(), cmd, &mut self.ports),
-                                Err(TryRecvError::Empty) => break,
-                                Err(TryRecvError::Disconnected) => break 'outer,
+                if token == TOKEN_WAKE {
+                    drain_counter(self.wake.as_raw_fd());
+                    let mut sh = self.shared.lock();
+                    loop {
+                        match self.cmd_rx.try_recv() {
+                            Ok(cmd) => {
+                                let Shared { engine, ports, .. } = &mut *sh;
+                                engine.command(Instant::now(), cmd, ports);
                             }
+                            Err(TryRecvError::Empty) => break,
+                            Err(TryRecvError::Disconnected) => break 'outer,
                         }
                     }
-                    TOKEN_TIMER => {
-                        drain_counter(self.timer.as_raw_fd());
-                        self.armed = None;
-                    }
-                    token => {
-                        self.read_port(token, &mut recv, &mut rtcp_scratch, &mut unread);
-                        sockets_read += 1;
-                        if sockets_read % SOCKETS_PER_TICK == 0 {
-                            self.tick(&mut send);
-                        }
-                    }
+                } else {
+                    self.read_port(token, &mut recv, &mut rtcp_scratch, &mut unread);
+                    sockets_read += 1;
                 }
             }
-            self.tick(&mut send);
-            self.publish();
+            {
+                let mut sh = self.shared.lock();
+                sh.publish();
+                if sh.pacer_behind() {
+                    wake(&self.kick);
+                }
+            }
             busy = (sockets_read > 0 && self.coalesce.is_some()) || !unread.is_empty();
             std::mem::swap(&mut pending, &mut unread);
         }
-        let now = Instant::now();
-        self.engine.shutdown(now, &mut self.ports);
-        self.publish();
+        let backlog = {
+            let mut sh = self.shared.lock();
+            let Shared { engine, ports, .. } = &mut *sh;
+            engine.shutdown(Instant::now(), ports);
+            sh.publish();
+            sh.stopped = true;
+            (std::mem::take(&mut sh.rec_backlog), sh.recordings.clone())
+        };
+        wake(&self.kick);
         // The writer must get the last chunks and the ends: wait for room now.
-        for op in self.rec_backlog.drain(..) {
-            let _ = self.recordings.send(op);
+        let (ops, recordings) = backlog;
+        for op in ops {
+            let _ = recordings.send(op);
         }
     }
 
-    /// Sleeps until the next boundary of the coalescing period on the engine's clock (a whole
-    /// millisecond, or a fraction of one), or the engine's next deadline if that comes first.
-    fn sleep_to_next_ms(&mut self) {
+    /// Sleeps until the next boundary of the coalescing period (a whole millisecond of the shard's
+    /// clock, or a fraction of one), half a period after the pacer's: the pacer's slots fall on
+    /// whole milliseconds, and the two threads then take the engine's lock at different moments.
+    fn sleep_to_next_period(&mut self) {
         let now = Instant::now();
-        let since = now.saturating_duration_since(self.base.0);
-        let period = self.coalesce.unwrap_or(Duration::from_millis(1)).as_nanos().max(1);
-        let next = Duration::from_nanos(((since.as_nanos() / period + 1) * period) as u64);
-        let mut t = self.base.0 + next;
-        if let Some(d) = self.engine.poll_timeout() {
-            t = t.min(d);
-        }
-        if t <= now {
-            return;
-        }
-        let value = self.abs_timespec(t);
+        let period = self.coalesce.unwrap_or(Duration::from_millis(1)).as_nanos().max(2);
+        let since = now.saturating_duration_since(self.base.0).as_nanos() + period / 2;
+        let next = Duration::from_nanos(((since / period + 1) * period - period / 2) as u64);
+        let value = abs_timespec(self.base, self.base.0 + next);
         // SAFETY: a valid clock id and timespec; an interrupted sleep just ends early.
         unsafe { libc::clock_nanosleep(libc::CLOCK_MONOTONIC, libc::TIMER_ABSTIME, &value, std::ptr::null_mut()) };
-    }
-
-    /// The monotonic clock's reading at `t`.
-    fn abs_timespec(&self, t: Instant) -> libc::timespec {
-        let d = t.saturating_duration_since(self.base.0);
-        let nanos = self.base.1.tv_nsec as u64 + u64::from(d.subsec_nanos());
-        libc::timespec {
-            tv_sec: self.base.1.tv_sec + d.as_secs() as libc::time_t + (nanos / 1_000_000_000) as libc::time_t,
-            tv_nsec: (nanos % 1_000_000_000) as libc::c_long,
-        }
-    }
-
-    /// Arms the timerfd for the engine's next deadline (absolute, so a late wake does not shift the
-    /// next one); returns the epoll timeout: 0 when the deadline has passed already.
-    fn arm_timer(&mut self) -> i32 {
-        let Some(t) = self.engine.poll_timeout() else {
-            return 1000;
-        };
-        if t <= Instant::now() {
-            return 0;
-        }
-        if self.armed == Some(t) {
-            return 1000;
-        }
-        let value = self.abs_timespec(t);
-        let spec = libc::itimerspec { it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 }, it_value: value };
-        // SAFETY: a valid timerfd and itimerspec.
-        let rc = unsafe { libc::timerfd_settime(self.timer.as_raw_fd(), libc::TFD_TIMER_ABSTIME, &spec, std::ptr::null_mut()) };
-        if rc < 0 {
-            // Without the timer the pacer runs only on the epoll timeout: say so loudly.
-            tracing::error!(error = %std::io::Error::last_os_error(), "media thread: timerfd_settime failed");
-            return 1;
-        }
-        self.armed = Some(t);
-        1000
-    }
-
-    /// Sends every packet due now.
-    fn tick(&mut self, send: &mut SendBatch) {
-        let now = Instant::now();
-        let ports = &self.ports.ports;
-        let metrics = &*self.metrics;
-        self.engine.handle_timeout(now, &mut |o: Outgoing<'_>| {
-            if let Some(Some(p)) = ports.get(o.socket as usize) {
-                send.push(p.rtp.as_raw_fd(), o.dst, o.header, o.payload, o.due, metrics);
-            }
-        });
-        send.flush(metrics);
     }
 
     /// Reads a reported port until it is empty, at most `READ_ROUNDS` batches; one that is still not
@@ -973,55 +1022,70 @@ impl Shard {
         unread.push(token);
     }
 
-    /// One batch from a leg's RTP port: each datagram to the engine, the relayed ones out in one go.
-    /// Returns the number of datagrams read.
+    /// A port's socket (RTP, or RTCP with `rtcp`). The descriptor stays valid until this thread
+    /// closes the port (only the I/O thread runs commands), so it is used outside the lock.
+    fn socket(&self, id: u32, rtcp: bool) -> Option<RawFd> {
+        let sh = self.shared.lock();
+        match sh.ports.ports.get(id as usize) {
+            Some(Some(p)) if rtcp => p.rtcp.as_ref().map(|s| s.as_raw_fd()),
+            Some(Some(p)) => Some(p.rtp.as_raw_fd()),
+            _ => None,
+        }
+    }
+
+    /// One batch from a leg's RTP port: each datagram to the engine (under the lock), the relayed
+    /// ones out after it. Returns the number of datagrams read.
     fn read_rtp(&mut self, id: u32, recv: &mut RecvBatch) -> usize {
-        let Some(Some(port)) = self.ports.ports.get(id as usize) else { return 0 };
-        let n = recv.recv(port.rtp.as_raw_fd());
+        let Some(fd) = self.socket(id, false) else { return 0 };
+        let n = recv.recv(fd);
         if n == 0 {
             return 0;
         }
-        let now = Instant::now();
-        let mut out: Option<(u32, usize)> = None; // (socket, count) of the relayed packets, all for one socket
-        let mut fwd_msgs: [(usize, usize, libc::sockaddr_storage, libc::socklen_t); READ_BATCH] =
+        // (datagram index, length, destination, destination length, socket) of the relayed packets.
+        let mut fwd: [(usize, usize, libc::sockaddr_storage, libc::socklen_t); READ_BATCH] =
             // SAFETY: plain data.
             unsafe { std::mem::zeroed() };
-        for i in 0..n {
-            let len = (recv.msgs[i].msg_len as usize).min(DATAGRAM);
-            let Some(src) = from_raw(&recv.names[i]) else { continue };
-            if recv.msgs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
-                continue; // larger than any RTP a G.711 leg sends
-            }
-            if let Some(f) = self.engine.on_datagram(now, id, src, &mut recv.bufs[i], len) {
-                let k = match out {
-                    Some((s, k)) if s == f.socket => k,
-                    Some((s, k)) => {
-                        // A different target within one batch cannot happen (a leg relays to the one other leg);
-                        // send what is gathered and start again.
-                        self.send_relayed(s, &recv.bufs, &mut fwd_msgs[..k]);
-                        0
-                    }
-                    None => 0,
-                };
-                let a = RawAddr::new(f.dst);
-                fwd_msgs[k] = (i, f.len, a.storage, a.len);
-                out = Some((f.socket, k + 1));
+        let mut fwd_fd = [-1 as RawFd; READ_BATCH];
+        let mut k = 0;
+        {
+            let mut sh = self.shared.lock();
+            let now = Instant::now();
+            let Shared { engine, ports, .. } = &mut *sh;
+            for i in 0..n {
+                let len = (recv.msgs[i].msg_len as usize).min(DATAGRAM);
+                let Some(src) = from_raw(&recv.names[i]) else { continue };
+                if recv.msgs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+                    continue; // larger than any RTP a G.711 leg sends
+                }
+                if let Some(f) = engine.on_datagram(now, id, src, &mut recv.bufs[i], len) {
+                    let Some(Some(p)) = ports.ports.get(f.socket as usize) else { continue };
+                    let a = RawAddr::new(f.dst);
+                    fwd[k] = (i, f.len, a.storage, a.len);
+                    fwd_fd[k] = p.rtp.as_raw_fd();
+                    k += 1;
+                }
             }
         }
-        if let Some((s, k)) = out {
-            self.send_relayed(s, &recv.bufs, &mut fwd_msgs[..k]);
+        // Consecutive packets for one socket share a sendmmsg (a leg relays to the one other leg, so
+        // in practice the whole batch).
+        let mut start = 0;
+        while start < k {
+            let mut end = start + 1;
+            while end < k && fwd_fd[end] == fwd_fd[start] {
+                end += 1;
+            }
+            self.send_relayed(fwd_fd[start], &recv.bufs, &mut fwd[start..end]);
+            start = end;
         }
         n
     }
 
     fn send_relayed(
         &self,
-        socket: u32,
+        fd: RawFd,
         bufs: &[[u8; DATAGRAM]],
         msgs: &mut [(usize, usize, libc::sockaddr_storage, libc::socklen_t)],
     ) {
-        let Some(Some(port)) = self.ports.ports.get(socket as usize) else { return };
-        let fd = port.rtp.as_raw_fd();
         let k = msgs.len();
         let mut iovs: [libc::iovec; READ_BATCH] = std::array::from_fn(|_| libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 });
         // SAFETY: plain data.
@@ -1059,12 +1123,124 @@ impl Shard {
     }
 
     fn read_rtcp(&mut self, id: u32, scratch: &mut RecvBatch) -> usize {
-        let Some(Some(Port { rtcp: Some(s), .. })) = self.ports.ports.get(id as usize) else { return 0 };
-        let n = scratch.recv(s.as_raw_fd());
+        let Some(fd) = self.socket(id, true) else { return 0 };
+        let n = scratch.recv(fd);
         if n > 0 {
             self.stats.rtcp_received.fetch_add(n as u64, Ordering::Relaxed);
         }
         n
+    }
+}
+
+/// The packets of one pacer wake-up, copied out of the engine so that they can be sent after its
+/// lock is released. The buffers keep their size from one wake-up to the next (no allocation per
+/// packet once they have grown to the busiest wake-up's).
+struct OutQueue {
+    bytes: Vec<u8>,
+    packets: Vec<(RawFd, usize, usize, SocketAddr, Option<Instant>)>,
+}
+
+impl OutQueue {
+    fn new() -> OutQueue {
+        OutQueue { bytes: Vec::with_capacity(256 * 1024), packets: Vec::with_capacity(2048) }
+    }
+
+    fn push(&mut self, fd: RawFd, o: &Outgoing<'_>) {
+        let off = self.bytes.len();
+        self.bytes.extend_from_slice(o.header);
+        self.bytes.extend_from_slice(o.payload);
+        self.packets.push((fd, off, o.header.len() + o.payload.len(), o.dst, o.due));
+    }
+
+    /// Sends everything queued (consecutive packets for one socket in one `sendmmsg`) and empties the
+    /// queue.
+    fn send(&mut self, batch: &mut SendBatch, metrics: &Metrics) {
+        for &(fd, off, len, dst, due) in &self.packets {
+            batch.push(fd, dst, &self.bytes[off..off + len], &[], due, metrics);
+        }
+        batch.flush(metrics);
+        self.packets.clear();
+        self.bytes.clear();
+    }
+}
+
+impl Pacer {
+    fn run(self) {
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 4];
+        let mut send = SendBatch::new();
+        let mut out = OutQueue::new();
+        loop {
+            // SAFETY: a valid epoll fd and a buffer of `events.len()` entries.
+            let n = unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), events.len() as i32, -1) };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    tracing::error!(error = %e, "media pacer thread: epoll_wait failed");
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                continue;
+            }
+            for ev in &events[..n as usize] {
+                let token = ev.u64;
+                drain_counter(if token == TOKEN_TIMER { self.timer.as_raw_fd() } else { self.kick.as_raw_fd() });
+            }
+            self.stats.wakeups.fetch_add(1, Ordering::Relaxed);
+            let next = {
+                let mut sh = self.shared.lock();
+                if sh.stopped {
+                    return;
+                }
+                let now = Instant::now();
+                let Shared { engine, ports, .. } = &mut *sh;
+                let slots = &ports.ports;
+                engine.handle_timeout(now, &mut |o: Outgoing<'_>| {
+                    if let Some(Some(p)) = slots.get(o.socket as usize) {
+                        out.push(p.rtp.as_raw_fd(), &o);
+                    }
+                });
+                sh.publish();
+                let next = sh.engine.poll_timeout();
+                sh.pacer_armed = next;
+                // Taken before the engine's lock is let go (the order PortSlab::close takes them in):
+                // no port closes until these packets are out.
+                let sending = self.gate.lock();
+                drop(sh);
+                out.send(&mut send, &self.metrics);
+                drop(sending);
+                next
+            };
+            self.arm(next);
+        }
+    }
+
+    /// Arms the timerfd for the engine's next deadline (absolute, so a late wake does not shift the
+    /// next one; a deadline already past fires at once), or disarms it (`None`).
+    fn arm(&self, t: Option<Instant>) {
+        let zero = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        let value = match t {
+            Some(t) => {
+                let v = abs_timespec(self.base, t);
+                if v.tv_sec == 0 && v.tv_nsec == 0 { libc::timespec { tv_sec: 0, tv_nsec: 1 } } else { v }
+            }
+            None => zero,
+        };
+        let spec = libc::itimerspec { it_interval: zero, it_value: value };
+        // SAFETY: a valid timerfd and itimerspec.
+        let rc = unsafe { libc::timerfd_settime(self.timer.as_raw_fd(), libc::TFD_TIMER_ABSTIME, &spec, std::ptr::null_mut()) };
+        if rc < 0 {
+            tracing::error!(error = %std::io::Error::last_os_error(), "media pacer thread: timerfd_settime failed");
+        }
+    }
+}
+
+impl Shared {
+    /// Whether the pacer thread must be woken: the engine's next deadline is earlier than the one
+    /// it waits for.
+    fn pacer_behind(&self) -> bool {
+        match self.engine.poll_timeout() {
+            Some(t) => self.pacer_armed.is_none_or(|a| t < a),
+            None => false,
+        }
     }
 
     /// Events to the sip task, recording work to the writer, counters to the metrics.
@@ -1532,6 +1708,49 @@ mod tests {
 
     fn open_fds() -> usize {
         std::fs::read_dir("/proc/self/fd").unwrap().count()
+    }
+
+    /// The scheduling policy of this process's thread named `name` (41st field of its stat).
+    fn policy_of(name: &str) -> Option<i32> {
+        for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            if comm.trim() != name {
+                continue;
+            }
+            let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+            // Fields after the command name in parentheses (which may hold spaces): state is the 3rd.
+            let rest = &stat[stat.rfind(')')? + 2..];
+            return rest.split(' ').nth(38)?.parse().ok();
+        }
+        None
+    }
+
+    fn policies_settle(pacer: i32, io: i32) -> (Option<i32>, Option<i32>) {
+        let until = Instant::now() + Duration::from_secs(5);
+        loop {
+            let got = (policy_of("callgate-pacer0"), policy_of("callgate-media0"));
+            if got == (Some(pacer), Some(io)) || Instant::now() > until {
+                return got;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn the_pacer_thread_runs_real_time_and_the_relaying_thread_does_not() {
+        let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+        // Real-time priority needs CAP_SYS_NICE (CI runs as root); without it both threads stay
+        // under normal scheduling, which is what is checked then.
+        let root = unsafe { libc::geteuid() } == 0;
+        let rr = if root { libc::SCHED_RR } else { libc::SCHED_OTHER };
+        for relay_realtime in [false, true] {
+            let config = MediaConfig { threads: 1, realtime_priority: Some(10), relay_realtime, ..MediaConfig::default() };
+            let (tx, handle, _rx) = spawn_with(prompts(), "127.0.0.1".parse().unwrap(), Arc::new(Metrics::new()), config).unwrap();
+            let io = if relay_realtime { rr } else { libc::SCHED_OTHER };
+            assert_eq!(policies_settle(rr, io), (Some(rr), Some(io)), "relay_realtime {relay_realtime}, root {root}");
+            drop(tx);
+            handle.join().unwrap();
+        }
     }
 
     #[test]

@@ -21,6 +21,7 @@
 pub mod cti;
 pub mod http;
 pub mod media;
+mod pi;
 mod redo;
 mod tcp;
 mod udp;
