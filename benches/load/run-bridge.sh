@@ -44,10 +44,13 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 ROOT=$PWD
 CALLS=${CALLS:-1000}
 SYSTEM=${SYSTEM:-callgate}
+ECHO=${ECHO:-sipp}
 HOLD_S=${HOLD_S:-20}
 RAMP_S=${RAMP_S:-10}
 OUT=${OUT:-$ROOT/target/load/bridge-$(date -u +%Y%m%dT%H%M%SZ)}
 CG_SIP=5090 CG_HTTP=8090 RTPE_CLI=9900 UAC_PORT=5091 UAC_CTRL=8981 UAC_MEDIA=17000 UAS_PORT=5092 UAS_CTRL=8982 UAS_MEDIA=18000
+ECHO_PORT=$UAS_MEDIA
+[ "$ECHO" = sipp ] || ECHO_PORT=18100
 PROFILE=$ROOT/benches/load/profile
 RATE=$(( (CALLS + RAMP_S - 1) / RAMP_S ))
 
@@ -163,6 +166,39 @@ int main(int argc, char **argv) {
 }
 C
 
+# ECHO=batched: the agents' phones' echo as a small C program instead of SIPp's -rtp_echo thread
+# (recvfrom + sendto per packet): every datagram back to its sender, 64 at a time with recvmmsg /
+# sendmmsg, an 8 MB receive buffer (SO_RCVBUFFORCE as root). Usage: echo PORT
+cc -O2 -o "$OUT/echo" -x c - <<'C'
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+int main(int argc, char **argv) {
+    if (argc < 2) return 2;
+    int s = socket(AF_INET, SOCK_DGRAM, 0), big = 8 << 20;
+    if (setsockopt(s, SOL_SOCKET, SO_RCVBUFFORCE, &big, sizeof big)) setsockopt(s, SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
+    struct sockaddr_in me = { .sin_family = AF_INET, .sin_port = htons(atoi(argv[1])) };
+    me.sin_addr.s_addr = htonl(0x7f000001);
+    if (bind(s, (void *)&me, sizeof me)) { perror("bind"); return 1; }
+    static unsigned char buf[64][2048]; static struct sockaddr_in from[64]; static struct iovec iov[64]; static struct mmsghdr m[64];
+    for (;;) {
+        for (int i = 0; i < 64; i++) {
+            iov[i].iov_base = buf[i]; iov[i].iov_len = sizeof buf[i];
+            memset(&m[i].msg_hdr, 0, sizeof m[i].msg_hdr);
+            m[i].msg_hdr.msg_iov = &iov[i]; m[i].msg_hdr.msg_iovlen = 1;
+            m[i].msg_hdr.msg_name = &from[i]; m[i].msg_hdr.msg_namelen = sizeof from[i];
+        }
+        int n = recvmmsg(s, m, 64, MSG_WAITFORONE, NULL);
+        if (n <= 0) continue;
+        for (int i = 0; i < n; i++) iov[i].iov_len = m[i].msg_len;
+        for (int k = 0; k < n;) { int r = sendmmsg(s, m + k, n - k, 0); k += r > 0 ? r : 1; }
+    }
+}
+C
+
 # The caller's scenario: the load bench's bridged call, offering PCMA at the blaster's port and
 # logging the port callgate answered with.
 sed -e 's|m=audio \[media_port\] RTP/AVP 0 8 101|m=audio '"$BLAST_PORT"' RTP/AVP 8 101|' \
@@ -195,10 +231,24 @@ else
     kill -0 "$CG" || { log "rtpengine did not start: $(tail -3 "$OUT/rtpengine.err")"; exit 1; }
 fi
 
+if [ "$ECHO" = sipp ]; then
 sipp -sf "$ROOT/tests/sipp/uas_answer.xml" -i 127.0.0.1 -mi 127.0.0.1 -p "$UAS_PORT" -mp "$UAS_MEDIA" \
     -cp "$UAS_CTRL" -rtp_echo -rtp_buffsize 4194304 -nostdin -max_recv_loops 10000 -buff_size 16777216 -trace_err \
     -error_file "$OUT/uas-errors.log" >"$OUT/uas.out" 2>&1 &
 UAS=$!
+ECHO_PID=$UAS
+else
+# ECHO=batched: SIPp answers the calls (signalling) with an SDP naming the batched echo's port.
+sed -e 's|m=audio \[media_port\]|m=audio '"$ECHO_PORT"'|' "$ROOT/tests/sipp/uas_answer.xml" >"$OUT/uas_answer.xml"
+grep -q "m=audio $ECHO_PORT" "$OUT/uas_answer.xml" || { log "could not build the callee scenario"; exit 1; }
+sipp -sf "$OUT/uas_answer.xml" -i 127.0.0.1 -mi 127.0.0.1 -p "$UAS_PORT" -mp "$UAS_MEDIA" \
+    -cp "$UAS_CTRL" -nostdin -max_recv_loops 10000 -buff_size 16777216 -trace_err \
+    -error_file "$OUT/uas-errors.log" >"$OUT/uas.out" 2>&1 &
+UAS=$!
+"$OUT/echo" "$ECHO_PORT" >"$OUT/echo.out" 2>&1 &
+ECHO_PID=$!
+PIDS+=("$ECHO_PID")
+fi
 PIDS+=("$UAS")
 
 rtpe_cli() { # rtpe_cli COMMAND PATTERN: the number after the line matching PATTERN in rtpengine's CLI answer
@@ -224,6 +274,10 @@ udp() { awk '/^Udp:/ { if (!h) { for (i = 2; i <= NF; i++) k[i] = $i; h = 1 } el
 wall() { date +%s.%N; }
 HZ=$(getconf CLK_TCK)
 rcvbuf0=$(udp RcvbufErrors)
+# Datagrams to a port nobody has open (the kernel answers with ICMP port unreachable): the machine's
+# count, e.g. a stream's last packets after its call's port closed.
+unreach() { awk '/^Icmp:/ { if (!h) { for (i = 2; i <= NF; i++) k[i] = $i; h = 1 } else { for (i = 2; i <= NF; i++) if (k[i] == "OutDestUnreachs") print $i } }' /proc/net/snmp; }
+unreach0=$(unreach)
 
 : >"$OUT/ports.log"
 if [ "$SYSTEM" != callgate ]; then
@@ -232,7 +286,7 @@ if [ "$SYSTEM" != callgate ]; then
 # for callgate, which then starts the streams at the ramp's rate. (Set up one by one while the
 # earlier calls' media already flowed, the control requests queued behind the relaying and the
 # calls were never all up together.)
-python3 - "$CALLS" "$RATE" "$BLAST_PORT" "$UAS_MEDIA" "$OUT/ports.log" >"$OUT/ng.out" 2>&1 <<'PY'
+python3 - "$CALLS" "$RATE" "$BLAST_PORT" "$ECHO_PORT" "$OUT/ports.log" >"$OUT/ng.out" 2>&1 <<'PY'
 import socket, sys, time, re
 calls, rate, blast, echo, log = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
 def enc(v):
@@ -283,7 +337,7 @@ PIDS+=("$SIPP")
 # Once a second: elapsed time, calls at once, packets received and sent by callgate (/metrics), CPU
 # ticks of the relay (whole process, and callgate's media threads), and the SIPp callee's (the echo's)
 # time on a CPU and time runnable but waiting for one (/proc/PID/task/*/schedstat, nanoseconds).
-echo_sched() { cat /proc/$UAS/task/*/schedstat 2>/dev/null | awk '{ r += $1; w += $2 } END { printf "%.0f\t%.0f", r, w }'; }
+echo_sched() { cat /proc/$ECHO_PID/task/*/schedstat 2>/dev/null | awk '{ r += $1; w += $2 } END { printf "%.0f\t%.0f", r, w }'; }
 : >"$OUT/samples.tsv"
 start_t=$(wall); prev=$(cpu_ticks); prev_media=$(media_ticks); prev_t=$start_t
 while kill -0 "$SIPP" 2>/dev/null; do
@@ -308,6 +362,7 @@ read -r calls cpu media_cpu rx_rate tx_rate echo_run echo_wait <<<"$plateau"
 received=$(metric callgate_rtp_packets_received_total)
 sent=$(metric callgate_rtp_packets_sent_total)
 rcvbuf=$(( $(udp RcvbufErrors) - rcvbuf0 ))
+unreachable=$(( $(unreach) - unreach0 ))
 completed=-; failed=-
 if [ -f "$OUT/uac-stat.csv" ]; then
     completed=$(awk -F';' 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == "SuccessfulCall(C)") f = i; next } { v = $f } END { print v + 0 }' "$OUT/uac-stat.csv")
@@ -315,7 +370,7 @@ if [ -f "$OUT/uac-stat.csv" ]; then
 fi
 # Where the receive-buffer drops were: per socket, from /proc/net/udp (its last column), before the
 # processes end and their sockets go.
-drops=$(awk -v e="$UAS_MEDIA" -v b="$BLAST_PORT" 'function hex(h,  i, v) { v = 0; for (i = 1; i <= length(h); i++) v = v * 16 + index("0123456789ABCDEF", toupper(substr(h, i, 1))) - 1; return v }
+drops=$(awk -v e="$ECHO_PORT" -v b="$BLAST_PORT" 'function hex(h,  i, v) { v = 0; for (i = 1; i <= length(h); i++) v = v * 16 + index("0123456789ABCDEF", toupper(substr(h, i, 1))) - 1; return v }
     NR > 1 { split($2, a, ":"); p = hex(a[2]); d = $NF
     if (p == e) echo += d; else if (p == b) blast += d; else if (p >= 20000 && p < 40000) relay += d; else other += d }
     END { printf "echo %d, blaster %d, relay ports %d, other %d", echo, blast, relay, other }' /proc/net/udp)
@@ -330,7 +385,7 @@ loss=$(awk -v s="${bl_sent:-0}" -v b="${bl_back:-0}" 'BEGIN { if (s) printf "%.3
     echo "| $SYSTEM | $calls (of $CALLS) | $RATE | $completed / $failed (exit $SIPP_RC) | $tx_rate ($rx_rate) | $loss% ($bl_sent / $bl_back) | $received / $sent | $rcvbuf | ${cpu}% of one core (${media_cpu}%) |"
     echo
     echo "blaster: $(cat "$OUT/blaster.out")"
-    echo "receive-buffer drops by socket: $drops"
-    echo "SIPp callee (the echo) at the plateau: on a CPU ${echo_run}% of the time, runnable but waiting for a CPU ${echo_wait}%"
+    echo "receive-buffer drops by socket: $drops; datagrams to closed ports (ICMP unreachable sent): $unreachable"
+    echo "the echo ($ECHO) at the plateau: on a CPU ${echo_run}% of the time, runnable but waiting for a CPU ${echo_wait}%"
     echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(uname -sr)"
 } | tee "$OUT/results.md"
