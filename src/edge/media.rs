@@ -841,6 +841,22 @@ fn abs_timespec(base: (Instant, libc::timespec), t: Instant) -> libc::timespec {
     }
 }
 
+/// One `epoll_wait` (`timeout` in ms, -1: none): the number of events, or `None` when interrupted or
+/// failed (logged; a failure also pauses a millisecond, so that a broken epoll cannot spin a core).
+fn wait_events(epoll: RawFd, events: &mut [libc::epoll_event], timeout: i32) -> Option<usize> {
+    // SAFETY: a valid epoll fd and a buffer of `events.len()` entries.
+    let n = unsafe { libc::epoll_wait(epoll, events.as_mut_ptr(), events.len() as i32, timeout) };
+    if n < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            tracing::error!(error = %e, "media thread: epoll_wait failed");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        return None;
+    }
+    Some(n as usize)
+}
+
 fn new_fd(rc: libc::c_int) -> std::io::Result<OwnedFd> {
     // SAFETY: a descriptor just returned by the kernel, owned from here on.
     os(rc).map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
@@ -932,25 +948,14 @@ impl Shard {
             if busy {
                 self.sleep_to_next_period();
             }
-            // SAFETY: a valid epoll fd and a buffer of `events.len()` entries.
-            let n = unsafe {
-                libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), events.len() as i32, if busy { 0 } else { -1 })
-            };
-            if n < 0 {
-                let e = std::io::Error::last_os_error();
-                if e.kind() != std::io::ErrorKind::Interrupted {
-                    tracing::error!(error = %e, "media thread: epoll_wait failed");
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                continue;
-            }
+            let Some(n) = wait_events(self.epoll.as_raw_fd(), &mut events, if busy { 0 } else { -1 }) else { continue };
             self.stats.wakeups.fetch_add(1, Ordering::Relaxed);
             let mut sockets_read = 0;
             for token in std::mem::take(&mut pending) {
                 self.read_port(token, &mut recv, &mut rtcp_scratch, &mut unread);
                 sockets_read += 1;
             }
-            for ev in &events[..n as usize] {
+            for ev in &events[..n] {
                 let token = ev.u64; // (a packed struct: copy the field out)
                 if token == TOKEN_WAKE {
                     drain_counter(self.wake.as_raw_fd());
@@ -1170,17 +1175,8 @@ impl Pacer {
         let mut send = SendBatch::new();
         let mut out = OutQueue::new();
         loop {
-            // SAFETY: a valid epoll fd and a buffer of `events.len()` entries.
-            let n = unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), events.len() as i32, -1) };
-            if n < 0 {
-                let e = std::io::Error::last_os_error();
-                if e.kind() != std::io::ErrorKind::Interrupted {
-                    tracing::error!(error = %e, "media pacer thread: epoll_wait failed");
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                continue;
-            }
-            for ev in &events[..n as usize] {
+            let Some(n) = wait_events(self.epoll.as_raw_fd(), &mut events, -1) else { continue };
+            for ev in &events[..n] {
                 let token = ev.u64;
                 drain_counter(if token == TOKEN_TIMER { self.timer.as_raw_fd() } else { self.kick.as_raw_fd() });
             }
