@@ -33,10 +33,10 @@
 //! (re)started stream and appended.
 
 use std::fmt;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::bridge::Leg;
-use super::pacer::SLOTS;
+use super::pacer::{SlotClock, SLOTS};
 use super::{g711, Codec, FRAME_SAMPLES, PTIME_MS};
 
 /// Frames (of 20 ms) an input's jitter buffer holds at most.
@@ -337,33 +337,25 @@ pub struct Due {
 /// a mix and removed when the last stops (or the call ends).
 #[derive(Debug)]
 pub struct MixClock {
-    start: Instant,
-    /// Every tick below this has been handled.
-    processed: u64,
+    clock: SlotClock,
     ring: [Vec<(u64, u64)>; SLOTS],
     live: usize,
 }
 
 impl MixClock {
     pub fn new(start: Instant) -> MixClock {
-        MixClock { start, processed: 0, ring: std::array::from_fn(|_| Vec::new()), live: 0 }
-    }
-
-    fn tick_ceil(&self, t: Instant) -> u64 {
-        let d = t.saturating_duration_since(self.start);
-        let ms = d.as_millis() as u64;
-        ms + u64::from(d > Duration::from_millis(ms))
+        MixClock { clock: SlotClock::new(start), ring: std::array::from_fn(|_| Vec::new()), live: 0 }
     }
 
     /// The instant of millisecond `tick`.
     pub fn instant_of(&self, tick: u64) -> Instant {
-        self.start + Duration::from_millis(tick)
+        self.clock.instant_of(tick)
     }
 
     /// Schedules `key` from `now`: its first frame is due at the first millisecond at or after `now`.
     /// Returns its slot (for [`MixClock::remove`]).
     pub fn add(&mut self, now: Instant, key: u64) -> u8 {
-        let next = self.tick_ceil(now).max(self.processed);
+        let next = self.clock.first_due(now);
         let slot = (next % PERIOD) as usize;
         self.ring[slot].push((key, next));
         self.live += 1;
@@ -397,22 +389,14 @@ impl MixClock {
         if self.live == 0 {
             return None;
         }
-        (0..PERIOD)
-            .map(|k| self.processed + k)
-            .find(|t| !self.ring[(t % PERIOD) as usize].is_empty())
-            .map(|t| self.instant_of(t))
+        self.clock.next(|slot| !self.ring[slot].is_empty())
     }
 
     /// Appends to `out` every call with a frame due at or before `now`, and moves each one's next frame
     /// on past `now`. `out` is the caller's, reused (no allocation once it has grown).
     pub fn due(&mut self, now: Instant, out: &mut Vec<Due>) {
-        let now_tick = now.saturating_duration_since(self.start).as_millis() as u64;
-        if now_tick < self.processed {
-            return;
-        }
-        let ticks = (now_tick - self.processed + 1).min(PERIOD);
-        for k in 0..ticks {
-            let slot = ((self.processed + k) % PERIOD) as usize;
+        let Some((now_tick, slots)) = self.clock.advance(now) else { return };
+        for slot in slots {
             for (key, next) in &mut self.ring[slot] {
                 if *next <= now_tick {
                     let owed = (now_tick - *next) / PERIOD + 1;
@@ -421,13 +405,13 @@ impl MixClock {
                 }
             }
         }
-        self.processed = now_tick + 1;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn frame_of(codec: Codec, level: i16) -> Vec<u8> {
         let b = match codec {

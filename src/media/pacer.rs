@@ -205,12 +205,60 @@ struct Entry {
     stream: Option<Stream>,
 }
 
+/// The millisecond clock of the engine's slot rings (the pacer's streams here, the mixer's calls in
+/// [`crate::media::mixer::MixClock`]): tick `t` is `start + t` ms, a ring has one slot per millisecond
+/// of the 20 ms period (slot `t % PERIOD`), and every tick below `processed` has been handled.
+#[derive(Clone, Copy, Debug)]
+pub struct SlotClock {
+    start: Instant,
+    processed: u64,
+}
+
+impl SlotClock {
+    pub fn new(start: Instant) -> SlotClock {
+        SlotClock { start, processed: 0 }
+    }
+
+    /// The instant of tick `tick`.
+    pub fn instant_of(&self, tick: u64) -> Instant {
+        self.start + Duration::from_millis(tick)
+    }
+
+    /// The first tick at or after `now` not handled yet: where a new entry's first frame is due.
+    pub fn first_due(&self, now: Instant) -> u64 {
+        let d = now.saturating_duration_since(self.start);
+        let ms = d.as_millis() as u64;
+        (ms + u64::from(d > Duration::from_millis(ms))).max(self.processed)
+    }
+
+    /// The instant of the first unhandled tick (within one period) whose slot `busy` says holds
+    /// something. May be in the past.
+    pub fn next(&self, busy: impl Fn(usize) -> bool) -> Option<Instant> {
+        (0..PERIOD)
+            .map(|k| self.processed + k)
+            .find(|t| busy((t % PERIOD) as usize))
+            .map(|t| self.instant_of(t))
+    }
+
+    /// Marks every tick up to `now` handled. Returns `now`'s tick (whole milliseconds, rounded down)
+    /// and the slots to visit, in time order (after a stall of a period or more, each slot once), or
+    /// `None` when that tick was handled already.
+    pub fn advance(&mut self, now: Instant) -> Option<(u64, impl Iterator<Item = usize>)> {
+        let now_tick = now.saturating_duration_since(self.start).as_millis() as u64;
+        if now_tick < self.processed {
+            return None;
+        }
+        let first = self.processed;
+        let ticks = (now_tick - first + 1).min(PERIOD);
+        self.processed = now_tick + 1;
+        Some((now_tick, (0..ticks).map(move |k| ((first + k) % PERIOD) as usize)))
+    }
+}
+
 /// The pacing engine. See the module documentation.
 #[derive(Debug)]
 pub struct Pacer {
-    start: Instant,
-    /// Every tick below this has been processed.
-    processed: u64,
+    clock: SlotClock,
     ring: [Vec<u32>; SLOTS],
     entries: Vec<Entry>,
     free: Vec<u32>,
@@ -232,8 +280,7 @@ impl Pacer {
     pub fn with_capacity(start: Instant, streams: usize) -> Pacer {
         let per_slot = streams.div_ceil(SLOTS) + streams.div_ceil(SLOTS * 4);
         Pacer {
-            start,
-            processed: 0,
+            clock: SlotClock::new(start),
             ring: std::array::from_fn(|_| Vec::with_capacity(per_slot)),
             entries: Vec::with_capacity(streams),
             free: Vec::with_capacity(streams),
@@ -243,28 +290,9 @@ impl Pacer {
         }
     }
 
-    /// Whole milliseconds since start, rounded down (0 before start).
-    fn tick_floor(&self, t: Instant) -> u64 {
-        t.saturating_duration_since(self.start).as_millis() as u64
-    }
-
-    fn tick_ceil(&self, t: Instant) -> u64 {
-        let d = t.saturating_duration_since(self.start);
-        let ms = d.as_millis() as u64;
-        if d > Duration::from_millis(ms) {
-            ms + 1
-        } else {
-            ms
-        }
-    }
-
-    fn instant_of(&self, tick: u64) -> Instant {
-        self.start + Duration::from_millis(tick)
-    }
-
     /// Starts a stream. Its first packet is due at the first tick at or after `now`.
     pub fn add(&mut self, now: Instant, spec: StreamSpec) -> StreamId {
-        let next_due = self.tick_ceil(now).max(self.processed);
+        let next_due = self.clock.first_due(now);
         let slot = (next_due % PERIOD) as usize;
         let index = match self.free.pop() {
             Some(i) => i,
@@ -410,27 +438,17 @@ impl Pacer {
         if self.live == 0 {
             return None;
         }
-        (0..PERIOD)
-            .map(|k| self.processed + k)
-            .find(|t| !self.ring[(t % PERIOD) as usize].is_empty())
-            .map(|t| self.instant_of(t))
+        self.clock.next(|slot| !self.ring[slot].is_empty())
     }
 
     /// Emits, through `out`, every packet due at or before `now` (see "Catching up" in the module docs).
     /// Streams whose playlist is exhausted are removed and reported by [`Pacer::poll_event`].
     pub fn handle_timeout(&mut self, now: Instant, out: &mut impl FnMut(Packet<'_>)) {
-        let now_tick = self.tick_floor(now);
-        if now_tick < self.processed {
-            return;
-        }
-        let first = self.processed;
-        // Visit each due tick's slot in time order; after a stall of a period or more, each slot once.
-        let ticks = (now_tick - first + 1).min(PERIOD);
-        for k in 0..ticks {
-            let slot = ((first + k) % PERIOD) as usize;
+        let Some((now_tick, slots)) = self.clock.advance(now) else { return };
+        // Each due tick's slot in time order; after a stall of a period or more, each slot once.
+        for slot in slots {
             self.visit_slot(slot, now, now_tick, out);
         }
-        self.processed = now_tick + 1;
     }
 
     fn visit_slot(
@@ -444,7 +462,7 @@ impl Pacer {
         while i < self.ring[slot].len() {
             let index = self.ring[slot][i];
             let gen = self.entries[index as usize].gen;
-            let start = self.start;
+            let clock = self.clock;
             let s = self.entries[index as usize]
                 .stream
                 .as_mut()
@@ -480,7 +498,7 @@ impl Pacer {
                 } else {
                     let mut header = [0u8; HEADER_LEN];
                     write_header(&mut header, s.pt, s.marker, s.seq, s.ts, s.ssrc);
-                    let due = start + Duration::from_millis(s.next_due);
+                    let due = clock.instant_of(s.next_due);
                     let lateness = now.saturating_duration_since(due);
                     if lateness > self.stats.max_lateness {
                         self.stats.max_lateness = lateness;
