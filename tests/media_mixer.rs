@@ -17,6 +17,9 @@ use callgate::media::{g711, Codec};
 use callgate::metrics::Metrics;
 use tokio::sync::mpsc::UnboundedReceiver;
 
+mod common;
+use common::baresip::tone_power;
+
 const F_A: f64 = 440.0;
 const F_B: f64 = 700.0;
 const F_C: f64 = 1100.0;
@@ -24,19 +27,7 @@ const F_D: f64 = 1600.0;
 const F_MUSIC: f64 = 300.0;
 const AMP: f64 = 5000.0;
 
-/// Goertzel: the power of `hz` in `x` (8 kHz), normalised so that a sine of amplitude X gives X²/4.
-fn power(x: &[f64], hz: f64) -> f64 {
-    let w = 2.0 * std::f64::consts::PI * hz / 8000.0;
-    let c = 2.0 * w.cos();
-    let (mut s1, mut s2) = (0.0, 0.0);
-    for &v in x {
-        let s0 = v + c * s1 - s2;
-        s2 = s1;
-        s1 = s0;
-    }
-    (s1 * s1 + s2 * s2 - c * s1 * s2) / (x.len().max(1) as f64).powi(2)
-}
-
+/// Powers are [`tone_power`]'s: a sine of amplitude X gives X²/4.
 /// A tone this loud is heard (a sine of amplitude ~1000, a fifth of what the peers say).
 const HEARD: f64 = 250_000.0;
 /// A tone this quiet is not (amplitude ~280, 25 dB under a speaker: G.711 noise and the leakage of a
@@ -135,7 +126,7 @@ impl Peer {
     fn assert_hears(&self, from: usize, hears: &[f64], not: &[f64], what: &str) {
         let x = self.heard(from, 10);
         assert!(x.len() >= 20 * 160, "{what}: {} heard only {} samples", self.name, x.len());
-        let p = |hz: f64| power(&x, hz);
+        let p = |hz: f64| tone_power(&x, 8000, hz);
         let report = || {
             [F_A, F_B, F_C, F_D, F_MUSIC].iter().map(|&f| format!("{f} Hz: {:.0}", p(f))).collect::<Vec<_>>().join(", ")
         };
